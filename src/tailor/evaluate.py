@@ -1,0 +1,192 @@
+"""Metrics and the evaluation runner.
+
+Standard metrics come from the field's libraries (rouge-score, sacrebleu); accuracy, F1,
+confusion and calibration are a few lines each and are written here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+
+from .engine import Engine
+from .prompts import PromptBuilder
+from .task import Example, Task
+
+# ---------------------------------------------------------------- metrics
+
+
+def normalize(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip().lower()).strip(" .")
+
+
+def accuracy(preds: list[str], golds: list[str]) -> float:
+    return sum(p == g for p, g in zip(preds, golds)) / max(len(golds), 1)
+
+
+def exact_match(preds: list[str], golds: list[str]) -> float:
+    return sum(normalize(p) == normalize(g) for p, g in zip(preds, golds)) / max(len(golds), 1)
+
+
+def confusion_matrix(preds: list[str], golds: list[str], labels: list[str]) -> list[list[int]]:
+    """rows: gold label, columns: predicted label (a prediction outside `labels` is dropped
+    from the matrix; accuracy still counts it as wrong)."""
+    index = {l: i for i, l in enumerate(labels)}
+    m = [[0] * len(labels) for _ in labels]
+    for p, g in zip(preds, golds):
+        if p in index and g in index:
+            m[index[g]][index[p]] += 1
+    return m
+
+
+def macro_f1(preds: list[str], golds: list[str], labels: list[str]) -> float:
+    f1s = []
+    for label in labels:
+        tp = sum(p == label and g == label for p, g in zip(preds, golds))
+        fp = sum(p == label and g != label for p, g in zip(preds, golds))
+        fn = sum(p != label and g == label for p, g in zip(preds, golds))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return sum(f1s) / max(len(f1s), 1)
+
+
+def rouge(preds: list[str], refs: list[str]) -> dict[str, float]:
+    from rouge_score import rouge_scorer
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+    for p, r in zip(preds, refs):
+        for k, s in scorer.score(r, p).items():
+            totals[k] += s.fmeasure
+    return {k: v / max(len(refs), 1) for k, v in totals.items()}
+
+
+def bleu(preds: list[str], refs: list[str]) -> float:
+    import sacrebleu
+    return sacrebleu.corpus_bleu(preds, [refs]).score / 100
+
+
+def chrf(preds: list[str], refs: list[str]) -> float:
+    import sacrebleu
+    return sacrebleu.corpus_chrf(preds, [refs]).score / 100
+
+
+def ece(confidences: list[float], correct: list[bool], n_bins: int = 10) -> float:
+    """Expected calibration error: |accuracy - confidence| averaged over equal-width bins,
+    weighted by the share of predictions in each bin."""
+    n = len(confidences)
+    if not n:
+        return float("nan")
+    bins: list[list[int]] = [[] for _ in range(n_bins)]
+    for i, c in enumerate(confidences):
+        bins[min(int(c * n_bins), n_bins - 1)].append(i)
+    total = 0.0
+    for b in bins:
+        if b:
+            acc = sum(correct[i] for i in b) / len(b)
+            conf = sum(confidences[i] for i in b) / len(b)
+            total += len(b) / n * abs(acc - conf)
+    return total
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = (len(s) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+# ---------------------------------------------------------------- predictions
+
+
+@dataclass
+class Prediction:
+    id: str
+    prediction: str
+    target: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    cached: bool = False
+    probs: dict[str, float] | None = None  # per label or choice (classify / choice tasks)
+    shots: int = 0
+    shots_dropped: int = 0
+    prompt: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def predict(engine: Engine, builder: PromptBuilder, task: Task, examples: list[Example],
+            shots_for=None, passages_for=None, max_new_tokens: int = 64) -> list[Prediction]:
+    """Formats every example with the one prompt builder and runs it through the engine.
+    `shots_for(example)` and `passages_for(example)` supply in-context examples and passages."""
+    prompts = [builder.build(ex, shots_for(ex) if shots_for else (),
+                             passages_for(ex) if passages_for else ()) for ex in examples]
+    texts = [p.text for p in prompts]
+    out = []
+    if task.kind in ("classify", "choice"):
+        options = [task.labels if task.kind == "classify" else ex.choices for ex in examples]
+        scores = engine.score(texts, [[builder.target_text(o) for o in opts] for opts in options])
+        for ex, p, opts, s in zip(examples, prompts, options, scores):
+            probs = _softmax(s.logprobs)
+            best = max(range(len(opts)), key=lambda j: s.logprobs[j])
+            out.append(Prediction(ex.id, opts[best], ex.target, s.prompt_tokens, sum(s.n_tokens),
+                                  s.latency_s, s.cached, dict(zip(opts, probs)), p.shots_used,
+                                  p.shots_dropped, p.text))
+    else:
+        gens = engine.generate(texts, max_new_tokens=max_new_tokens)
+        for ex, p, g in zip(examples, prompts, gens):
+            out.append(Prediction(ex.id, g.text.strip(), ex.target, g.prompt_tokens, g.completion_tokens,
+                                  g.latency_s, g.cached, None, p.shots_used, p.shots_dropped, p.text))
+    return out
+
+
+def _softmax(logprobs: list[float]) -> list[float]:
+    m = max(logprobs)
+    e = [math.exp(x - m) for x in logprobs]
+    z = sum(e)
+    return [x / z for x in e]
+
+
+# ---------------------------------------------------------------- scoring a set of predictions
+
+
+@dataclass
+class Report:
+    metrics: dict[str, float]
+    confusion: list[list[int]] | None = None
+    labels: list[str] | None = None
+    cost: dict[str, float] = field(default_factory=dict)
+
+
+def score_predictions(task: Task, preds: list[Prediction]) -> Report:
+    p = [x.prediction for x in preds]
+    g = [x.target for x in preds]
+    metrics: dict[str, float] = {}
+    confusion = None
+    if task.kind in ("classify", "choice"):
+        metrics["accuracy"] = accuracy(p, g)
+        conf = [max(x.probs.values()) for x in preds]
+        metrics["ece"] = ece(conf, [a == b for a, b in zip(p, g)])
+        if task.kind == "classify":
+            metrics["macro_f1"] = macro_f1(p, g, task.labels)
+            confusion = confusion_matrix(p, g, task.labels)
+    else:
+        metrics["exact_match"] = exact_match(p, g)
+        metrics.update(rouge(p, g))
+        metrics["bleu"] = bleu(p, g)
+        metrics["chrf"] = chrf(p, g)
+    lat = [x.latency_s for x in preds]
+    n = max(len(preds), 1)
+    cost = {
+        "requests": len(preds),
+        "prompt_tokens_per_request": sum(x.prompt_tokens for x in preds) / n,
+        "completion_tokens_per_request": sum(x.completion_tokens for x in preds) / n,
+        "latency_p50_s": percentile(lat, 0.5),
+        "latency_p95_s": percentile(lat, 0.95),
+        "cached_share": sum(x.cached for x in preds) / n,
+        "shots_dropped": sum(x.shots_dropped for x in preds),
+    }
+    return Report(metrics, confusion, task.labels if task.kind == "classify" else None, cost)

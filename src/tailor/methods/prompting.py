@@ -1,0 +1,56 @@
+"""Prompting arms: no training, only what goes into the prompt."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from ..models import Base
+from ..prompts import builder_for
+from ..task import Example, Task
+from .base import Adapted
+
+
+@dataclass
+class ZeroShot:
+    """The instruction and the input, nothing else: the floor every other arm must beat."""
+
+    def fit(self, task: Task, base: Base, run=None) -> Adapted:
+        return Adapted("zero-shot", base.model, base.tokenizer, base.weights_id,
+                       builder_for(task, base.tokenizer, base.model.config))
+
+
+@dataclass
+class FewShot:
+    """k fixed training examples, drawn once with a seed (label-balanced for classification),
+    shown before every input."""
+
+    k: int = 4
+    seed: int = 0
+    balanced: bool = True
+
+    def fit(self, task: Task, base: Base, run=None) -> Adapted:
+        shots = fixed_shots(task, self.k, self.seed, self.balanced)
+        return Adapted("few-shot", base.model, base.tokenizer, base.weights_id,
+                       builder_for(task, base.tokenizer, base.model.config),
+                       shots_for=lambda ex: shots, info={"shot_ids": [s.id for s in shots]})
+
+
+def fixed_shots(task: Task, k: int, seed: int, balanced: bool) -> list[Example]:
+    pool = list(task.splits.get("train") or task.examples)
+    rng = random.Random(seed)
+    if not (balanced and task.kind == "classify" and task.labels):
+        return rng.sample(pool, min(k, len(pool)))
+    by_label = {label: [ex for ex in pool if ex.target == label] for label in task.labels}
+    for items in by_label.values():
+        rng.shuffle(items)
+    shots, i = [], 0
+    while len(shots) < min(k, len(pool)):
+        label = task.labels[i % len(task.labels)]
+        if by_label[label]:
+            shots.append(by_label[label].pop())
+        i += 1
+        if i > 10 * k + len(task.labels) and not any(by_label.values()):
+            break
+    rng.shuffle(shots)
+    return shots

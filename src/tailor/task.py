@@ -1,0 +1,396 @@
+"""Examples, tasks, task files in the formats users already have, and seeded splits.
+
+Every problem in a file is reported as a DataError naming the file, the line (or row) and the
+field, so a user can fix it without reading a traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import DataError
+
+KINDS = ("classify", "generate", "choice")
+DEFAULT_METRICS = {
+    "classify": ["accuracy", "macro_f1", "ece"],
+    "choice": ["accuracy", "ece"],
+    "generate": ["exact_match", "rouge", "bleu", "chrf"],
+}
+# Field sets that identify a format, checked in this order.
+FORMATS = {
+    "chat": ("messages",),
+    "prompt_completion": ("prompt", "completion"),
+    "alpaca": ("instruction", "output"),
+    "choice": ("question", "choices", "answer"),
+    "text_label": ("text", "label"),
+}
+FORMAT_KIND = {"chat": "generate", "prompt_completion": "generate", "alpaca": "generate",
+               "choice": "choice", "text_label": "classify"}
+SPLIT_NAMES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "test": "test"}
+
+
+@dataclass
+class Example:
+    """One record. `input` is text, or chat messages without the final assistant turn."""
+
+    id: str
+    input: str | list[dict]
+    target: str
+    choices: list[str] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_text(self) -> str:
+        if isinstance(self.input, str):
+            return self.input
+        return "\n".join(m["content"] for m in self.input if m["role"] != "system")
+
+
+@dataclass
+class Task:
+    name: str
+    kind: str
+    instruction: str
+    examples: list[Example]
+    labels: list[str] | None = None
+    metrics: list[str] = field(default_factory=list)
+    source: str = ""
+    splits: dict[str, list[Example]] = field(default_factory=dict)
+    data_hash: str = ""
+    notes: list[str] = field(default_factory=list)  # rows dropped or changed while loading
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise DataError(self.source or self.name, f"kind '{self.kind}' is not one of {list(KINDS)}")
+        self.metrics = self.metrics or list(DEFAULT_METRICS[self.kind])
+        self.data_hash = self.data_hash or hash_examples(self.examples)
+
+    def split(self, seed: int = 0, test: float | int = 0.1, dev: float | int = 0.1) -> "Task":
+        """Deterministic seeded split. Rows that name their own split keep it."""
+        fixed = {"train": [], "dev": [], "test": []}
+        free = []
+        for ex in self.examples:
+            name = SPLIT_NAMES.get(str(ex.meta.get("split", "")).lower())
+            (fixed[name] if name else free).append(ex)
+        free = sorted(free, key=lambda e: e.id)  # order of the file does not change the split
+        random.Random(seed).shuffle(free)
+        n = len(free)
+        n_test = _count(test, n) if not fixed["test"] else 0
+        n_dev = _count(dev, n) if not fixed["dev"] else 0
+        fixed["test"] += free[:n_test]
+        fixed["dev"] += free[n_test:n_test + n_dev]
+        fixed["train"] += free[n_test + n_dev:]
+        for name, want in (("test", test), ("dev", dev)):
+            if want and not fixed[name]:
+                raise DataError(self.source or self.name,
+                                f"split '{name}' is too small: 0 of {len(self.examples)} rows "
+                                f"(asked for {want}); add rows or change the split size")
+        self.splits = fixed
+        return self
+
+    def summary(self) -> dict:
+        out = {"name": self.name, "kind": self.kind, "rows": len(self.examples),
+               "labels": self.labels, "metrics": self.metrics, "data_hash": self.data_hash[:16]}
+        out.update({f"{k}_rows": len(v) for k, v in self.splits.items()})
+        out["notes"] = self.notes
+        if self.kind == "classify":
+            counts: dict[str, int] = {}
+            for ex in self.examples:
+                counts[ex.target] = counts.get(ex.target, 0) + 1
+            out["label_counts"] = counts
+        return out
+
+
+def _count(size: float | int, n: int) -> int:
+    return min(n, int(size) if isinstance(size, int) or size >= 1 else int(round(size * n)))
+
+
+def hash_examples(examples: list[Example]) -> str:
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(json.dumps([ex.id, ex.input, ex.target, ex.choices], ensure_ascii=False).encode())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- reading records
+
+
+def read_records(path: str | Path, encoding: str = "utf-8") -> tuple[list[tuple[int, dict]], str]:
+    """Returns [(line_or_row, record)] and the unit name ('line', 'record' or 'row')."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return _read_parquet(path), "row"
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(path, "file is empty")
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(path, f"not valid {encoding} (byte 0x{raw[e.start]:02x} at column {col}); "
+                        "set the file's encoding, e.g. --encoding latin-1", line) from None
+    if suffix == ".jsonl":
+        return _read_jsonl(path, text), "line"
+    if suffix == ".json":
+        return _read_json(path, text)
+    if suffix in (".csv", ".tsv"):
+        return _read_csv(path, text, "\t" if suffix == ".tsv" else ","), "line"
+    raise DataError(path, f"unsupported file type '{suffix}' (use .jsonl, .json, .csv, .tsv or .parquet)")
+
+
+def _read_jsonl(path: Path, text: str) -> list[tuple[int, dict]]:
+    out = []
+    for no, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(path, f"invalid JSON ({e.msg} at column {e.colno})", no) from None
+        if not isinstance(rec, dict):
+            raise DataError(path, f"expected a JSON object, got {_type(rec)}", no)
+        out.append((no, rec))
+    if not out:
+        raise DataError(path, "file is empty")
+    return out
+
+
+def _read_json(path: Path, text: str) -> tuple[list[tuple[int, dict]], str]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(path, f"invalid JSON ({e.msg} at column {e.colno})", e.lineno) from None
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise DataError(path, f"expected a JSON array of objects, got {_type(data)}")
+    if not data:
+        raise DataError(path, "file is empty")
+    for i, rec in enumerate(data, 1):
+        if not isinstance(rec, dict):
+            raise DataError(path, f"expected a JSON object, got {_type(rec)}", i, unit="record")
+    return list(enumerate(data, 1)), "record"
+
+
+def _read_csv(path: Path, text: str, delimiter: str) -> list[tuple[int, dict]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    out = []
+    try:
+        for rec in reader:
+            if None in rec:  # more cells than header columns
+                raise DataError(path, f"{len(rec) - 1 + len(rec[None])} cells but the header has "
+                                f"{len(reader.fieldnames)} columns", reader.line_num)
+            out.append((reader.line_num, rec))
+    except csv.Error as e:
+        raise DataError(path, f"invalid CSV ({e})", reader.line_num) from None
+    if not out:
+        raise DataError(path, "file is empty (no rows under the header)")
+    return out
+
+
+def _read_parquet(path: Path) -> list[tuple[int, dict]]:
+    import pyarrow.parquet as pq
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as e:  # pyarrow raises several types for a corrupt file
+        raise DataError(path, f"cannot read Parquet ({e})") from None
+    if not rows:
+        raise DataError(path, "file is empty")
+    return list(enumerate(rows, 1))
+
+
+def _type(v) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+# ---------------------------------------------------------------- records -> examples
+
+
+def detect_format(path, records: list[tuple[int, dict]], unit: str = "line") -> str:
+    no, first = records[0]
+    for name, keys in FORMATS.items():
+        if all(k in first for k in keys):
+            return name
+    expected = " | ".join("+".join(k) for k in FORMATS.values())
+    raise DataError(path, f"cannot detect the format from fields {sorted(first)}; expected one of: "
+                    f"{expected} (or set format and field names in the config)", no, unit=unit)
+
+
+class _Row:
+    """Field access for one record that raises located errors."""
+
+    def __init__(self, path, no, rec, unit, fields):
+        self.path, self.no, self.rec, self.unit, self.fields = path, no, rec, unit, fields
+
+    def err(self, name, problem):
+        return DataError(self.path, problem, self.no, self.fields.get(name, name), self.unit)
+
+    def text(self, name, allow_empty=False, label=False) -> str:
+        key = self.fields.get(name, name)
+        if key not in self.rec or self.rec[key] is None:
+            raise self.err(name, "missing")
+        v = self.rec[key]
+        if label and isinstance(v, (int, bool)) and not isinstance(v, float):
+            v = str(v).lower() if isinstance(v, bool) else str(v)
+        if not isinstance(v, str):
+            raise self.err(name, f"expected a string, got {_type(v)}")
+        if not allow_empty and not v.strip():
+            raise self.err(name, "is empty")
+        return v
+
+    def get(self, name):
+        return self.rec.get(self.fields.get(name, name))
+
+
+def records_to_examples(path, records, unit, fmt, fields=None) -> list[Example]:
+    fields = fields or {}
+    out, seen = [], {}
+    used = {fields.get(k, k) for k in FORMATS[fmt]} | {fields.get("id", "id")}
+    for no, rec in records:
+        row = _Row(path, no, rec, unit, fields)
+        ex = _convert(row, fmt)
+        raw_id = row.get("id")
+        if raw_id is not None and raw_id != "":
+            if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
+                raise row.err("id", f"expected a string or number, got {_type(raw_id)}")
+            ex.id = str(raw_id)
+        else:
+            ex.id = f"{Path(path).stem}-{no}"
+        if ex.id in seen:
+            raise row.err("id", f"duplicate id '{ex.id}' (first at {unit} {seen[ex.id]})")
+        seen[ex.id] = no
+        ex.meta.update({k: v for k, v in rec.items() if k not in used})
+        ex.meta["_line"] = no
+        out.append(ex)
+    return out
+
+
+def _convert(row: _Row, fmt: str) -> Example:
+    if fmt == "text_label":
+        return Example("", row.text("text"), row.text("label", label=True).strip())
+    if fmt == "prompt_completion":
+        return Example("", row.text("prompt"), row.text("completion"))
+    if fmt == "alpaca":
+        instr = row.text("instruction")
+        extra = row.get("input")
+        if extra is not None and not isinstance(extra, str):
+            raise row.err("input", f"expected a string, got {_type(extra)}")
+        return Example("", instr + (f"\n\n{extra}" if extra and extra.strip() else ""),
+                       row.text("output"))
+    if fmt == "chat":
+        return _chat(row)
+    if fmt == "choice":
+        return _choice(row)
+    raise ValueError(fmt)
+
+
+def _chat(row: _Row) -> Example:
+    msgs = row.get("messages")
+    if not isinstance(msgs, list):
+        raise row.err("messages", f"expected an array of messages, got {_type(msgs)}")
+    if len(msgs) < 2:
+        raise row.err("messages", "needs at least a user and an assistant message")
+    for i, m in enumerate(msgs):
+        name = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise row.err(name, f"expected an object, got {_type(m)}")
+        if m.get("role") not in ("system", "user", "assistant"):
+            raise row.err(f"{name}.role", f"expected system, user or assistant, got {m.get('role')!r}")
+        if not isinstance(m.get("content"), str):
+            raise row.err(f"{name}.content", f"expected a string, got {_type(m.get('content'))}")
+        if not m["content"].strip() and m["role"] != "system":
+            raise row.err(f"{name}.content", "is empty")
+    if msgs[-1]["role"] != "assistant":
+        raise row.err(f"messages[{len(msgs) - 1}].role", "the last message must be the assistant's answer")
+    return Example("", [{"role": m["role"], "content": m["content"]} for m in msgs[:-1]],
+                   msgs[-1]["content"])
+
+
+def _choice(row: _Row) -> Example:
+    q = row.text("question")
+    choices = row.get("choices")
+    if isinstance(choices, str):  # CSV cells: a JSON array or one choice per line
+        try:
+            choices = json.loads(choices)
+        except json.JSONDecodeError:
+            choices = [c for c in choices.splitlines() if c.strip()]
+    if not isinstance(choices, list) or len(choices) < 2:
+        raise row.err("choices", f"expected an array of at least 2 choices, got {_type(choices)}"
+                      if not isinstance(choices, list) else "needs at least 2 choices")
+    for i, c in enumerate(choices):
+        if not isinstance(c, str) or not c.strip():
+            raise row.err(f"choices[{i}]", "expected a non-empty string")
+    ans = row.get("answer")
+    if isinstance(ans, str) and ans.strip().isdigit():
+        ans = int(ans.strip())
+    if isinstance(ans, int) and not isinstance(ans, bool):
+        if not 0 <= ans < len(choices):
+            raise row.err("answer", f"index {ans} is out of range for {len(choices)} choices")
+        target = choices[ans]
+    elif isinstance(ans, str) and ans in choices:
+        target = ans
+    elif isinstance(ans, str) and len(ans.strip()) == 1 and ans.strip().upper() in _LETTERS[:len(choices)]:
+        target = choices[_LETTERS.index(ans.strip().upper())]
+    elif ans is None:
+        raise row.err("answer", "missing")
+    else:
+        raise row.err("answer", f"{ans!r} is not a choice, a choice index or a choice letter")
+    return Example("", q, target, choices=[str(c) for c in choices])
+
+
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+# ---------------------------------------------------------------- the entry point
+
+
+def load_task_file(path: str | Path, *, name: str | None = None, kind: str | None = None,
+                   format: str | None = None, fields: dict | None = None,
+                   labels: list[str] | None = None, instruction: str | None = None,
+                   metrics: list[str] | None = None, encoding: str = "utf-8") -> Task:
+    """Loads a user's task file. `fields` renames fields, e.g. {"text": "tweet"}."""
+    path = Path(path)
+    records, unit = read_records(path, encoding)
+    fields = fields or {}
+    if format is None:
+        renamed = [(no, {next((k for k, v in fields.items() if v == key), key): val
+                         for key, val in rec.items()}) for no, rec in records[:1]]
+        format = detect_format(path, renamed, unit)
+    if format not in FORMATS:
+        raise DataError(path, f"format '{format}' is not one of {list(FORMATS)}")
+    examples = records_to_examples(path, records, unit, format, fields)
+    kind = kind or FORMAT_KIND[format]
+    if kind == "classify":
+        found = sorted({ex.target for ex in examples})
+        if labels:
+            labels = [str(x) for x in labels]
+            for ex in examples:
+                if ex.target not in labels:
+                    raise DataError(path, f"label '{ex.target}' is not one of {labels}",
+                                    ex.meta["_line"], fields.get("label", "label"), unit)
+        labels = labels or found
+        if len(labels) < 2:
+            raise DataError(path, f"a classification task needs at least 2 labels, found {labels}")
+    return Task(name=name or path.stem, kind=kind, instruction=instruction or default_instruction(kind, labels),
+                examples=examples, labels=labels if kind == "classify" else None,
+                metrics=metrics or [], source=str(path))
+
+
+def default_instruction(kind: str, labels: list[str] | None = None) -> str:
+    if kind == "classify":
+        return "Classify the text. Answer with exactly one of: " + ", ".join(labels or []) + "."
+    if kind == "choice":
+        return "Answer the question with the correct choice."
+    return "Follow the instruction and answer."
