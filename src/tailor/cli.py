@@ -122,5 +122,8 @@ def demo(
         print_eval(run_eval(EvalConfig(method=method, limit=limit, runs_dir=runs_dir)))
 
 
+# Each area registers its own commands on `app`; one file per area keeps this file thin.
+from .commands import bench, curate, ladder, train  # noqa: E402,F401
+
 if __name__ == "__main__":
     main()

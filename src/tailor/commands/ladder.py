@@ -1,0 +1,3 @@
+"""`tailor` commands for the ladder area (registered on tailor.cli.app)."""
+
+from ..cli import app, err, out  # noqa: F401
