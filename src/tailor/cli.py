@@ -15,7 +15,7 @@ from .errors import TailorError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Tailor: measure which adaptation of an open LLM is worth it on your task, and build it.")
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 140)  # logs keep whole tables
 err = Console(stderr=True)
 
 
@@ -24,7 +24,8 @@ def main() -> None:
     try:
         app()
     except TailorError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        # markup=False: a message quoting user data such as "[x]" must print as it is.
+        err.print(f"error: {e}", style="bold red", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -56,7 +57,7 @@ def check(
     """Validate a task file and print what was found."""
     from .datasets import load_task
     task = load_task(file, format=format, kind=kind, encoding=encoding, seed=seed,
-                     labels=labels.split(",") if labels else None,
+                     labels=[x.strip() for x in labels.split(",") if x.strip()] if labels else None,
                      test=int(test) if test >= 1 else test, dev=int(dev) if dev >= 1 else dev)
     s = task.summary()
     table = Table("field", "value", show_header=False)
@@ -86,13 +87,14 @@ def eval_(
     max_new_tokens: int = typer.Option(64),
     cache: bool = typer.Option(True, help="reuse engine results from earlier runs"),
     runs_dir: str = typer.Option("runs"),
+    adapter: Optional[str] = typer.Option(None, help="a `tailor train` run directory: evaluate its trained model"),
 ) -> None:
     """Evaluate one method on a task's held-out split; writes a run directory."""
     from .run_eval import EvalConfig, run_eval
     opts = {"k": k} if k is not None else {}
     cfg = EvalConfig(model=model, task=task, method=method, method_options=opts, split=split,
                      limit=limit, seed=seed, dtype=dtype, device=device, batch_size=batch_size,
-                     max_new_tokens=max_new_tokens, cache=cache, runs_dir=runs_dir)
+                     max_new_tokens=max_new_tokens, cache=cache, runs_dir=runs_dir, adapter=adapter)
     print_eval(run_eval(cfg))
 
 
@@ -109,17 +111,6 @@ def print_eval(result: dict) -> None:
     table.add_row("wall time", f"{c['wall_s']:.1f} s")
     out.print(table)
     out.print(f"run directory: {result['run_dir']}")
-
-
-@app.command()
-def demo(
-    limit: Optional[int] = typer.Option(None, help="test rows (default: the whole 300-row test split)"),
-    runs_dir: str = typer.Option("runs"),
-) -> None:
-    """The main job: the bundled tweet-sentiment task on smollm2-135m."""
-    from .run_eval import EvalConfig, run_eval
-    for method in ("zero-shot", "few-shot"):
-        print_eval(run_eval(EvalConfig(method=method, limit=limit, runs_dir=runs_dir)))
 
 
 # Each area registers its own commands on `app`; one file per area keeps this file thin.

@@ -1,3 +1,102 @@
-"""`tailor` commands for the ladder area (registered on tailor.cli.app)."""
+"""`tailor run`, `tailor advise` and `tailor demo`: the adaptation ladder from the command line."""
 
-from ..cli import app, err, out  # noqa: F401
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..cli import app, out
+
+DEMO_ARMS = [
+    "zero-shot",
+    {"name": "few-shot-4", "method": "few-shot", "k": 4},
+    {"name": "icl-4-similar", "method": "icl", "k": 4, "selector": "similarity"},
+]
+
+
+@app.command("run")
+def run_(
+    experiment: str = typer.Argument(..., help="experiment YAML: model, task, arms, prices"),
+    limit: Optional[int] = typer.Option(None, help="override: evaluate on the first N test rows"),
+    runs_dir: Optional[str] = typer.Option(None, help="override: where run directories go"),
+) -> None:
+    """Run the adaptation ladder of an experiment and write results.json and report.html."""
+    from ..config import load_experiment
+    exp = load_experiment(experiment)
+    if limit is not None:
+        exp.limit = limit
+    if runs_dir:
+        exp.runs_dir = runs_dir
+    _run_and_print(exp)
+
+
+@app.command()
+def demo(
+    limit: Optional[int] = typer.Option(None, help="test rows (default: the whole 300-row test split)"),
+    runs_dir: str = typer.Option("runs"),
+) -> None:
+    """The main job: the ladder on the bundled tweet-sentiment task with smollm2-135m."""
+    from ..config import experiment_from_dict
+    from ..methods import METHODS
+    arms = list(DEMO_ARMS)
+    if "lora" in METHODS:
+        arms.append({"name": "lora", "method": "lora"})
+    exp = experiment_from_dict({"name": "demo-tweet-sentiment", "model": "smollm2-135m",
+                                "task": "tweet-sentiment", "arms": arms, "limit": limit,
+                                "runs_dir": runs_dir}, "demo")
+    _run_and_print(exp)
+
+
+@app.command()
+def advise(
+    answers: Optional[str] = typer.Option(None, help="YAML file of answers (keys as in `advice:`); asks interactively if omitted"),
+) -> None:
+    """Answer seed 002's questions; get the arms worth running, cheapest first."""
+    from ..advise import QUESTIONS, advise as decide
+    if answers:
+        import yaml
+        from ..errors import DataError
+        try:
+            given = yaml.safe_load(open(answers, encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise DataError(answers, f"cannot read answers ({e})") from None
+        if not isinstance(given, dict):
+            raise DataError(answers, "expected a mapping of question: answer")
+        given = given.get("advice", given)
+    else:
+        given = {key: typer.prompt(f"{q} [{'/'.join(choices)}]", default=choices[-1 if key == 'external_knowledge' else 0])
+                 for key, (q, choices) in QUESTIONS.items()}
+    result = decide(given)
+    out.print(f"[bold]Suggested arms:[/] {', '.join(result['suggested_arms'])}")
+    for name, why in result["reasons"].items():
+        out.print(f"  {name}: {why}")
+    for note in result["notes"]:
+        out.print(f"- {note}")
+
+
+def _run_and_print(exp) -> None:
+    from ..ladder import run_ladder
+    results = run_ladder(exp)
+    metric = results["primary_metric"]
+    table = Table("arm", metric, "tok/req", "latency p50", "train s", "trainable",
+                  "$ / 1k req", "$ 1st month", title=f"{results['experiment']['name']} "
+                  f"({results['experiment']['test_rows']} test rows, {exp.model})")
+    for a in results["arms"]:
+        if a["status"] != "ok":
+            table.add_row(a["name"], "[red]failed[/]", a["error"][:90], "", "", "", "", "")
+            continue
+        c = a["cost"]
+        table.add_row(a["name"], f"{a['metrics'][metric]:.3f}",
+                      f"{c['prompt_tokens_per_request'] + c['completion_tokens_per_request']:.0f}",
+                      f"{c['latency_p50_s'] * 1000:.0f} ms", f"{c['train_time_s']:.0f}",
+                      f"{c['trainable_params']:,}", f"{c['cost_per_1k_requests']:.4f}",
+                      f"{c['first_month_cost']:.2f}")
+    out.print(table)
+    out.print(f"[bold green]Recommendation:[/] {results['recommendation']['text']}")
+    report = results.get("report") or {}
+    out.print(f"results: {results['run_dir']}/results.json")
+    if report.get("html"):
+        out.print(f"report:  {report['html']}")
+    out.print(f"total time {results['wall_s']:.0f} s")

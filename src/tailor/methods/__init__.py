@@ -8,12 +8,16 @@ import dataclasses
 
 from ..errors import TailorError
 from .base import Adapted
-from .prompting import FewShot, ZeroShot
+from .finetune import FINETUNE_METHODS
+from .prompting import ICL, FewShot, ZeroShot
 
 METHODS: dict[str, type] = {
     "zero-shot": ZeroShot,
     "few-shot": FewShot,
+    "icl": ICL,
 }
+# Fine-tuning arms (one training loop: tailor.train).
+METHODS.update(FINETUNE_METHODS)
 
 
 def make_method(name: str, options: dict | None = None):

@@ -54,3 +54,34 @@ def fixed_shots(task: Task, k: int, seed: int, balanced: bool) -> list[Example]:
             break
     rng.shuffle(shots)
     return shots
+
+
+@dataclass
+class ICL:
+    """In-context learning with examples chosen per input (seed 000's dynamic example
+    selection). The pool is a seeded sample of the train split, embedded once and cached."""
+
+    k: int = 4
+    selector: str = "similarity"
+    pool_size: int = 2000
+    seed: int = 0
+    mmr_lambda: float = 0.5
+    ngram: int = 1
+    token_budget: int = 600
+
+    def fit(self, task: Task, base: Base, run=None) -> Adapted:
+        from ..select import Selector
+        pool = list(task.splits.get("train") or task.examples)
+        if self.pool_size and len(pool) > self.pool_size:
+            pool = random.Random(self.seed).sample(pool, self.pool_size)
+        builder = builder_for(task, base.tokenizer, base.model.config)
+        # The tokens one shot adds: its input and answer plus the turn markers around them.
+        overhead = builder.count(builder.render([{"role": "user", "content": ""}]))
+
+        def shot_tokens(ex: Example) -> int:
+            return builder.count(ex.input_text) + builder.count(builder.target_text(ex.target)) + overhead
+
+        selector = Selector(pool, self.selector, self.k, self.seed, self.mmr_lambda, self.ngram,
+                            self.token_budget, shot_tokens, task.labels)
+        return Adapted("icl", base.model, base.tokenizer, base.weights_id, builder, shots_for=selector,
+                       info={"selector": self.selector, "pool": len(pool)})

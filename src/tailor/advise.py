@@ -1,0 +1,69 @@
+"""The decision guide: seed 002's questions mapped onto seed 002/004's flow chart.
+
+Answers come from the experiment YAML (`advice:`) or interactively from `tailor advise`. The
+output is which arms to run, cheapest first, with the reason for each.
+"""
+
+from __future__ import annotations
+
+from .errors import TailorError
+
+# key -> (question, allowed answers)
+QUESTIONS = {
+    "external_knowledge": ("Does the application need knowledge the model was not trained on "
+                           "(your documents, product facts)?", ("yes", "no")),
+    "custom_style": ("Does it need a custom tone, format, vocabulary or behaviour?", ("yes", "no")),
+    "hallucination_tolerance": ("How much tolerance is there for made-up answers?", ("low", "medium", "high")),
+    "labelled_examples": ("How many labelled examples do you have?", ("none", "under-100", "100-1000", "over-1000")),
+    "data_dynamics": ("How often does the underlying knowledge change?", ("static", "monthly", "daily")),
+    "transparency": ("Must answers cite their sources?", ("yes", "no")),
+    "team_skills": ("Has the team fine-tuned models or built search systems before?", ("none", "search", "fine-tuning", "both")),
+    "task_count": ("How many distinct tasks will this model serve?", ("one", "a-few", "many")),
+}
+
+
+def check_answers(answers: dict) -> dict:
+    out = {}
+    for key, value in answers.items():
+        if key not in QUESTIONS:
+            raise TailorError(f"advice: unknown question '{key}' (known: {', '.join(QUESTIONS)})")
+        value = str(value).lower() if not isinstance(value, bool) else ("yes" if value else "no")
+        allowed = QUESTIONS[key][1]
+        if value not in allowed:
+            raise TailorError(f"advice: '{key}' must be one of {', '.join(allowed)}, got '{value}'")
+        out[key] = value
+    return out
+
+
+def advise(answers: dict) -> dict:
+    a = check_answers(answers)
+    arms: list[tuple[str, str]] = [("zero-shot", "the baseline every other arm must beat")]
+    notes: list[str] = []
+    n = a.get("labelled_examples", "100-1000")
+    if n != "none":
+        arms.append(("few-shot", "a handful of labelled examples in the prompt costs no training"))
+        arms.append(("icl", "examples chosen per input often match fine-tuning with no training cost (seed 000)"))
+    retrieval = (a.get("external_knowledge") == "yes" or a.get("data_dynamics") in ("monthly", "daily")
+                 or a.get("transparency") == "yes" or a.get("hallucination_tolerance") == "low")
+    if retrieval:
+        notes.append("RAG fits: the answers need external or changing knowledge, citations, or grounding "
+                     "against made-up answers; fine-tuning adds little new knowledge and goes stale "
+                     "(seed 002). The RAG arm is not in this version of Tailor yet.")
+    tune = n in ("100-1000", "over-1000") and not (a.get("data_dynamics") == "daily" and a.get("custom_style") != "yes")
+    if a.get("custom_style") == "yes" and n != "none":
+        tune = True
+        notes.append("A custom tone or format is what fine-tuning does best (seed 002).")
+    if tune:
+        arms.append(("lora", "PEFT: a small adapter, forgets less than full fine-tuning, many adapters share one base"))
+        if n == "over-1000" and a.get("task_count", "one") == "one" and a.get("team_skills") in ("fine-tuning", "both"):
+            arms.append(("full", "with plenty of data, one task and a team that has done it, full fine-tuning is worth measuring"))
+    elif n in ("none", "under-100"):
+        notes.append("With fewer than 100 labelled examples, fine-tuning is unlikely to beat in-context learning; "
+                     "collect and curate data first (seed 002: quality beats quantity).")
+    if a.get("task_count") == "many":
+        notes.append("Many tasks: prefer adapters (LoRA) on one shared base over one full model per task.")
+    if retrieval and tune:
+        notes.append("Both together often work best: fine-tune for format and behaviour, retrieve for knowledge.")
+    text = ("Run, cheapest first: " + ", ".join(name for name, _ in arms) + ". " + " ".join(notes)).strip()
+    return {"answers": a, "suggested_arms": [name for name, _ in arms],
+            "reasons": {name: why for name, why in arms}, "notes": notes, "text": text}
