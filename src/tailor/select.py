@@ -64,7 +64,7 @@ class Selector:
     kind: similarity (cosine of MiniLM embeddings), mmr (similarity traded against redundancy,
     weight `mmr_lambda`), ngram (Jaccard overlap of word n-grams, seed 000's example),
     balanced (most similar per label, round-robin), budget (most similar that fit `token_budget`
-    tokens, counted by `count_tokens`), random (a fresh seeded draw per input).
+    tokens, counted by `count_tokens`, as many as fit), random (a fresh seeded draw per input).
     """
 
     pool: list[Example]
@@ -148,15 +148,19 @@ class Selector:
         return sorted(chosen, key=lambda i: -sims[i])
 
     def _budget(self, sims: np.ndarray, exclude: set[int]) -> list[int]:
+        """The most examples that fit the budget: among the 3k most similar, the shortest
+        first; then shown most similar first."""
         if self.count_tokens is None:
             raise TailorError("the budget selector needs a token counter")
+        candidates = _top(sims, min(len(sims), 3 * max(self.k, 1)), exclude)
         chosen, used = [], 0
-        for i in _top(sims, min(len(sims), 50 * max(self.k, 1)), exclude):
+        for i in sorted(candidates, key=lambda i: self.count_tokens(self.pool[i])):
             cost = self.count_tokens(self.pool[i])
-            if used + cost <= self.token_budget:
-                chosen.append(i)
-                used += cost
-        return chosen
+            if used + cost > self.token_budget or len(chosen) >= self.k:
+                break
+            chosen.append(i)
+            used += cost
+        return sorted(chosen, key=lambda i: -sims[i])
 
 
 def _top(scores: np.ndarray, k: int, exclude: set[int]) -> list[int]:

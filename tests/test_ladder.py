@@ -1,0 +1,116 @@
+"""The ladder: experiment validation, arms on the same rows, failures, cache, recommendation."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from tailor.advise import advise
+from tailor.config import experiment_from_dict, load_experiment
+from tailor.errors import DataError, TailorError
+from tailor.ladder import recommend, run_ladder
+
+
+@pytest.fixture
+def task_file(tmp_path):
+    rng = random.Random(0)
+    path = tmp_path / "tickets.jsonl"
+    with path.open("w") as f:
+        for i in range(60):
+            label = rng.choice(["billing", "bug"])
+            word = "invoice charge refund" if label == "billing" else "crash error freeze"
+            f.write(json.dumps({"text": f"ticket {i}: {word} {rng.randint(0, 999)}", "label": label}) + "\n")
+    return path
+
+
+def _exp(task_file, tmp_path, **over):
+    data = {"model": "tiny-test", "task": str(task_file), "task_options": {"test": 12, "dev": 4},
+            "arms": ["zero-shot", {"name": "fs2", "method": "few-shot", "k": 2},
+                     {"name": "icl-ngram", "method": "icl", "k": 2, "selector": "ngram"},
+                     {"name": "broken", "method": "icl", "selector": "nope"}],
+            "runs_dir": str(tmp_path / "runs"), "curate": False, "report": False, "dtype": "fp32"}
+    data.update(over)
+    return experiment_from_dict(data, "exp.yaml")
+
+
+def test_ladder_runs_every_arm_on_the_same_rows_and_reports_failures(task_file, tmp_path):
+    results = run_ladder(_exp(task_file, tmp_path), progress=False)
+    arms = {a["name"]: a for a in results["arms"]}
+    assert [a["status"] for a in results["arms"]] == ["ok", "ok", "ok", "failed"]
+    assert "selector 'nope'" in arms["broken"]["error"]
+    run = tmp_path / "runs" / next(p.name for p in (tmp_path / "runs").iterdir())
+    ids = {name: [json.loads(l)["id"] for l in (run / f"predictions-{name}.jsonl").open()]
+           for name in ("zero-shot", "fs2", "icl-ngram")}
+    assert ids["zero-shot"] == ids["fs2"] == ids["icl-ngram"] and len(ids["fs2"]) == 12
+    # in-context examples make prompts longer, and the cost model sees it
+    assert arms["fs2"]["cost"]["prompt_tokens_per_request"] > arms["zero-shot"]["cost"]["prompt_tokens_per_request"]
+    assert arms["fs2"]["cost"]["cost_per_1k_requests"] > arms["zero-shot"]["cost"]["cost_per_1k_requests"]
+    saved = json.loads((run / "results.json").read_text())
+    assert saved["recommendation"]["arm"] in arms and saved["manifest"]["data_hashes"]
+    assert {"config.json", "manifest.json", "log.txt"} <= {p.name for p in run.iterdir()}
+
+
+def test_second_run_is_served_from_the_engine_cache(task_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("TAILOR_CACHE", str(tmp_path / "cache"))
+    exp = _exp(task_file, tmp_path, arms=["zero-shot", {"method": "few-shot", "k": 2}])
+    first = run_ladder(exp, progress=False)
+    second = run_ladder(exp, progress=False)
+    assert all(a["cost"]["cached_share"] == 0 for a in first["arms"])
+    assert all(a["cost"]["cached_share"] == 1 for a in second["arms"])
+    assert [a["metrics"] for a in first["arms"]] == [a["metrics"] for a in second["arms"]]
+
+
+def _arm(name, acc, month, params=0):
+    return {"name": name, "status": "ok", "metrics": {"accuracy": acc},
+            "cost": {"first_month_cost": month, "trainable_params": params, "train_time_s": 0.0,
+                     "prompt_tokens_per_request": 100, "completion_tokens_per_request": 2}}
+
+
+def test_recommendation_is_the_cheapest_arm_within_tolerance_of_the_best():
+    exp = experiment_from_dict({"arms": ["zero-shot"], "tolerance": 0.02})
+    arms = [_arm("zero-shot", 0.40, 1.0), _arm("icl", 0.75, 5.0), _arm("lora", 0.76, 2.0, 1000),
+            {"name": "full", "status": "failed", "error": "x"}]
+    rec = recommend(arms, "accuracy", exp)
+    assert rec["arm"] == "lora" and rec["best_arm"] == "lora"
+    arms[2]["cost"]["first_month_cost"] = 9.0
+    rec = recommend(arms, "accuracy", exp)
+    assert rec["arm"] == "icl" and "within 0.02 of the best (lora" in rec["text"]
+    assert "zero-shot" in rec["text"]  # names the cheaper arm and what it loses
+
+
+@pytest.mark.parametrize("data,field,message", [
+    ({"arms": ["zero-shot"], "modle": "x"}, "modle", "unknown setting"),
+    ({"arms": ["telepathy"]}, "arms[0].method", "unknown method 'telepathy'"),
+    ({"arms": [{"method": "few-shot", "kk": 3}]}, "arms[0].kk", "method 'few-shot' has no option 'kk'"),
+    ({"arms": ["zero-shot", "zero-shot"]}, "arms[1].name", "duplicate arm name 'zero-shot'"),
+    ({"arms": ["zero-shot"], "limit": "all"}, None, None),
+    ({"arms": ["zero-shot"], "tolerance": "high"}, "tolerance", "expected float, got str"),
+    ({"arms": []}, "arms", "needs a list of at least one arm"),
+])
+def test_experiment_errors_name_the_field(data, field, message):
+    if field is None:  # limit has no typed default; any value passes validation here
+        experiment_from_dict(data, "exp.yaml")
+        return
+    with pytest.raises(DataError) as e:
+        experiment_from_dict(data, "exp.yaml")
+    assert str(e.value).startswith(f"exp.yaml: field '{field}': {message}")
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("model: tiny-test\narms:\n  - zero-shot\n  - {method: few-shot, k: [\n")
+    with pytest.raises(DataError, match=r"exp.yaml:line \d+: invalid YAML"):
+        load_experiment(path)
+
+
+def test_advice_follows_the_flow_chart():
+    few = advise({"labelled_examples": "under-100", "custom_style": "no"})
+    assert few["suggested_arms"] == ["zero-shot", "few-shot", "icl"]
+    style = advise({"labelled_examples": "100-1000", "custom_style": "yes"})
+    assert "lora" in style["suggested_arms"]
+    rag = advise({"external_knowledge": "yes", "labelled_examples": "none"})
+    assert rag["suggested_arms"] == ["zero-shot"] and any("RAG" in n for n in rag["notes"])
+    with pytest.raises(TailorError, match="'transparency' must be one of yes, no"):
+        advise({"transparency": "maybe"})
