@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import sqlite3
 import threading
@@ -142,22 +143,49 @@ class Engine:
         enc = {i: self.encode(prompts[i]) for i in todo}
         opt_ids = {i: [self.encode(o) for o in options[i]] for i in todo}
         cost = {i: len(enc[i]) + sum(len(o) for o in opt_ids[i]) for i in todo}
+        prefix = self._shared_prefix([enc[i] for i in todo])
         out: dict[int, ChoiceScores] = {}
         for batch in self._batches(todo, cost):
             t0 = time.perf_counter()
-            sums = self._score_batch([enc[i] for i in batch], [opt_ids[i] for i in batch])
+            sums = self._score_batch([enc[i] for i in batch], [opt_ids[i] for i in batch], prefix)
             dt = time.perf_counter() - t0
             for i, s in zip(batch, sums):
                 out[i] = ChoiceScores(s, [len(o) for o in opt_ids[i]], len(enc[i]), dt)
             meter.update(len(batch), sum(cost[i] for i in batch))
         return [out[i] for i in todo]
 
-    def _score_batch(self, prompts: list[list[int]], options: list[list[list[int]]]) -> list[list[float]]:
-        ids, mask = self._left_pad(prompts)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    def _shared_prefix(self, seqs: list[list[int]], min_tokens: int = 16):
+        """The token prefix every prompt shares (instruction, fixed few-shot examples), run once
+        per call instead of once per prompt; None when too short to be worth it."""
+        if len(seqs) < 2 or _is_prompt_learning(self.model):
+            return None
+        n = min(len(s) for s in seqs) - 1  # each prompt keeps at least one token of its own
+        first = seqs[0]
+        for s in seqs[1:]:
+            k = 0
+            while k < n and s[k] == first[k]:
+                k += 1
+            n = k
+        if n < min_tokens:
+            return None
+        ids = torch.tensor([first[:n]], device=self.device)
+        return n, self.model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+
+    def _score_batch(self, prompts: list[list[int]], options: list[list[list[int]]],
+                     prefix=None) -> list[list[float]]:
+        if _is_prompt_learning(self.model):
+            return self._score_batch_whole(prompts, options)
+        n_pre, cache = (0, None) if prefix is None else (prefix[0], copy.deepcopy(prefix[1]))
+        ids, mask = self._left_pad([p[n_pre:] for p in prompts])
+        pos = n_pre + (mask.cumsum(-1) - 1).clamp(min=0)
+        if cache is not None:
+            # The shared prefix, then each prompt's own left-padded rest: the padding sits in
+            # the middle, masked out, and positions continue from the prefix.
+            cache.batch_select_indices(torch.zeros(len(prompts), dtype=torch.long, device=self.device))
+            mask = torch.cat([torch.ones(len(prompts), n_pre, dtype=mask.dtype, device=self.device), mask], 1)
         # 1) every prompt once; keep the KV cache and the logits of the last position only.
-        first = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                           logits_to_keep=1)
+        first = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                           use_cache=True, logits_to_keep=1)
         owner = torch.tensor([b for b, opts in enumerate(options) for _ in opts], device=self.device)
         flat = [o for opts in options for o in opts]
         width = max(len(o) for o in flat)
@@ -169,7 +197,7 @@ class Engine:
         # 2) all options of all prompts in one batch, each attending to its own prompt's cache.
         cache = first.past_key_values
         cache.batch_select_indices(owner)
-        plen = mask.sum(-1)[owner]
+        plen = (n_pre + mask[:, n_pre:].sum(-1))[owner]
         rest = self.model(input_ids=opt, attention_mask=torch.cat([mask[owner], opt_mask], 1),
                           position_ids=plen[:, None] + torch.arange(width, device=self.device),
                           past_key_values=cache, use_cache=False).logits
@@ -182,6 +210,30 @@ class Engine:
         for opts in options:
             out.append(sums[r:r + len(opts)])
             r += len(opts)
+        return out
+
+    def _score_batch_whole(self, prompts, options) -> list[list[float]]:
+        """Soft prompts and prefixes (peft prompt learning) prepend their virtual tokens on every
+        forward call, so a prompt's KV cache cannot be reused for its options: each prompt +
+        option runs whole, right-padded (positions as in training), projecting only the
+        columns that predict option tokens."""
+        seqs = [(b, p + o, len(p), len(o)) for b, (p, opts) in enumerate(zip(prompts, options)) for o in opts]
+        width = max(len(s) for _, s, _, _ in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, (_, s, _, _) in enumerate(seqs):
+            ids[r, :len(s)] = torch.tensor(s)
+            mask[r, :len(s)] = 1
+        virtual = self.model.active_peft_config.num_virtual_tokens if _adds_virtual_tokens(self.model) else 0
+        start = min(pl for _, _, pl, _ in seqs) - 1
+        keep = torch.arange(start, width - 1, device=self.device)
+        logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                            logits_to_keep=keep + virtual, use_cache=False).logits.float()
+        lp = torch.log_softmax(logits, -1)
+        out: list[list[float]] = [[] for _ in prompts]
+        for r, (b, s, pl, ol) in enumerate(seqs):
+            cols = torch.arange(pl - 1, pl - 1 + ol) - start
+            out[b].append(lp[r, cols, torch.tensor(s[pl:pl + ol])].sum().item())
         return out
 
     # ------------------------------------------------------------ generation
@@ -228,9 +280,21 @@ class Engine:
         return [out[i] for i in todo]
 
 
+def _is_prompt_learning(model) -> bool:
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False))
+
+
+def _adds_virtual_tokens(model) -> bool:
+    """Prompt tuning puts virtual tokens into the sequence; prefix tuning only into the KV cache."""
+    return str(getattr(model.active_peft_config, "peft_type", "")).upper().endswith("PROMPT_TUNING")
+
+
 def _until_eos(tokens: list[int], eos: set[int], pad: int) -> list[int]:
+    """The completion: up to EOS, or up to the padding `generate` puts after a sequence that a
+    stop string ended inside a batch (padding is not completion, and costs nothing)."""
     for n, t in enumerate(tokens):
-        if t in eos:
+        if t in eos or t == pad:
             return tokens[:n]
     return tokens
 
