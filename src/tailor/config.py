@@ -32,6 +32,7 @@ class Experiment:
     batch_size: int = 16
     max_new_tokens: int = 64
     cache: bool = True
+    reuse_fits: bool = True           # reuse an identical earlier training run (same data, options, seed)
     runs_dir: str = "runs"
     # Cost model (seed 000's arithmetic): tokens are billed per 1k, training per hour.
     price_per_1k_tokens: float = 0.0002

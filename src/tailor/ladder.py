@@ -7,8 +7,11 @@ for longer prompts; trained arms pay once for training and then serve short prom
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
+from pathlib import Path
 import traceback
 from dataclasses import asdict
 
@@ -21,6 +24,7 @@ from .methods import make_method
 from .models import Base, load_base
 from .progress import console
 from .runs import RunDir
+from .utils import atomic_write_json, cache_dir, sha256_text
 
 log = logging.getLogger("tailor")
 
@@ -76,7 +80,14 @@ def _run_arm(exp: Experiment, arm: Arm, task, test, base: Base, cache, run: RunD
     t0 = time.perf_counter()
     try:
         method = make_method(arm.method, arm.options)
-        adapted = method.fit(task, base, run)
+        key = _fit_key(exp, arm, task, base)
+        adapted = _reuse_fit(key, base) if exp.reuse_fits else None
+        if adapted is None:
+            adapted = method.fit(task, base, run)
+            _remember_fit(key, adapted)
+        else:
+            out["fit_reused_from"] = str(adapted.artifact_dir)
+            console.print(f"  reusing the identical fit in {adapted.artifact_dir}")
         fitted = time.perf_counter()
         engine = adapted.engine(cache, batch_size=exp.batch_size, progress=progress)
         preds = adapted.predict(engine, task, test, exp.max_new_tokens)
@@ -104,6 +115,31 @@ def _run_arm(exp: Experiment, arm: Arm, task, test, base: Base, cache, run: RunD
             "changes_weights": adapted.trainable_params > 0,
             "artifact_dir": str(adapted.artifact_dir) if adapted.artifact_dir else None,
             "adapted": adapted}
+
+
+def _fit_key(exp: Experiment, arm: Arm, task, base: Base) -> str:
+    """Same base weights, method, options, data and seed: the same trained weights (training is
+    deterministic), so a second run of an experiment need not train again."""
+    return sha256_text(json.dumps([base.weights_id, arm.method, arm.options, task.data_hash, exp.seed],
+                                  sort_keys=True, default=str))
+
+
+def _reuse_fit(key: str, base: Base):
+    memo = cache_dir("fits") / f"{key}.json"
+    if not memo.exists():
+        return None
+    folder = json.loads(memo.read_text())["artifact"]
+    try:
+        from .export import load_adapted
+        return load_adapted(folder, base)
+    except (TailorError, OSError) as e:  # the run directory was deleted or moved: train again
+        log.info("cannot reuse fit %s (%s); training again", folder, e)
+        return None
+
+
+def _remember_fit(key: str, adapted) -> None:
+    if adapted.artifact_dir:
+        atomic_write_json(cache_dir("fits") / f"{key}.json", {"artifact": str(Path(adapted.artifact_dir).resolve())})
 
 
 def recommend(arms: list[dict], metric: str, exp: Experiment) -> dict:
@@ -191,12 +227,10 @@ def _write_report(results: dict, run: RunDir) -> dict:
 
 
 def _read(run: RunDir, name: str) -> dict:
-    import json
     return json.loads(run.file(name).read_text())
 
 
 def _slug(name: str) -> str:
-    import re
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
 
 
