@@ -11,9 +11,9 @@ import json
 import logging
 import re
 import time
-from pathlib import Path
 import traceback
 from dataclasses import asdict
+from pathlib import Path
 
 from .config import Arm, Experiment
 from .datasets import load_task
