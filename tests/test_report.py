@@ -1,0 +1,172 @@
+"""The ladder's HTML report: self-contained, escaped, complete, and it renders in headless
+Chromium without console errors (skipped only where no Chromium binary exists)."""
+
+from __future__ import annotations
+
+import re
+import struct
+
+import pytest
+
+from tailor.errors import TailorError
+from tailor.report import console_errors, find_chromium, render, write_report
+
+LABELS = ["negative", "neutral", "positive"]
+EVIL = '<script>alert("pwned")</script> & <b>bold</b>'
+
+needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="no Chromium binary installed")
+
+
+def _arm(name, method, confusion, cost, forgetting=None, preds=None):
+    n = sum(map(sum, confusion))
+    correct = sum(confusion[i][i] for i in range(len(confusion)))
+    f1s = []
+    for i in range(len(LABELS)):
+        tp = confusion[i][i]
+        fp = sum(confusion[g][i] for g in range(len(LABELS))) - tp
+        fn = sum(confusion[i]) - tp
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    inputs = [EVIL, "I love this phone, battery lasts forever", "Meeting moved to 3pm",
+              "worst customer service ever", "ok I guess", "@user thanks!!! best day"]
+    targets = ["negative", "positive", "neutral", "negative", "neutral", "positive"]
+    preds = preds or targets
+    return {
+        "name": name, "method": method, "status": "ok", "error": None,
+        "metrics": {"accuracy": correct / n, "macro_f1": sum(f1s) / len(f1s), "ece": 0.04 + 0.1 / (1 + correct / n)},
+        "cost": cost, "confusion": confusion, "labels": LABELS,
+        "examples": [{"id": f"t{i}", "input": x, "target": t, "prediction": p}
+                     for i, (x, t, p) in enumerate(zip(inputs, targets, preds))],
+        "forgetting": forgetting,
+    }
+
+
+def _cost(prompt, p50, p95, train_s=0.0, params=0, artifact=0, price=0.0005):
+    return {"prompt_tokens_per_request": prompt, "completion_tokens_per_request": 2.0,
+            "latency_p50_s": p50, "latency_p95_s": p95, "train_time_s": train_s,
+            "train_tokens": params and 412_000, "trainable_params": params, "artifact_bytes": artifact,
+            "cost_per_1k_requests": (prompt + 2) * price, "eval_wall_s": p50 * 300, "cached_share": 0.0}
+
+
+def realistic_results() -> dict:
+    arms = [
+        _arm("zero_shot", "zero_shot", [[40, 50, 10], [30, 55, 15], [20, 45, 35]], _cost(64, 0.031, 0.052),
+             preds=["neutral", "neutral", "neutral", "negative", "neutral", "neutral"]),
+        _arm("few_shot", "few_shot", [[58, 30, 12], [22, 60, 18], [12, 30, 58]], _cost(412, 0.118, 0.190),
+             preds=["negative", "positive", "neutral", "neutral", "neutral", "positive"]),
+        _arm("icl_similar", "icl", [[66, 24, 10], [18, 64, 18], [9, 24, 67]], _cost(430, 0.125, 0.201),
+             preds=["negative", "positive", "neutral", "negative", "positive", "positive"]),
+        _arm("lora", "lora", [[74, 18, 8], [14, 70, 16], [6, 19, 75]],
+             _cost(66, 0.033, 0.058, train_s=512.4, params=1_843_200, artifact=7_391_232),
+             forgetting={"mmlu": {"base": 0.262, "adapted": 0.248, "delta": -0.014, "ci_low": -0.041,
+                                  "ci_high": 0.012, "significant_drop": False},
+                         "boolq": {"base": 0.571, "adapted": 0.512, "delta": -0.059, "ci_low": -0.098,
+                                   "ci_high": -0.021, "significant_drop": True}}),
+        {"name": "full_ft", "method": "full", "status": "failed",
+         "error": "TailorError: out of memory while allocating optimiser state <oom> for 134M params",
+         "metrics": {}, "cost": {}, "confusion": None, "labels": None, "examples": [], "forgetting": None},
+    ]
+    return {
+        "experiment": {"name": "tweet-sentiment ladder", "model": "smollm2-135m", "task": "tweet-sentiment",
+                       "created": "2025-11-21T17:40:00", "price_per_1k_tokens": 0.0005,
+                       "requests_per_month": 2_000_000},
+        "task": {"name": "tweet-sentiment", "kind": "classify", "rows": 38000, "labels": LABELS,
+                 "train_rows": 37500, "dev_rows": 200, "test_rows": 300,
+                 "label_counts": {"negative": 11210, "neutral": 15380, "positive": 11410},
+                 "notes": ["12 rows dropped: empty text", "labels normalised to lower case"]},
+        "curation": {"summary": [["exact duplicates", 41], ["near duplicates", 117],
+                                 ["train/test leakage", 0], ["conflicting labels", 3]],
+                     "html": '<section class="curate-report"><h3>Curation</h3><p id="cur-marker">'
+                             "3 conflicting labels found</p></section>"},
+        "primary_metric": "accuracy",
+        "arms": arms,
+        "recommendation": {"arm": "lora", "text": "lora reaches 0.730 accuracy, 7.3 points above "
+                           "icl_similar at a sixth of its prompt tokens per request. Its 8.5 minutes of "
+                           "training pay back after about 40k requests."},
+        "advice": {"answers": {"external_knowledge": "no", "labelled_rows": "38000", "tone": "no"},
+                   "suggested_arms": ["few_shot", "icl", "lora"],
+                   "text": "Plenty of labelled data and no external knowledge: try ICL, then LoRA."},
+        "manifest": {"seed": 0, "git_commit": "abc123", "versions": {"torch": "2.13.0"},
+                     "data_hashes": {"tweet-sentiment": "9f2c" * 16}, "note": "</pre><script>x()</script>"},
+    }
+
+
+@pytest.fixture
+def report(tmp_path):
+    return write_report(realistic_results(), tmp_path)
+
+
+def test_report_is_one_self_contained_file(report):
+    html = report.read_text(encoding="utf-8")
+    assert report.name == "report.html" and html.startswith("<!doctype html>")
+    assert not re.search(r"""(src|href|action)\s*=\s*["']?\s*(https?:)?//""", html, re.IGNORECASE)
+    assert not re.search(r"<link\b|@import|url\(", html, re.IGNORECASE)
+    assert "Content-Security-Policy" in html and "default-src 'none'" in html
+    assert "script-src 'none'" in html
+
+
+def test_user_text_is_escaped(report):
+    html = report.read_text(encoding="utf-8")
+    assert "<script" not in html.lower()  # the report has no scripts; any is an injection
+    assert "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt;" in html
+    assert "&lt;oom&gt;" in html  # the failure reason
+    assert "&lt;/pre&gt;&lt;script&gt;" in html  # the manifest
+
+
+def test_report_shows_every_part(report):
+    html = report.read_text(encoding="utf-8")
+    table = html[html.index('id="comparison"'):html.index('id="quality-cost"')]
+    for name in ("zero_shot", "few_shot", "icl_similar", "lora", "full_ft"):
+        assert name in table
+    assert table.count('<tr class="failure">') == 1 and "full_ft failed:" in table
+    assert 'class="recommended"' in table and "0.730" in table  # lora's accuracy, 219/300
+    assert "forgetting (worst)" in table and "-5.9 pt" in table
+    assert "cost / month" in table
+    assert "lora reaches 0.730 accuracy" in html
+    assert html.count('<figure class="cm">') == 4  # one per finished classify arm
+    assert html.count("<svg") == 3  # scatter, latency bars, forgetting intervals
+    assert '<p id="cur-marker">3 conflicting labels found</p>' in html  # embedded verbatim
+    assert "near duplicates" in html and "label balance" in html
+    assert "<details><summary>Versions, seeds" in html
+    examples = html[html.index('id="examples"'):html.index('id="data"')]
+    assert examples.count("<tr>") == 1 + 6 and "✗" in examples and "✓" in examples
+
+
+def test_report_tolerates_missing_and_odd_values(tmp_path):
+    results = {"primary_metric": "rougeL", "task": {"kind": "generate"},
+               "arms": [{"name": "zero", "status": "ok", "metrics": {"rougeL": float("nan")},
+                         "cost": {"latency_p50_s": None}},
+                        {"name": "ft", "status": "failed", "error": None}],
+               "recommendation": None, "manifest": None}
+    html = write_report(results, tmp_path).read_text(encoding="utf-8")
+    assert "no reason recorded" in html and "No recommendation" in html
+    assert write_report({}, tmp_path / "empty").is_file()
+    with pytest.raises(TailorError):
+        write_report([1, 2], tmp_path)
+
+
+@needs_chromium
+def test_report_renders_in_chromium_without_console_errors(report, tmp_path):
+    png = tmp_path / "report.png"
+    page = render(report, png, width=1280)
+    assert page.errors == []
+    tbody = page.dom[page.dom.index('id="comparison"'):]
+    tbody = tbody[tbody.index("<tbody>"):tbody.index("</tbody>")]
+    assert tbody.count("<tr") == 5 + 1  # five arms and the failed arm's reason
+    assert "<script" not in page.dom.lower()  # the escaped input stayed text
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width == 1280 and height == page.height > 1500  # the full page, not one viewport
+    assert len(data) > 50_000
+
+
+@needs_chromium
+def test_console_error_check_catches_real_errors(tmp_path):
+    """Guards the test above against passing vacuously: a broken page must be reported."""
+    bad = tmp_path / "bad.html"
+    bad.write_text('<!doctype html><html><body><img src="https://example.invalid/x.png">'
+                   '<script>console.error("boom"); notDefined();</script></body></html>')
+    errors = console_errors(bad)
+    assert any("boom" in e for e in errors)
+    assert any("notDefined" in e for e in errors)
+    assert any("example.invalid" in e for e in errors)
