@@ -33,6 +33,7 @@ class EvalConfig:
     cache: bool = True
     runs_dir: str = "runs"
     task_options: dict = field(default_factory=dict)
+    adapter: str | None = None  # a training run directory: evaluate its trained model
 
 
 def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
@@ -40,8 +41,8 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
     if cfg.split not in task.splits:
         raise TailorError(f"split '{cfg.split}' is not one of {list(task.splits)}")
     examples = task.splits[cfg.split][: cfg.limit] if cfg.limit else task.splits[cfg.split]
-    method = make_method(cfg.method, cfg.method_options)
-    run = RunDir(cfg.runs_dir, "eval", f"{cfg.task.split('/')[-1]}-{cfg.method}")
+    method = make_method(cfg.method, cfg.method_options) if not cfg.adapter else None
+    run = RunDir(cfg.runs_dir, "eval", f"{cfg.task.split('/')[-1]}-{'adapter' if cfg.adapter else cfg.method}")
     try:
         run.write_config(asdict(cfg))
         base = load_base(cfg.model, cfg.dtype, cfg.device)
@@ -51,13 +52,17 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
                             "task": task.summary()})
         log.info("eval %s on %s (%d %s rows) with %s", cfg.method, task.name, len(examples), cfg.split, cfg.model)
         t0 = time.perf_counter()
-        adapted = method.fit(task, base, run)
+        if cfg.adapter:
+            from .export import load_adapted
+            adapted = load_adapted(cfg.adapter, base)
+        else:
+            adapted = method.fit(task, base, run)
         engine = adapted.engine(ResultCache() if cfg.cache else None, batch_size=cfg.batch_size,
                                 progress=progress)
         preds = adapted.predict(engine, task, examples, cfg.max_new_tokens)
         wall = time.perf_counter() - t0
         report = score_predictions(task, preds)
-        result = {"task": task.name, "kind": task.kind, "method": cfg.method, "model": cfg.model,
+        result = {"task": task.name, "kind": task.kind, "method": adapted.method if cfg.adapter else cfg.method, "model": cfg.model,
                   "split": cfg.split, "rows": len(examples), "metrics": report.metrics,
                   "cost": {**report.cost, "wall_s": wall, "trainable_params": adapted.trainable_params,
                            "train_time_s": adapted.train_time_s},

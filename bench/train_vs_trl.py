@@ -1,0 +1,181 @@
+"""LoRA SFT: Tailor's training loop vs TRL's SFTTrainer + peft, same data, model, LoRA config,
+sequence budget and steps, each in its best CPU settings. TRL is a bench-only dependency:
+
+    uv pip install -p .venv/bin/python "trl==1.16.*"    (check with --dry-run: it pulls no torch)
+    flock /tmp/tailor-cpu.lock .venv/bin/python bench/train_vs_trl.py [--examples 320 --batch 16]
+
+Each side runs in its own process (so peak RSS is its own). Measured: real (non-padding)
+tokens/s of the training steps, peak RSS, and the loss of the trained adapter on the same
+held-out rows computed by the same function (target-only cross-entropy), so the losses compare
+like for like. MFU: achieved training FLOP/s (model FLOPs of the real tokens: forward 2P +
+activation-gradient backward 2P per token for the frozen body, the vocabulary head only where a
+loss is taken, attention at the packed row length) over the bf16 FLOP/s of a plain large matmul
+on this machine. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+LORA = dict(r=16, alpha=32, dropout=0.05)
+LR = 1e-3
+
+
+def data(n: int, seed: int = 0):
+    from tailor.datasets import load_task
+    from tailor.models import load_tokenizer
+    from tailor.prompts import builder_for
+    from tailor.train.data import encode_examples
+    task = load_task("tweet-sentiment")
+    tok = load_tokenizer("smollm2-135m")
+    builder = builder_for(task, tok)
+    import random
+    pool = random.Random(seed).sample(task.splits["train"], n)
+    held = task.splits["dev"][:64]
+    return task, tok, builder, pool, encode_examples(builder, pool, 1024)[0], encode_examples(builder, held, 1024)[0]
+
+
+def held_out_loss(model, held) -> float:
+    from tailor.train.data import pack
+    from tailor.train.loop import batch_loss
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for b in pack(held, 256, 2, 16):
+            total += batch_loss(model, b, "packed", 0).item()
+            n += len(b.labels)
+    return total / n
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def side_tailor(args) -> dict:
+    from tailor.methods import make_method
+    from tailor.models import load_base
+    task, tok, builder, pool, enc, held = data(args.examples)
+    task.splits["train"] = pool
+    base = load_base("smollm2-135m", dtype="bf16", device="cpu")
+    arm = make_method("lora", {**LORA, "lr": LR, "epochs": 1, "batch_size": args.batch, "max_train_examples": None,
+                               "warmup_ratio": 0.1, "progress": False, "log_every": 1000})
+    adapted = arm.fit(task, base)
+    t = adapted.info["train"]
+    return {"tokens": t["train_tokens"], "train_s": t["train_time_s"], "steps": t["steps"],
+            "padding_fraction": t["padding_fraction"], "target_tokens": t["target_tokens"],
+            "loss": held_out_loss(adapted.model, held), "final_train_loss": t["final_loss"],
+            "peak_rss_mb": peak_rss_mb(), "mean_row": 256}
+
+
+def side_trl(args) -> dict:
+    import warnings
+    warnings.filterwarnings("ignore")
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from tailor.models import model_dir
+    task, tok, builder, pool, enc, held = data(args.examples)
+    rows = [{"prompt": builder.build(ex).text, "completion": builder.target_text(ex.target)} for ex in pool]
+    model = AutoModelForCausalLM.from_pretrained(model_dir("smollm2-135m"), dtype=torch.bfloat16)
+
+    class Clock(TrainerCallback):
+        start = end = None
+
+        def on_step_begin(self, a, state, control, **kw):
+            self.start = self.start or time.perf_counter()
+
+        def on_train_end(self, a, state, control, **kw):
+            self.end = time.perf_counter()
+
+    cfg = SFTConfig(output_dir=os.path.join(args.tmp, "trl"), per_device_train_batch_size=args.batch,
+                    num_train_epochs=1, learning_rate=LR, lr_scheduler_type="cosine", warmup_steps=0.1,
+                    bf16=True, use_cpu=True, logging_steps=1, save_strategy="no", report_to=[],
+                    completion_only_loss=True, max_length=1024, packing=False, dataloader_num_workers=0,
+                    seed=0, disable_tqdm=True)
+    clock = Clock()
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                         peft_config=LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+                                                target_modules="all-linear", task_type="CAUSAL_LM"),
+                         callbacks=[clock])
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {"tokens": sum(len(e) for e in enc), "train_s": clock.end - clock.start,
+            "steps": trainer.state.global_step, "loss": held_out_loss(trainer.model, held),
+            "final_train_loss": losses[-1] if losses else float("nan"), "peak_rss_mb": peak_rss_mb()}
+
+
+def matmul_peak() -> float:
+    a = torch.randn(4096, 4096, dtype=torch.bfloat16)
+    b = torch.randn(4096, 4096, dtype=torch.bfloat16)
+    a @ b
+    best = 0.0
+    for _ in range(5):
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2 * 4096 ** 3 / (time.perf_counter() - t))
+    return best
+
+
+def train_flops(tokens: int, target_tokens: int, row: int) -> float:
+    from transformers import AutoConfig
+
+    from tailor.models import model_dir
+    c = AutoConfig.from_pretrained(model_dir("smollm2-135m"))
+    h, layers, inter, v = c.hidden_size, c.num_hidden_layers, c.intermediate_size, c.vocab_size
+    kv = h * c.num_key_value_heads // c.num_attention_heads
+    body = layers * (2 * h * h + 2 * h * kv + 3 * h * inter)       # weights the tokens pass through
+    attention = layers * 2 * row * h                                  # QK^T and AV per token (causal ~half)
+    return tokens * 2 * 2 * (body + attention) + target_tokens * 3 * 2 * h * v
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--examples", type=int, default=320)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--side", choices=["tailor", "trl"])
+    p.add_argument("--tmp", default="/tmp/tailor-bench")
+    args = p.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    if args.side:
+        print(json.dumps((side_tailor if args.side == "tailor" else side_trl)(args)))
+        return
+    results = {}
+    for side in ("tailor", "trl"):
+        cmd = [sys.executable, __file__, "--side", side, "--examples", str(args.examples), "--batch", str(args.batch),
+               "--tmp", args.tmp]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"{side} side failed:\n{proc.stderr[-3000:]}")
+        results[side] = json.loads(proc.stdout.strip().splitlines()[-1])
+    peak = matmul_peak()
+    t, r = results["tailor"], results["trl"]
+    tps = {k: v["tokens"] / v["train_s"] for k, v in results.items()}
+    flops = train_flops(t["tokens"], t["target_tokens"], t["mean_row"])
+    mfu = flops / t["train_s"] / peak
+    print(f"LoRA SFT, smollm2-135m, tweet-sentiment: {args.examples} examples, batch {args.batch}, 1 epoch, "
+          f"r={LORA['r']} all-linear, bf16, {torch.get_num_threads()} threads")
+    print(f"{'':14}{'tokens/s':>10}{'train s':>10}{'peak RSS MB':>13}{'held-out loss':>15}{'last train loss':>17}")
+    for k, v in results.items():
+        print(f"{k:14}{tps[k]:>10.0f}{v['train_s']:>10.1f}{v['peak_rss_mb']:>13.0f}{v['loss']:>15.4f}"
+              f"{v['final_train_loss']:>17.4f}")
+    print(f"tailor padding fraction {t['padding_fraction']:.3f}; bf16 matmul peak {peak / 1e9:.0f} GFLOP/s; "
+          f"tailor achieved {flops / t['train_s'] / 1e9:.0f} GFLOP/s")
+    print(json.dumps({"tokens_per_s_ratio": tps["tailor"] / tps["trl"],
+                      "peak_rss_ratio": t["peak_rss_mb"] / r["peak_rss_mb"], "loss_tailor": t["loss"],
+                      "loss_trl": r["loss"], "mfu": mfu, "tokens_per_s_tailor": tps["tailor"],
+                      "tokens_per_s_trl": tps["trl"], "peak_rss_mb_tailor": t["peak_rss_mb"],
+                      "peak_rss_mb_trl": r["peak_rss_mb"], "matmul_peak_gflops": peak / 1e9}))
+
+
+if __name__ == "__main__":
+    main()

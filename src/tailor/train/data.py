@@ -1,0 +1,195 @@
+"""Training data: examples formatted by THE prompt builder, encoded exactly as the engine encodes
+them at inference, then packed into rows without cross-example attention.
+
+An encoded example is prompt ids + target ids, each encoded separately (the engine scores an
+option by encoding the prompt and the option separately too), so the ids a model is trained on
+are the ids it is asked about later. Only target ids carry loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import TailorError
+from ..prompts import PromptBuilder
+from ..task import Example
+
+log = logging.getLogger("tailor")
+
+
+@dataclass
+class Encoded:
+    id: str
+    prompt: list[int]
+    target: list[int]
+
+    @property
+    def ids(self) -> list[int]:
+        return self.prompt + self.target
+
+    def __len__(self) -> int:
+        return len(self.prompt) + len(self.target)
+
+
+@dataclass
+class EncodeReport:
+    kept: int = 0
+    too_long: list[str] = field(default_factory=list)  # ids of examples over the budget
+    empty_target: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    target_tokens: int = 0
+
+    def to_json(self) -> dict:
+        return {"kept": self.kept, "dropped_too_long": len(self.too_long),
+                "dropped_too_long_ids": self.too_long[:50], "dropped_empty_target": len(self.empty_target),
+                "prompt_tokens": self.prompt_tokens, "target_tokens": self.target_tokens}
+
+
+def encode_examples(builder: PromptBuilder, examples: list[Example], seq_len: int,
+                    overlong: str = "drop", extra_tokens: int = 0) -> tuple[list[Encoded], EncodeReport]:
+    """Formats and encodes every example. Examples longer than `seq_len` (plus `extra_tokens`
+    of soft prompt, if any) are never truncated: they are dropped and counted, or raise when
+    `overlong == "error"`."""
+    if overlong not in ("drop", "error"):
+        raise TailorError(f"overlong policy '{overlong}' is not one of drop, error")
+    out, report = [], EncodeReport()
+    for ex in examples:
+        prompt = builder.build(ex)
+        enc = Encoded(ex.id, builder.encode(prompt.text), builder.encode(builder.target_text(ex.target)))
+        if not ex.target.strip():
+            report.empty_target.append(ex.id)
+            continue
+        if len(enc) + extra_tokens > seq_len or prompt.over_budget:
+            if overlong == "error":
+                raise TailorError(f"example '{ex.id}' has {len(enc)} tokens, over seq_len {seq_len} "
+                                  "(raise seq_len, or set overlong: drop to skip such examples)")
+            report.too_long.append(ex.id)
+            continue
+        report.prompt_tokens += len(enc.prompt)
+        report.target_tokens += len(enc.target)
+        out.append(enc)
+    report.kept = len(out)
+    if report.too_long:
+        log.warning("%d of %d training examples are longer than seq_len=%d and were dropped (not truncated)",
+                    len(report.too_long), len(examples), seq_len)
+    if not out:
+        raise TailorError(f"no training examples left (all {len(examples)} over seq_len {seq_len} or empty)")
+    return out, report
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The example order of one epoch: a pure function of (seed, epoch), so a resumed run sees
+    exactly the order an uninterrupted run would have seen."""
+    order = list(range(n))
+    random.Random(f"{seed}:{epoch}").shuffle(order)
+    return order
+
+
+def step_examples(data: list[Encoded], batch_size: int, seed: int, step: int) -> list[Encoded]:
+    """The examples optimiser step `step` (0-based) consumes. Epochs are concatenated; a step
+    never straddles two epochs (the last step of an epoch may be smaller)."""
+    per_epoch = (len(data) + batch_size - 1) // batch_size
+    epoch, k = divmod(step, per_epoch)
+    order = epoch_order(len(data), seed, epoch)
+    return [data[i] for i in order[k * batch_size:(k + 1) * batch_size]]
+
+
+@dataclass
+class Batch:
+    """One forward pass worth of rows. `select` holds (row, position) of every hidden state that
+    predicts a target token and `labels` the token it predicts."""
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor | None
+    attention_mask: torch.Tensor | None
+    select: tuple[torch.Tensor, torch.Tensor]
+    labels: torch.Tensor
+    real_tokens: int
+    padded_tokens: int
+    examples: int
+
+
+def pack(examples: list[Encoded], seq_len: int, pad_id: int, max_rows: int) -> list[Batch]:
+    """First-fit-decreasing packing into rows of at most `seq_len` tokens. Position ids restart
+    at 0 for every example, and no attention mask is passed: transformers then builds a
+    block-diagonal causal mask from the position ids, so no token attends across examples.
+    Rows are trimmed to the longest row of their batch; that is the only padding."""
+    rows = _first_fit(examples, seq_len)
+    # Balance: the fewest rows at seq_len, refilled at the smallest capacity that still needs no
+    # more rows, so the rows of a batch end up about equally long (little padding to trim).
+    total = sum(len(e) for e in examples)
+    for capacity in range(-(-total // len(rows)), seq_len, 8):
+        balanced = _first_fit(examples, capacity)
+        if len(balanced) <= len(rows):
+            rows = balanced
+            break
+    return [_packed_batch(rows[i:i + max_rows], pad_id) for i in range(0, len(rows), max_rows)]
+
+
+def _first_fit(examples: list[Encoded], capacity: int) -> list[list[Encoded]]:
+    rows: list[list[Encoded]] = []
+    room: list[int] = []
+    for ex in sorted(examples, key=len, reverse=True):
+        for r, free in enumerate(room):
+            if len(ex) <= free:
+                rows[r].append(ex)
+                room[r] -= len(ex)
+                break
+        else:
+            rows.append([ex])
+            room.append(capacity - len(ex))
+    return rows
+
+
+def _packed_batch(rows: list[list[Encoded]], pad_id: int) -> Batch:
+    width = max(sum(len(e) for e in row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    pos = torch.zeros((len(rows), width), dtype=torch.long)
+    sel_r, sel_p, labels = [], [], []
+    real = 0
+    for r, row in enumerate(rows):
+        at = 0
+        for ex in row:
+            n = len(ex)
+            ids[r, at:at + n] = torch.tensor(ex.ids)
+            pos[r, at:at + n] = torch.arange(n)
+            # the hidden state at position t predicts token t+1: targets start at len(prompt)
+            for j in range(len(ex.target)):
+                sel_r.append(r)
+                sel_p.append(at + len(ex.prompt) - 1 + j)
+                labels.append(ex.target[j])
+            at += n
+        real += at
+        # Padding gets its own restarting positions, so it forms a separate block that no
+        # example attends to.
+        pos[r, at:] = torch.arange(width - at)
+    return Batch(ids, pos, None, (torch.tensor(sel_r), torch.tensor(sel_p)), torch.tensor(labels),
+                 real, len(rows) * width - real, sum(len(row) for row in rows))
+
+
+def padded(examples: list[Encoded], pad_id: int, max_rows: int) -> list[Batch]:
+    """One example per row, right-padded, length-sorted: for methods that must see each example
+    alone (a soft prompt or prefix is prepended to every sequence)."""
+    examples = sorted(examples, key=len)
+    out = []
+    for i in range(0, len(examples), max_rows):
+        chunk = examples[i:i + max_rows]
+        width = max(len(e) for e in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        sel_r, sel_p, labels = [], [], []
+        for r, ex in enumerate(chunk):
+            ids[r, :len(ex)] = torch.tensor(ex.ids)
+            mask[r, :len(ex)] = 1
+            for j in range(len(ex.target)):
+                sel_r.append(r)
+                sel_p.append(len(ex.prompt) - 1 + j)
+                labels.append(ex.target[j])
+        real = sum(len(e) for e in chunk)
+        out.append(Batch(ids, None, mask, (torch.tensor(sel_r), torch.tensor(sel_p)), torch.tensor(labels),
+                         real, len(chunk) * width - real, len(chunk)))
+    return out

@@ -1,0 +1,50 @@
+"""Training metrics: one JSON line per logged step in the run directory, mirrored to TensorBoard
+and MLflow when those packages are installed and asked for."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from pathlib import Path
+
+from ..errors import TailorError
+
+log = logging.getLogger("tailor")
+
+
+class MetricsLog:
+    def __init__(self, path: Path | None, report_to: list[str] = (), run_name: str = "tailor"):
+        self.path = path
+        self._tb = self._mlflow = None
+        for target in report_to:
+            if importlib.util.find_spec({"tensorboard": "tensorboard", "mlflow": "mlflow"}.get(target, target)) is None:
+                raise TailorError(f"report_to '{target}' asked for, but the package is not installed "
+                                  f"(pip install {target})")
+            if target == "tensorboard":
+                from torch.utils.tensorboard import SummaryWriter
+                self._tb = SummaryWriter(str((path.parent if path else Path(".")) / "tensorboard"))
+            elif target == "mlflow":
+                import mlflow
+                self._mlflow = mlflow
+                mlflow.start_run(run_name=run_name)
+            else:
+                raise TailorError(f"report_to '{target}' is not one of tensorboard, mlflow")
+
+    def write(self, row: dict) -> None:
+        if self.path is not None:
+            # Appending one line is all-or-nothing in practice; a resumed run appends after it.
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+        scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}
+        if self._tb is not None:
+            for k, v in scalars.items():
+                self._tb.add_scalar(k, v, row["step"])
+        if self._mlflow is not None:
+            self._mlflow.log_metrics(scalars, step=row["step"])
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+        if self._mlflow is not None:
+            self._mlflow.end_run()

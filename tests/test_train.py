@@ -1,0 +1,180 @@
+"""The training loop on tiny-test: target-only loss, packing without leaks, the prompt prefix
+shared with inference, schedules, over-long policy, NaN stop, and exact resume after SIGKILL."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tailor.datasets import load_task
+from tailor.errors import TailorError
+from tailor.prompts import builder_for
+from tailor.train import TrainConfig, train
+from tailor.train.data import encode_examples, pack, padded, step_examples
+from tailor.train.loop import batch_loss, lr_factor
+
+
+@pytest.fixture(scope="module")
+def task():
+    return load_task("tweet-sentiment")
+
+
+@pytest.fixture(scope="module")
+def builder(task, tiny_base):
+    return builder_for(task, tiny_base.tokenizer, tiny_base.model.config)
+
+
+def reference_loss(model, enc) -> float:
+    """Plain HF forward of one example alone with prompt labels masked (-100): the textbook
+    target-only loss, summed over target tokens."""
+    ids = torch.tensor([enc.ids])
+    labels = torch.tensor([[-100] * len(enc.prompt) + enc.target])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, :-1].float()
+    return torch.nn.functional.cross_entropy(logits, labels[0, 1:], reduction="sum", ignore_index=-100).item()
+
+
+def test_packed_loss_is_target_only_and_has_no_cross_example_leak(tiny_base, task, builder):
+    data, _ = encode_examples(builder, task.splits["train"][:12], seq_len=512)
+    batches = pack(data, seq_len=512, pad_id=tiny_base.tokenizer.pad_token_id, max_rows=8)
+    assert sum(b.examples for b in batches) == 12
+    assert any(b.examples > 1 for b in batches)  # several examples really share a row
+    packed = sum(batch_loss(tiny_base.model, b, "packed", 0).item() for b in batches)
+    alone = sum(reference_loss(tiny_base.model, e) for e in data)
+    # Equal only if no example attends to another one and only target tokens carry loss.
+    assert packed == pytest.approx(alone, rel=1e-5)
+    # Labels are exactly the target tokens, in order.
+    labels = torch.cat([b.labels for b in batches]).tolist()
+    assert sorted(labels) == sorted(t for e in data for t in e.target)
+
+
+def test_padded_layout_matches_reference(tiny_base, task, builder):
+    data, _ = encode_examples(builder, task.splits["train"][:6], seq_len=512)
+    batches = padded(data, tiny_base.tokenizer.pad_token_id, max_rows=6)
+    assert batches[0].padded_tokens > 0
+    got = sum(batch_loss(tiny_base.model, b, "padded", 0).item() for b in batches)
+    assert got == pytest.approx(sum(reference_loss(tiny_base.model, e) for e in data), rel=1e-5)
+
+
+def test_training_prefix_equals_inference_prefix(tiny_base, task, builder):
+    """Training encodes exactly the prompt the engine is given at inference: same builder, same
+    text, same token ids; the target is the option text the engine scores."""
+    from tailor.engine import Engine
+    from tailor.evaluate import predict
+    examples = task.splits["test"][:5]
+    data, _ = encode_examples(builder, examples, seq_len=512)
+    engine = Engine(tiny_base.model, tiny_base.tokenizer, tiny_base.weights_id, None, progress=False)
+    preds = predict(engine, builder, task, examples)
+    for ex, enc, pred in zip(examples, data, preds):
+        assert enc.prompt == engine.encode(pred.prompt)
+        assert enc.target == engine.encode(builder.target_text(ex.target))
+        assert builder.target_text(ex.target).endswith(tiny_base.tokenizer.eos_token)
+
+
+def test_overlong_examples_are_counted_and_dropped_or_raise(task, builder):
+    examples = task.splits["train"][:20]
+    lengths = sorted(len(e) for e in encode_examples(builder, examples, 10_000)[0])
+    cut = lengths[len(lengths) // 2]
+    kept, report = encode_examples(builder, examples, seq_len=cut)
+    assert len(report.too_long) == sum(n > cut for n in lengths) > 0
+    assert len(kept) + len(report.too_long) == 20
+    with pytest.raises(TailorError, match="over seq_len"):
+        encode_examples(builder, examples, seq_len=cut, overlong="error")
+
+
+def test_data_order_is_a_function_of_seed_and_step(task, builder):
+    data, _ = encode_examples(builder, task.splits["train"][:40], 512)
+    a = [e.id for e in step_examples(data, 8, seed=1, step=7)]
+    assert a == [e.id for e in step_examples(data, 8, seed=1, step=7)]
+    assert a != [e.id for e in step_examples(data, 8, seed=2, step=7)]
+    epoch = {e.id for s in range(5) for e in step_examples(data, 8, seed=1, step=s)}
+    assert len(epoch) == 40  # one epoch sees every example once
+
+
+def test_lr_schedule_warms_up_then_decays():
+    f = [lr_factor(s, 100, 10, "cosine", 0.1) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[-1] == pytest.approx(0.1, abs=1e-3)
+    lin = [lr_factor(s, 100, 0, "linear", 0.0) for s in range(100)]
+    assert lin[50] == pytest.approx(0.5)
+    with pytest.raises(TailorError):
+        lr_factor(20, 100, 10, "bogus", 0.1)
+
+
+def test_loss_goes_down_and_only_trainable_weights_move(tiny_base, task, builder):
+    model = copy.deepcopy(tiny_base.model)
+    for n, p in model.named_parameters():
+        p.requires_grad_("layers.1." in n)
+    frozen_before = model.model.layers[0].self_attn.q_proj.weight.clone()
+    cfg = TrainConfig(steps=1, batch_size=8, lr=0.0, max_train_examples=64, progress=False, log_every=1,
+                      warmup_ratio=0.0, precision="fp32")
+    initial = train(copy.deepcopy(model), tiny_base.tokenizer, builder, task, cfg).final_loss
+    cfg.steps, cfg.lr = 25, 1e-2
+    result = train(model, tiny_base.tokenizer, builder, task, cfg)
+    assert torch.equal(model.model.layers[0].self_attn.q_proj.weight, frozen_before)
+    assert result.steps == 25 and result.final_loss < initial - 0.3
+    assert 0 <= result.padding_fraction < 0.2
+    assert result.train_tokens > 25 * 8 * 30
+
+
+def test_nan_loss_stops_with_a_clear_error(tiny_base, task, builder):
+    model = copy.deepcopy(tiny_base.model)
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight[0, 0] = float("nan")
+    model.model.norm.weight.requires_grad_(True)
+    cfg = TrainConfig(steps=3, batch_size=4, max_train_examples=16, progress=False, precision="fp32")
+    with pytest.raises(TailorError, match="loss is nan at step 1"):
+        train(model, tiny_base.tokenizer, builder, task, cfg)
+
+
+def _train_cmd(config: Path, runs: Path, resume: Path | None = None) -> list[str]:
+    cmd = [str(Path(sys.executable).parent / "tailor"), "train", str(config), "--runs-dir", str(runs)]
+    return cmd + (["--resume", str(resume)] if resume else [])
+
+
+def test_resume_after_sigkill_gives_the_same_final_loss(tmp_path):
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        "model: tiny-test\ntask: tweet-sentiment\nmethod: lora\ndtype: fp32\neval_split: null\n"
+        "options: {steps: 120, batch_size: 4, max_train_examples: 96, save_every: 5, dropout: 0.1, "
+        "lr: 3.0e-3, log_every: 1, progress: false}\n")
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "2"}
+
+    straight = subprocess.run(_train_cmd(config, tmp_path / "a"), env=env, capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    (run_a,) = (tmp_path / "a").iterdir()
+    expected = json.loads((run_a / "metrics.json").read_text())["final_loss"]
+
+    proc = subprocess.Popen(_train_cmd(config, tmp_path / "b"), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    latest = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list((tmp_path / "b").glob("*/checkpoints/latest.json"))
+        if found and json.loads(found[0].read_text())["step"] >= 15:
+            latest = found[0]
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert latest is not None, "the run ended before it could be killed"
+    run_b = latest.parent.parent
+    assert not (run_b / "metrics.json").exists()  # it really died mid-way
+
+    resumed = subprocess.run(_train_cmd(config, tmp_path / "c", resume=run_b), env=env, capture_output=True,
+                             text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    (run_c,) = (tmp_path / "c").iterdir()
+    result = json.loads((run_c / "metrics.json").read_text())
+    state = json.loads((run_c / "train_result.json").read_text())
+    assert state["resumed_from"] and state["steps"] == 120
+    assert result["final_loss"] == expected
