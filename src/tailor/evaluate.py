@@ -6,6 +6,7 @@ confusion and calibration are a few lines each and are written here.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -50,13 +51,24 @@ def macro_f1(preds: list[str], golds: list[str], labels: list[str]) -> float:
     return sum(f1s) / max(len(f1s), 1)
 
 
-def rouge(preds: list[str], refs: list[str]) -> dict[str, float]:
+@functools.cache
+def _rouge_scorer():
     from rouge_score import rouge_scorer
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+
+
+def rouge_pair(pred: str, ref: str) -> dict[str, dict[str, float]]:
+    """ROUGE-1/2/L precision, recall and F1 of one prediction against its reference."""
+    return {k: {"precision": s.precision, "recall": s.recall, "f1": s.fmeasure}
+            for k, s in _rouge_scorer().score(ref, pred).items()}
+
+
+def rouge(preds: list[str], refs: list[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F1 over the pairs."""
     totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
     for p, r in zip(preds, refs):
-        for k, s in scorer.score(r, p).items():
-            totals[k] += s.fmeasure
+        for k, s in rouge_pair(p, r).items():
+            totals[k] += s["f1"]
     return {k: v / max(len(refs), 1) for k, v in totals.items()}
 
 
@@ -119,9 +131,12 @@ class Prediction:
 
 
 def predict(engine: Engine, builder: PromptBuilder, task: Task, examples: list[Example],
-            shots_for=None, passages_for=None, max_new_tokens: int = 64) -> list[Prediction]:
+            shots_for=None, passages_for=None, max_new_tokens: int = 64,
+            length_norm: bool = False) -> list[Prediction]:
     """Formats every example with the one prompt builder and runs it through the engine.
-    `shots_for(example)` and `passages_for(example)` supply in-context examples and passages."""
+    `shots_for(example)` and `passages_for(example)` supply in-context examples and passages.
+    length_norm: rank options by mean log-probability per token instead of the sum (options of
+    different lengths, as in general benchmarks; the sum favours short options)."""
     prompts = [builder.build(ex, shots_for(ex) if shots_for else (),
                              passages_for(ex) if passages_for else ()) for ex in examples]
     texts = [p.text for p in prompts]
@@ -130,8 +145,9 @@ def predict(engine: Engine, builder: PromptBuilder, task: Task, examples: list[E
         options = [task.labels if task.kind == "classify" else ex.choices for ex in examples]
         scores = engine.score(texts, [[builder.target_text(o) for o in opts] for opts in options])
         for ex, p, opts, s in zip(examples, prompts, options, scores):
-            probs = _softmax(s.logprobs)
-            best = max(range(len(opts)), key=lambda j: s.logprobs[j])
+            lps = s.mean_logprobs if length_norm else s.logprobs
+            probs = _softmax(lps)
+            best = max(range(len(opts)), key=lambda j: lps[j])
             out.append(Prediction(ex.id, opts[best], ex.target, s.prompt_tokens, sum(s.n_tokens),
                                   s.latency_s, s.cached, dict(zip(opts, probs)), p.shots_used,
                                   p.shots_dropped, p.text))

@@ -29,13 +29,20 @@ class Prompt:
 
 
 class PromptBuilder:
-    def __init__(self, tokenizer, kind: str, instruction: str, max_prompt_tokens: int | None = None):
+    def __init__(self, tokenizer, kind: str, instruction: str, max_prompt_tokens: int | None = None,
+                 list_options: bool = True):
         self.tok = tokenizer
         self.kind = kind
+        # Choice items show their options in the prompt unless the task is scored as a cloze
+        # (each option as a plain continuation, e.g. PIQA's two long solutions).
+        self.list_options = list_options
         self.instruction = instruction
         self.max_prompt_tokens = max_prompt_tokens
         self.chat = bool(getattr(tokenizer, "chat_template", None))
         self.answer_suffix = self._answer_suffix()
+        # The plain layout shows examples as "Answer: label", and the prompt ends at "Answer:";
+        # the space belongs to the answer, so a word keeps its usual leading-space token.
+        self.answer_prefix = "" if self.chat else " "
 
     # ------------------------------------------------------------ public
 
@@ -51,7 +58,7 @@ class PromptBuilder:
             shots = shots[:-1]
 
     def target_text(self, target: str) -> str:
-        return target + self.answer_suffix
+        return self.answer_prefix + target + self.answer_suffix
 
     def messages(self, example: Example, shots=(), passages=()) -> list[dict]:
         system = self.instruction
@@ -91,7 +98,8 @@ class PromptBuilder:
         if isinstance(example.input, list):
             return [dict(m) for m in example.input if m["role"] != "system"]
         content = example.input
-        if self.kind == "choice" and example.choices and not all(c in content for c in example.choices):
+        if (self.kind == "choice" and self.list_options and example.choices
+                and not all(c in content for c in example.choices)):
             content += "\nOptions:\n" + "\n".join(f"- {c}" for c in example.choices)
         return [{"role": "user", "content": content}]
 

@@ -92,8 +92,17 @@ class Task:
                 raise DataError(self.source or self.name,
                                 f"split '{name}' is too small: 0 of {len(self.examples)} rows "
                                 f"(asked for {want}); add rows or change the split size")
+            # Nothing silent: a split that got fewer rows than asked for is noted.
+            if isinstance(want, int) and len(fixed[name]) < want:
+                self._note(f"split '{name}' has {len(fixed[name])} rows, fewer than the {want} asked for")
+        if not fixed["train"]:
+            self._note("split 'train' is empty: methods that learn from examples cannot run")
         self.splits = fixed
         return self
+
+    def _note(self, note: str) -> None:
+        if note not in self.notes:
+            self.notes.append(note)
 
     def summary(self) -> dict:
         out = {"name": self.name, "kind": self.kind, "rows": len(self.examples),
@@ -134,12 +143,17 @@ def read_records(path: str | Path, encoding: str = "utf-8") -> tuple[list[tuple[
     if not raw.strip():
         raise DataError(path, "file is empty")
     try:
-        text = raw.decode(encoding)
+        # Spreadsheet exports start with a byte-order mark that would otherwise become part of
+        # the first column's name.
+        text = raw.decode(encoding).removeprefix("\ufeff")
+    except LookupError:
+        raise DataError(path, f"unknown encoding '{encoding}'") from None
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
         col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
         raise DataError(path, f"not valid {encoding} (byte 0x{raw[e.start]:02x} at column {col}); "
-                        "set the file's encoding, e.g. --encoding latin-1", line) from None
+                        "set the file's encoding, e.g. --encoding latin-1", line,
+                        _field_at_byte(raw, e.start, suffix, encoding)) from None
     if suffix == ".jsonl":
         return _read_jsonl(path, text), "line"
     if suffix == ".json":
@@ -149,9 +163,34 @@ def read_records(path: str | Path, encoding: str = "utf-8") -> tuple[list[tuple[
     raise DataError(path, f"unsupported file type '{suffix}' (use .jsonl, .json, .csv, .tsv or .parquet)")
 
 
+def _field_at_byte(raw: bytes, pos: int, suffix: str, codec: str) -> str | None:
+    """The field (CSV column or top-level JSON key) that holds an undecodable byte, so the
+    error can name it. Best effort: None when the line cannot be parsed."""
+    start = raw.rfind(b"\n", 0, pos) + 1
+    end = raw.find(b"\n", pos)
+    line = raw[start:len(raw) if end < 0 else end]
+    try:
+        if suffix in (".csv", ".tsv"):
+            delim = "\t" if suffix == ".tsv" else ","
+            header = next(csv.reader([raw.split(b"\n", 1)[0].decode(codec, "replace")], delimiter=delim))
+            before = raw[start:pos].decode(codec, "replace")
+            col = len(next(csv.reader([before], delimiter=delim), [""])) - 1
+            return header[col].strip() if 0 <= col < len(header) else None
+        if suffix == ".jsonl":
+            rec = json.loads(line.decode(codec, "surrogateescape"))
+            for key, value in rec.items():  # undecodable bytes became lone surrogates
+                if any("\udc80" <= ch <= "\udcff" for ch in json.dumps(value, ensure_ascii=False)):
+                    return key
+    except (ValueError, StopIteration, UnicodeError, AttributeError):
+        pass
+    return None
+
+
 def _read_jsonl(path: Path, text: str) -> list[tuple[int, dict]]:
     out = []
-    for no, line in enumerate(text.splitlines(), 1):
+    # split on \n only: str.splitlines() also breaks at U+2028 and friends, which JSON strings
+    # may hold unescaped (tweets do)
+    for no, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -298,6 +337,11 @@ def _convert(row: _Row, fmt: str) -> Example:
 
 def _chat(row: _Row) -> Example:
     msgs = row.get("messages")
+    if isinstance(msgs, str) and msgs.lstrip().startswith("["):  # a CSV cell: a JSON array
+        try:
+            msgs = json.loads(msgs)
+        except json.JSONDecodeError as e:
+            raise row.err("messages", f"invalid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(msgs, list):
         raise row.err("messages", f"expected an array of messages, got {_type(msgs)}")
     if len(msgs) < 2:
@@ -333,7 +377,9 @@ def _choice(row: _Row) -> Example:
         if not isinstance(c, str) or not c.strip():
             raise row.err(f"choices[{i}]", "expected a non-empty string")
     ans = row.get("answer")
-    if isinstance(ans, str) and ans.strip().isdigit():
+    # The text of a choice wins over reading it as an index: with choices ["1", "2", "3"] the
+    # answer "1" is the first choice, not choices[1].
+    if isinstance(ans, str) and ans.strip().isdigit() and ans not in choices:
         ans = int(ans.strip())
     if isinstance(ans, int) and not isinstance(ans, bool):
         if not 0 <= ans < len(choices):

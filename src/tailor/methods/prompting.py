@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from ..errors import TailorError
 from ..models import Base
 from ..prompts import builder_for
 from ..task import Example, Task
@@ -37,7 +38,7 @@ class FewShot:
 
 
 def fixed_shots(task: Task, k: int, seed: int, balanced: bool) -> list[Example]:
-    pool = list(task.splits.get("train") or task.examples)
+    pool = _train_pool(task)
     rng = random.Random(seed)
     if not (balanced and task.kind == "classify" and task.labels):
         return rng.sample(pool, min(k, len(pool)))
@@ -71,7 +72,7 @@ class ICL:
 
     def fit(self, task: Task, base: Base, run=None) -> Adapted:
         from ..select import Selector
-        pool = list(task.splits.get("train") or task.examples)
+        pool = _train_pool(task)
         if self.pool_size and len(pool) > self.pool_size:
             pool = random.Random(self.seed).sample(pool, self.pool_size)
         builder = builder_for(task, base.tokenizer, base.model.config)
@@ -85,3 +86,12 @@ class ICL:
                             self.token_budget, shot_tokens, task.labels)
         return Adapted("icl", base.model, base.tokenizer, base.weights_id, builder, shots_for=selector,
                        info={"selector": self.selector, "pool": len(pool)})
+
+
+def _train_pool(task: Task) -> list[Example]:
+    """Shots come from the train split only: falling back to all rows would show the model
+    test rows with their answers."""
+    pool = list(task.splits.get("train") or [])
+    if not pool:
+        raise TailorError(f"{task.name}: the train split is empty, so there are no examples to show")
+    return pool

@@ -1,0 +1,217 @@
+"""The engine against first principles: choice scores equal a direct computation from the model's
+full-sequence logits; batching changes nothing; the cache returns what was computed; generation
+honours greedy determinism, max tokens, stop strings and EOS."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from tailor.engine import Engine, ResultCache
+
+PROMPTS = [
+    "<|im_start|>user\nHello there, how are you doing today my friend?<|im_end|>\n<|im_start|>assistant\n",
+    "Hi",
+    "A much longer prompt that goes on and on. " * 6,
+    "Short one.",
+    "The quick brown fox jumps over the lazy dog",  # tiny-test's greedy output changes token midway
+]
+OPTIONS = [
+    ["positive<|im_end|>", "negative<|im_end|>", "neutral<|im_end|>"],
+    ["yes", "no way at all, never", "x"],
+    ["a b c", "d"],
+    [" one", " two three four five six", " seven eight"],
+    [" cat", " dog"],
+]
+
+
+def direct_logprob(base, prompt: str, option: str) -> tuple[float, int]:
+    """Sum of log p(option token | everything before it) from one full-sequence forward pass."""
+    tok = base.tokenizer
+    p = tok(prompt, add_special_tokens=False).input_ids
+    o = tok(option, add_special_tokens=False).input_ids
+    with torch.no_grad():
+        logp = base.model(torch.tensor([p + o], device=base.device)).logits[0].float().log_softmax(-1)
+    return sum(logp[len(p) - 1 + j, t].item() for j, t in enumerate(o)), len(o)
+
+
+def make_engine(base, cache=None, **kw) -> Engine:
+    return Engine(base.model, base.tokenizer, base.weights_id, cache, progress=False, **kw)
+
+
+# ---------------------------------------------------------------- choice scoring
+
+
+def test_choice_scores_equal_direct_computation(tiny_base):
+    assert tiny_base.dtype == torch.float32
+    # prompts of different lengths (so left padding is exercised) in one batch
+    assert len({len(tiny_base.tokenizer(p).input_ids) for p in PROMPTS}) == len(PROMPTS)
+    results = make_engine(tiny_base, batch_size=16).score(PROMPTS, OPTIONS)
+    assert len(results) == len(PROMPTS)
+    for prompt, opts, r in zip(PROMPTS, OPTIONS, results):
+        assert r.prompt_tokens == len(tiny_base.tokenizer(prompt, add_special_tokens=False).input_ids)
+        assert not r.cached and r.latency_s > 0
+        for j, option in enumerate(opts):
+            want, n = direct_logprob(tiny_base, prompt, option)
+            assert r.n_tokens[j] == n
+            assert r.logprobs[j] == pytest.approx(want, abs=1e-4)
+            assert r.mean_logprobs[j] == pytest.approx(want / n, abs=1e-4)
+
+
+def test_length_normalisation_can_change_the_winner(tiny_base):
+    r = make_engine(tiny_base).score([PROMPTS[3]], [OPTIONS[3]])[0]
+    # a long option pays for every token in the sum, not in the mean
+    assert r.n_tokens[1] > r.n_tokens[0]
+    assert r.logprobs[1] < r.logprobs[0]
+    assert r.mean_logprobs == [lp / n for lp, n in zip(r.logprobs, r.n_tokens)]
+
+
+def test_scores_do_not_depend_on_batch_size(tiny_base):
+    one = make_engine(tiny_base, batch_size=1).score(PROMPTS, OPTIONS)
+    many = make_engine(tiny_base, batch_size=16).score(PROMPTS, OPTIONS)
+    tight = make_engine(tiny_base, batch_size=16, max_batch_tokens=64).score(PROMPTS, OPTIONS)
+    for a, b, c in zip(one, many, tight):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
+        assert a.logprobs == pytest.approx(c.logprobs, abs=1e-4)
+
+
+def test_cache_hit_returns_identical_results(tiny_base, engine_cache):
+    engine = make_engine(tiny_base, engine_cache)
+    first = engine.score(PROMPTS, OPTIONS)
+    again = engine.score(PROMPTS, OPTIONS)
+    assert not any(r.cached for r in first) and all(r.cached for r in again)
+    for a, b in zip(first, again):
+        assert (a.logprobs, a.n_tokens, a.prompt_tokens, a.latency_s) == \
+               (b.logprobs, b.n_tokens, b.prompt_tokens, b.latency_s)
+    # another process opening the same file sees the results (the cache is persistent)
+    reopened = make_engine(tiny_base, ResultCache(engine_cache.path)).score(PROMPTS[:2], OPTIONS[:2])
+    assert all(r.cached for r in reopened)
+    # a partly new request computes only what is new
+    mixed = engine.score(PROMPTS[:1] + ["a prompt never seen"], OPTIONS[:1] + [["p", "q"]])
+    assert [r.cached for r in mixed] == [True, False]
+    # other options for the same prompt are another request
+    assert engine.score(PROMPTS[:1], [["neutral<|im_end|>", "positive<|im_end|>"]])[0].cached is False
+
+
+def test_weights_id_change_misses_the_cache(tiny_base, engine_cache):
+    make_engine(tiny_base, engine_cache).score(PROMPTS, OPTIONS)
+    other = Engine(tiny_base.model, tiny_base.tokenizer, tiny_base.weights_id + ":adapter-1",
+                   engine_cache, progress=False)
+    assert not any(r.cached for r in other.score(PROMPTS, OPTIONS))
+    assert all(r.cached for r in other.score(PROMPTS, OPTIONS))
+
+
+# ---------------------------------------------------------------- generation
+
+
+def greedy_reference(base, prompt: str, n: int) -> list[int]:
+    """Greedy decoding by hand: n argmax steps over full-sequence forward passes."""
+    ids = base.tokenizer(prompt, add_special_tokens=False).input_ids
+    out = []
+    with torch.no_grad():
+        for _ in range(n):
+            nxt = int(base.model(torch.tensor([ids + out])).logits[0, -1].argmax())
+            out.append(nxt)
+    return out
+
+
+def test_greedy_generation_matches_argmax_and_is_deterministic(tiny_base, engine_cache):
+    engine = make_engine(tiny_base)
+    gens = engine.generate(PROMPTS, max_new_tokens=8)
+    for prompt, g in zip(PROMPTS, gens):
+        want = greedy_reference(tiny_base, prompt, 8)
+        assert g.text == tiny_base.tokenizer.decode(want, skip_special_tokens=True)
+        assert g.prompt_tokens == len(tiny_base.tokenizer(prompt, add_special_tokens=False).input_ids)
+        assert g.completion_tokens == 8 and g.finish_reason == "length" and not g.cached
+    # the same request again, and each prompt alone, give the same text
+    assert [g.text for g in engine.generate(PROMPTS, max_new_tokens=8)] == [g.text for g in gens]
+    assert [engine.generate([p], max_new_tokens=8)[0].text for p in PROMPTS] == [g.text for g in gens]
+
+
+def test_max_new_tokens_bounds_the_completion(tiny_base):
+    engine = make_engine(tiny_base)
+    for n in (1, 3, 11):
+        g = engine.generate([PROMPTS[1]], max_new_tokens=n)[0]
+        assert g.completion_tokens == n and g.finish_reason == "length"
+
+
+def _first_change(tokens: list[int]) -> int:
+    return next(i for i in range(1, len(tokens)) if tokens[i] not in tokens[:i])
+
+
+def test_stop_string_cuts_the_text(tiny_base):
+    engine = make_engine(tiny_base)
+    fox = PROMPTS[4]
+    free = greedy_reference(tiny_base, fox, 16)
+    k = _first_change(free)  # the random model repeats one token, then switches to another
+    stop = tiny_base.tokenizer.decode([free[k]])
+    full = engine.generate(PROMPTS, max_new_tokens=16)
+    gens = engine.generate(PROMPTS, max_new_tokens=16, stop=[stop])
+    assert gens[4].text == tiny_base.tokenizer.decode(free[:k]) and stop in full[4].text
+    assert gens[4].finish_reason == "stop"
+    assert gens[4].completion_tokens == k + 1  # generation ended at the stop string, not the limit
+    for f, g in zip(full, gens):
+        if stop in f.text:
+            assert g.text == f.text[:f.text.index(stop)] and g.finish_reason == "stop"
+        else:  # the other prompts in the batch run on to the limit
+            assert g.text == f.text and g.finish_reason == "length" and g.completion_tokens == 16
+
+
+def test_stopped_sequence_counts_no_padding_when_pad_is_not_eos(tiny_base):
+    """A tokenizer whose pad token differs from EOS (as Gemma's does): a sequence stopped by a
+    stop string inside a batch is padded by generate; the padding is not completion tokens."""
+    tok = copy.deepcopy(tiny_base.tokenizer)
+    tok.pad_token = "<|endoftext|>"
+    assert tok.pad_token_id != tok.eos_token_id
+    engine = Engine(tiny_base.model, tok, tiny_base.weights_id, None, progress=False)
+    free = greedy_reference(tiny_base, PROMPTS[4], 16)
+    stop = tok.decode([free[_first_change(free)]])
+    batched = engine.generate(PROMPTS, max_new_tokens=16, stop=[stop])
+    alone = engine.generate(PROMPTS[4:], max_new_tokens=16, stop=[stop])[0]
+    assert batched[4].completion_tokens == alone.completion_tokens < 16
+    assert batched[4].text == alone.text
+    assert [g.completion_tokens for g in batched[:4]] == [16] * 4
+
+
+def test_eos_ends_generation_early(tiny_base, monkeypatch):
+    tok = tiny_base.tokenizer
+    free = greedy_reference(tiny_base, PROMPTS[4], 12)
+    k = _first_change(free)
+    # make that token an end-of-sequence token (a generation-config choice, as with chat models
+    # whose end-of-turn token is an extra EOS)
+    config = copy.deepcopy(tiny_base.model.generation_config)
+    config.eos_token_id = [tok.eos_token_id, free[k]]
+    monkeypatch.setattr(tiny_base.model, "generation_config", config)
+    gens = make_engine(tiny_base).generate([PROMPTS[4], PROMPTS[1]], max_new_tokens=12)
+    assert gens[0].completion_tokens == k  # the EOS token itself is not part of the completion
+    assert gens[0].text == tok.decode(free[:k], skip_special_tokens=True)
+    assert gens[0].finish_reason == "stop"
+    # the other sequence in the same batch runs on to the limit
+    assert gens[1].completion_tokens == 12 and gens[1].finish_reason == "length"
+    assert free[k] not in greedy_reference(tiny_base, PROMPTS[1], 12)
+
+
+def test_sampling_is_seeded(tiny_base):
+    engine = make_engine(tiny_base)
+    a = engine.generate(PROMPTS[:2], max_new_tokens=10, temperature=1.5, seed=1)
+    b = engine.generate(PROMPTS[:2], max_new_tokens=10, temperature=1.5, seed=1)
+    c = engine.generate(PROMPTS[:2], max_new_tokens=10, temperature=1.5, seed=2)
+    greedy = engine.generate(PROMPTS[:2], max_new_tokens=10)
+    assert [g.text for g in a] == [g.text for g in b]
+    assert [g.text for g in a] != [g.text for g in c]
+    assert [g.text for g in a] != [g.text for g in greedy]
+    assert all(g.completion_tokens == 10 for g in a)
+
+
+def test_generation_cache(tiny_base, engine_cache):
+    engine = make_engine(tiny_base, engine_cache)
+    first = engine.generate(PROMPTS, max_new_tokens=6)
+    again = engine.generate(PROMPTS, max_new_tokens=6)
+    assert all(g.cached for g in again)
+    assert [(g.text, g.completion_tokens, g.finish_reason) for g in first] == \
+           [(g.text, g.completion_tokens, g.finish_reason) for g in again]
+    # other decoding parameters are other requests
+    assert not any(g.cached for g in engine.generate(PROMPTS, max_new_tokens=7))
+    assert not any(g.cached for g in engine.generate(PROMPTS, max_new_tokens=6, stop=["zz"]))
