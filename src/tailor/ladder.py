@@ -32,7 +32,7 @@ PRIMARY = {"classify": "accuracy", "choice": "accuracy", "generate": "rougeL"}
 
 
 def run_ladder(exp: Experiment, progress: bool = True) -> dict:
-    task = load_task(exp.task, **exp.task_options)
+    task = load_task(exp.task, **{"seed": exp.seed, **exp.task_options})  # bundled tasks keep their split
     test = task.splits["test"][: exp.limit] if exp.limit else task.splits["test"]
     run = RunDir(exp.runs_dir, "ladder", exp.name)
     t_start = time.perf_counter()

@@ -37,7 +37,9 @@ class EvalConfig:
 
 
 def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
-    task = load_task(cfg.task, **cfg.task_options)
+    # The run's seed splits a task file (bundled tasks keep their fixed split, so every run
+    # is measured on the same held-out rows).
+    task = load_task(cfg.task, **{"seed": cfg.seed, **cfg.task_options})
     if cfg.split not in task.splits:
         raise TailorError(f"split '{cfg.split}' is not one of {list(task.splits)}")
     examples = task.splits[cfg.split][: cfg.limit] if cfg.limit else task.splits[cfg.split]
