@@ -169,11 +169,7 @@ def _check_data(exp: Experiment, task, run: RunDir) -> dict | None:
     """Curation before any compute: leakage or conflicts above threshold stop the run."""
     if not exp.curate:
         return None
-    try:
-        from .curate import curate_task
-    except ImportError:
-        log.info("curation module not available; skipped")
-        return None
+    from .curate import curate_task
     from .models import load_tokenizer
     report = curate_task(task, tokenizer=load_tokenizer(exp.model))
     run.write_json("curation.json", report.to_json())
@@ -188,11 +184,7 @@ def _check_data(exp: Experiment, task, run: RunDir) -> dict | None:
 
 
 def _forgetting(result: dict, base: Base, base_general, cache, progress):
-    try:
-        from .benchmarks import compare, run_suite
-    except ImportError:
-        result["forgetting"] = None
-        return base_general
+    from .benchmarks import compare, run_suite
     if base_general is None:
         base_general = run_suite(base.model, base.tokenizer, base.weights_id, cache=cache, progress=progress)
     adapted = result["adapted"]
@@ -209,10 +201,7 @@ def _advice(exp: Experiment) -> dict | None:
 
 
 def _write_report(results: dict, run: RunDir) -> dict:
-    try:
-        from .report import write_report
-    except ImportError:
-        return {"html": None, "error": "report module not available"}
+    from .report import write_report
     html = write_report(results, run.path)
     out = {"html": str(html)}
     try:
