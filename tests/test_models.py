@@ -110,3 +110,19 @@ def test_local_folder_loads_and_pickles_are_refused(tiny_base, tmp_path):
 def test_missing_model_is_a_user_error():
     with pytest.raises(TailorError, match="model '/no/such/folder' is not a bundled model"):
         load_base("/no/such/folder", device="cpu")
+
+
+def test_unreachable_hub_switches_to_offline_and_fails_fast(monkeypatch):
+    """Without a route to the hub, a hub id must fail at once (no minute of HF retries)."""
+    import socket
+
+    import huggingface_hub.constants as hub
+
+    def refuse(*a, **k):
+        raise OSError("no route")
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    with pytest.raises(TailorError, match="is not a bundled model"):
+        load_base("no-such-org/no-such-model", device="cpu")
+    assert hub.HF_HUB_OFFLINE is True

@@ -97,7 +97,23 @@ def model_dir(name: str) -> Path:
             raise TailorError(f"{path}: no *.safetensors weights found (Tailor does not load "
                               "pickled .bin checkpoints; convert them to safetensors first)")
         return path
+    _offline_unless_hub_reachable()
     return Path(name)  # a hub id: from_pretrained resolves it (online or from the HF cache)
+
+
+def _offline_unless_hub_reachable() -> None:
+    """Without a route to the hub, huggingface_hub retries for about 50 s before it fails; one
+    2-second probe switches it to offline mode, so a hub id either loads from the local HF cache
+    or fails at once with the clear error."""
+    import socket
+
+    import huggingface_hub.constants as hub
+    if hub.HF_HUB_OFFLINE:
+        return
+    try:
+        socket.create_connection((hub.ENDPOINT.split("://")[-1].split("/")[0], 443), timeout=2).close()
+    except OSError:
+        hub.HF_HUB_OFFLINE = True
 
 
 def _smollm2_gguf() -> tuple[Path, str]:
