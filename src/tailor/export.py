@@ -104,8 +104,9 @@ def load_model(folder: Path, meta: dict, base):
                 params[name].copy_(t.to(params[name].dtype))
         return model.eval()
     from peft import PeftModel
+
+    from .methods.finetune import for_inference  # (its module's warning filters apply here too)
     model = PeftModel.from_pretrained(model, folder)
-    from .methods.finetune import for_inference
     for_inference(model, method, base.dtype)
     return model.eval()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
@@ -33,6 +34,8 @@ log = logging.getLogger("tailor")
 # kernel package (fetched from the hub) is missing; its own 4-bit CPU path still works, so the
 # line is noise for every arm that is not qlora.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+# peft 0.21 reads transformers' deprecated `is_gradient_checkpointing` on every wrap: not ours to fix.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def count_trainable(model) -> int:
