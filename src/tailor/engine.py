@@ -1,8 +1,9 @@
 """The engine: the only code that runs a model for inference.
 
 - batched greedy or sampled generation with stop strings, max tokens and EOS;
-- choice scoring by log-likelihood: each prompt is run once, its KV cache is shared by all of
-  its options (which are batched together), so the prefix is never recomputed per option;
+- choice scoring by log-likelihood: each prompt runs once together with all of its options
+  (one row, a tree-shaped attention mask), so the prompt is never recomputed per option, and a
+  prefix every prompt shares runs once per call;
 - a persistent SQLite result cache keyed by weights, prompt and decoding parameters;
 - per-request token counts and latency for cost accounting.
 """
@@ -173,39 +174,64 @@ class Engine:
 
     def _score_batch(self, prompts: list[list[int]], options: list[list[list[int]]],
                      prefix=None) -> list[list[float]]:
-        if _is_prompt_learning(self.model):
+        n_pre = prefix[0] if prefix else 0
+        longest = n_pre + max(len(p) - n_pre + sum(map(len, o)) for p, o in zip(prompts, options))
+        if _is_prompt_learning(self.model) or not _tree_mask_ok(self.model, longest):
             return self._score_batch_whole(prompts, options)
+        return self._score_batch_tree(prompts, options, prefix)
+
+    def _score_batch_tree(self, prompts, options, prefix=None) -> list[list[float]]:
+        """Each prompt and all of its options in ONE row, [prompt | option 1 | option 2 | ...],
+        under a 4D attention mask in which every option sees the prompt and its own earlier
+        tokens only, with positions restarting after the prompt for each option. So a prompt
+        runs once however many options it has, the whole batch is one forward pass with no KV
+        copies, and only the hidden states that predict an option token are projected onto the
+        vocabulary (the 49k-wide head is a large share of the work on short options)."""
         n_pre, cache = (0, None) if prefix is None else (prefix[0], copy.deepcopy(prefix[1]))
-        ids, mask = self._left_pad([p[n_pre:] for p in prompts])
-        pos = n_pre + (mask.cumsum(-1) - 1).clamp(min=0)
+        rows = [p[n_pre:] + [t for o in opts for t in o] for p, opts in zip(prompts, options)]
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        pos = torch.zeros((len(rows), width), dtype=torch.long)
+        allowed = torch.zeros((len(rows), width, width), dtype=torch.bool)
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        sel_row, sel_col, labels, owner = [], [], [], []
+        n_opts = 0
+        for b, (p, opts) in enumerate(zip(prompts, options)):
+            n = len(p) - n_pre
+            ids[b, :len(rows[b])] = torch.tensor(rows[b])
+            pos[b, :n] = torch.arange(n_pre, n_pre + n)
+            allowed[b, :n, :n] = causal[:n, :n]
+            at = n
+            for o in opts:
+                pos[b, at:at + len(o)] = torch.arange(n_pre + n, n_pre + n + len(o))
+                allowed[b, at:at + len(o), :n] = True
+                allowed[b, at:at + len(o), at:at + len(o)] = causal[:len(o), :len(o)]
+                # the prompt's last position predicts the first option token, the option's own
+                # positions the rest
+                sel_row += [b] * len(o)
+                sel_col += [n - 1] + list(range(at, at + len(o) - 1))
+                labels += o
+                owner += [n_opts] * len(o)
+                at += len(o)
+                n_opts += 1
+            pad = torch.arange(at, width)
+            allowed[b, pad, pad] = True  # padding sees itself only: no all-masked row (NaN)
+        mask = allowed[:, None]
         if cache is not None:
-            # The shared prefix, then each prompt's own left-padded rest: the padding sits in
-            # the middle, masked out, and positions continue from the prefix.
-            cache.batch_select_indices(torch.zeros(len(prompts), dtype=torch.long, device=self.device))
-            mask = torch.cat([torch.ones(len(prompts), n_pre, dtype=mask.dtype, device=self.device), mask], 1)
-        # 1) every prompt once; keep the KV cache and the logits of the last position only.
-        first = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                           use_cache=True, logits_to_keep=1)
-        owner = torch.tensor([b for b, opts in enumerate(options) for _ in opts], device=self.device)
-        flat = [o for opts in options for o in opts]
-        width = max(len(o) for o in flat)
-        opt = torch.full((len(flat), width), self.pad_id, dtype=torch.long, device=self.device)
-        opt_mask = torch.zeros_like(opt)
-        for r, o in enumerate(flat):
-            opt[r, :len(o)] = torch.tensor(o)
-            opt_mask[r, :len(o)] = 1
-        # 2) all options of all prompts in one batch, each attending to its own prompt's cache.
-        cache = first.past_key_values
-        cache.batch_select_indices(owner)
-        plen = (n_pre + mask[:, n_pre:].sum(-1))[owner]
-        rest = self.model(input_ids=opt, attention_mask=torch.cat([mask[owner], opt_mask], 1),
-                          position_ids=plen[:, None] + torch.arange(width, device=self.device),
-                          past_key_values=cache, use_cache=False).logits
-        # The first option token is predicted by the prompt's last position, the rest by the
-        # option's own preceding positions.
-        logits = torch.cat([first.logits[owner, -1:, :], rest[:, :-1, :]], 1).float()
-        lp = torch.log_softmax(logits, -1).gather(-1, opt.unsqueeze(-1)).squeeze(-1)
-        sums = (lp * opt_mask).sum(-1).tolist()
+            # The shared prefix (computed once per call) is visible to every row.
+            cache.batch_select_indices(torch.zeros(len(rows), dtype=torch.long, device=self.device))
+            mask = torch.cat([torch.ones(len(rows), 1, width, n_pre, dtype=torch.bool), mask], -1)
+        dtype = next(self.model.parameters()).dtype
+        additive = torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, torch.finfo(dtype).min)
+        causal_lm = causal_lm_of(self.model)
+        hidden = causal_lm.get_decoder()(input_ids=ids.to(self.device), position_ids=pos.to(self.device),
+                                         attention_mask=additive.to(self.device), past_key_values=cache,
+                                         use_cache=False).last_hidden_state
+        picked = hidden[torch.tensor(sel_row, device=self.device), torch.tensor(sel_col, device=self.device)]
+        lp = torch.log_softmax(head_logits(causal_lm, picked).float(), -1)
+        lp = lp.gather(-1, torch.tensor(labels, device=self.device)[:, None]).squeeze(-1)
+        sums = torch.zeros(n_opts, device=self.device).index_add_(
+            0, torch.tensor(owner, dtype=torch.long, device=self.device), lp).tolist()
         out, r = [], 0
         for opts in options:
             out.append(sums[r:r + len(opts)])
@@ -278,6 +304,28 @@ class Engine:
                 out[i] = Generation(text, len(enc[i]), len(gen), dt, finish)
             meter.update(len(batch), n_new)
         return [out[i] for i in todo]
+
+
+def causal_lm_of(model):
+    """The transformers model under a peft wrapper (LoRA and IA3 layers sit inside it)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def head_logits(causal_lm, hidden: torch.Tensor) -> torch.Tensor:
+    """The vocabulary projection of the given hidden states only, with the model's final logit
+    soft-capping where it has one (as its own forward would apply)."""
+    logits = causal_lm.get_output_embeddings()(hidden)
+    cap = getattr(causal_lm.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def _tree_mask_ok(model, length: int) -> bool:
+    """A custom 4D mask needs an attention that takes arbitrary masks (sdpa, eager), and one mask
+    serves every layer, so sliding-window layers must not be able to tell (rows within the
+    window)."""
+    config = causal_lm_of(model).config
+    window = getattr(config, "sliding_window", None)
+    return config._attn_implementation in ("sdpa", "eager") and (not window or length <= window)
 
 
 def _is_prompt_learning(model) -> bool:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from ..engine import causal_lm_of, head_logits
 from ..errors import TailorError
 from ..progress import Meter
 from ..prompts import PromptBuilder
@@ -141,21 +142,18 @@ def batch_loss(model, batch, layout: str, soft_tokens: int) -> torch.Tensor:
     device = next(model.parameters()).device
     rows, cols = (t.to(device) for t in batch.select)
     labels = batch.labels.to(device)
+    causal = causal_lm_of(model)
     if layout == "packed":
-        causal = model.get_base_model() if hasattr(model, "get_base_model") else model
         hidden = causal.get_decoder()(input_ids=batch.input_ids.to(device),
                                       position_ids=batch.position_ids.to(device), use_cache=False).last_hidden_state
-        logits = causal.get_output_embeddings()(hidden[rows, cols])
+        logits = head_logits(causal, hidden[rows, cols])
     else:
-        # A soft prompt or prefix must run through PEFT's own forward; only the columns that
-        # predict a target are projected onto the vocabulary (logits_to_keep as indices).
+        # A soft prompt or prefix must run through PEFT's own forward (which soft-caps); only the
+        # columns that predict a target are projected onto the vocabulary (logits_to_keep as indices).
         keep = torch.unique(cols) + soft_tokens
         out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
                     logits_to_keep=keep, use_cache=False)
         logits = out.logits[rows, torch.searchsorted(keep, cols + soft_tokens)]
-    cap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
     return torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
 
 
@@ -184,7 +182,7 @@ def train(model, tokenizer, builder: PromptBuilder, task: Task, cfg: TrainConfig
     bf16 = use_bf16(cfg.precision, device)
     prepare_precision(model, bf16)
     if cfg.grad_checkpointing:
-        causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+        causal = causal_lm_of(model)
         causal.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
@@ -295,7 +293,7 @@ def train(model, tokenizer, builder: PromptBuilder, task: Task, cfg: TrainConfig
         meter.close()
         metrics.close()
     if cfg.grad_checkpointing:
-        causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+        causal = causal_lm_of(model)
         causal.gradient_checkpointing_disable()
     if cfg.load_best and state["best_step"] is not None and state["best_step"] != state["step"]:
         if best_path and best_path.exists():
