@@ -46,7 +46,7 @@ def make_engine(base, cache=None, **kw) -> Engine:
 
 def test_choice_scores_equal_direct_computation(tiny_base):
     assert tiny_base.dtype == torch.float32
-    # prompts of different lengths (so left padding is exercised) in one batch
+    # prompts of different lengths (so padding is exercised) in one batch
     assert len({len(tiny_base.tokenizer(p).input_ids) for p in PROMPTS}) == len(PROMPTS)
     results = make_engine(tiny_base, batch_size=16).score(PROMPTS, OPTIONS)
     assert len(results) == len(PROMPTS)
@@ -58,6 +58,21 @@ def test_choice_scores_equal_direct_computation(tiny_base):
             assert r.n_tokens[j] == n
             assert r.logprobs[j] == pytest.approx(want, abs=1e-4)
             assert r.mean_logprobs[j] == pytest.approx(want / n, abs=1e-4)
+
+
+def test_sliding_window_rows_fall_back_to_whole_sequences(tiny_base, monkeypatch):
+    """One 4D mask serves every layer, so rows longer than a sliding window are scored as plain
+    causal sequences instead; both paths give the same scores."""
+    tree = make_engine(tiny_base).score(PROMPTS, OPTIONS)
+    calls = []
+    engine = make_engine(tiny_base)
+    whole = engine._score_batch_whole
+    monkeypatch.setattr(engine, "_score_batch_whole", lambda *a: calls.append(1) or whole(*a))
+    monkeypatch.setattr(tiny_base.model.config, "sliding_window", 4, raising=False)
+    fallback = engine.score(PROMPTS, OPTIONS)
+    assert calls
+    for a, b in zip(tree, fallback):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
 
 
 def test_length_normalisation_can_change_the_winner(tiny_base):

@@ -239,10 +239,10 @@ class Engine:
         return out
 
     def _score_batch_whole(self, prompts, options) -> list[list[float]]:
-        """Soft prompts and prefixes (peft prompt learning) prepend their virtual tokens on every
-        forward call, so a prompt's KV cache cannot be reused for its options: each prompt +
-        option runs whole, right-padded (positions as in training), projecting only the
-        columns that predict option tokens."""
+        """Each prompt + option as its own plain causal sequence, right-padded (positions as in
+        training), projecting only the columns that predict option tokens. For soft prompts and
+        prefixes (peft prompt learning prepends virtual tokens on every forward call, so no
+        custom mask fits) and for rows a sliding-window attention would see differently."""
         seqs = [(b, p + o, len(p), len(o)) for b, (p, opts) in enumerate(zip(prompts, options)) for o in opts]
         width = max(len(s) for _, s, _, _ in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
@@ -335,7 +335,7 @@ def _is_prompt_learning(model) -> bool:
 
 def _adds_virtual_tokens(model) -> bool:
     """Prompt tuning puts virtual tokens into the sequence; prefix tuning only into the KV cache."""
-    return str(getattr(model.active_peft_config, "peft_type", "")).upper().endswith("PROMPT_TUNING")
+    return str(getattr(getattr(model, "active_peft_config", None), "peft_type", "")).upper().endswith("PROMPT_TUNING")
 
 
 def _until_eos(tokens: list[int], eos: set[int], pad: int) -> list[int]:
