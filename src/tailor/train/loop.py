@@ -32,6 +32,7 @@ from ..progress import Meter
 from ..prompts import PromptBuilder
 from ..task import Task
 from .checkpoint import load_checkpoint, load_weights_into, save_checkpoint, save_weights, trainable_state
+from .dropout import use_lane_dropout
 from .data import encode_examples, pack, padded, step_examples
 from .logs import MetricsLog
 
@@ -109,10 +110,15 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 
 def prepare_precision(model: torch.nn.Module, bf16: bool) -> None:
     """fp32 master copies for everything trained; frozen weights keep the base dtype under bf16
-    autocast, or are upcast when training in fp32."""
-    for p in model.parameters():
-        if p.requires_grad or not bf16:
-            p.data = p.data.float()
+    autocast, or are upcast when training in fp32. Upcasts are new Parameters, never in-place
+    changes: frozen tensors may be shared with the base model of other arms. Tied weights stay tied."""
+    upcast: dict[int, torch.nn.Parameter] = {}
+    for module in model.modules():
+        for name, p in list(module.named_parameters(recurse=False)):
+            if (p.requires_grad or not bf16) and p.is_floating_point() and p.dtype != torch.float32:
+                if id(p) not in upcast:
+                    upcast[id(p)] = torch.nn.Parameter(p.detach().float(), requires_grad=p.requires_grad)
+                setattr(module, name, upcast[id(p)])
 
 
 def no_input_upcast(model, bf16: bool):
@@ -181,6 +187,7 @@ def train(model, tokenizer, builder: PromptBuilder, task: Task, cfg: TrainConfig
     device = next(model.parameters()).device
     bf16 = use_bf16(cfg.precision, device)
     prepare_precision(model, bf16)
+    use_lane_dropout(model)
     if cfg.grad_checkpointing:
         causal = causal_lm_of(model)
         causal.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
