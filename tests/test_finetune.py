@@ -63,6 +63,22 @@ def test_arm_trains_saves_and_reloads_to_the_same_predictions(arm, tiny_base, ta
         assert all(abs(a[k] - b[k]) < 1e-5 for k in a)
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_adapter_arms_share_the_base_weights_without_changing_them(precision, task):
+    """A LoRA arm holds no second copy of the base: its frozen weights are the base's own
+    tensors under bf16; training in fp32 upcasts into new tensors and leaves the bf16 base as
+    it was."""
+    from tailor.models import load_base
+    base = load_base("tiny-test", dtype="bf16", device="cpu")
+    before = {n: p.clone() for n, p in base.model.named_parameters()}
+    adapted = make_method("lora", {**QUICK, "precision": precision}).fit(task, base)
+    assert all(p.dtype == torch.bfloat16 and torch.equal(p, before[n]) for n, p in base.model.named_parameters())
+    base_ptrs = {p.data_ptr() for p in base.model.parameters()}
+    frozen = [p for p in adapted.model.parameters() if not p.requires_grad]
+    shared = sum(p.data_ptr() in base_ptrs for p in frozen)
+    assert shared == (len(frozen) if precision == "bf16" else 0)
+
+
 def test_weights_id_depends_on_the_trained_weights(tiny_base, task):
     a = make_method("lora", dict(QUICK)).fit(task, tiny_base)
     b = make_method("lora", {**QUICK, "seed": 1}).fit(task, tiny_base)

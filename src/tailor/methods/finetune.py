@@ -89,8 +89,13 @@ def _biases(model) -> dict:
 
 
 def _frozen_copy(base: Base):
-    """A private copy of the base: arms of a ladder share one loaded base, which must stay intact."""
-    model = copy.deepcopy(base.model)
+    """A private module tree over the base's own frozen weight tensors. Arms of a ladder share one
+    loaded base, which must stay intact: peft and BitFit change modules (wrap them, add biases),
+    never the frozen weights, so copying the modules but not the weights keeps the base intact
+    without a second copy of the model in memory (the training loop never mutates a frozen
+    tensor either: see `prepare_precision`)."""
+    shared = {id(p): p for p in base.model.parameters()}
+    model = copy.deepcopy(base.model, shared)
     for p in model.parameters():
         p.requires_grad_(False)
     return model
