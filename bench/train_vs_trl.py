@@ -4,7 +4,11 @@ sequence budget and steps, each in its best CPU settings. TRL is a bench-only de
     uv pip install -p .venv/bin/python "trl==1.16.*"    (check with --dry-run: it pulls no torch)
     flock /tmp/tailor-cpu.lock .venv/bin/python bench/train_vs_trl.py [--examples 320 --batch 16]
 
-Each side runs in its own process (so peak RSS is its own). Measured: real (non-padding)
+Each side runs twice, with and without gradient checkpointing (TRL's SFTConfig turns it on by
+default: its memory-lean setting; off is its fastest), each run in its own process so peak RSS
+is its own. "Best settings" per axis: tokens/s compares both sides without checkpointing (each
+at its fastest), peak RSS compares both with it (each at its leanest); the default pairing
+(Tailor's default off, TRL's default on) is printed too. Measured: real (non-padding)
 tokens/s of the training steps, peak RSS, and the loss of the trained adapter on the same
 held-out rows computed by the same function (target-only cross-entropy), so the losses compare
 like for like. MFU: achieved training FLOP/s (model FLOPs of the real tokens: forward 2P +
@@ -24,6 +28,9 @@ import sys
 import time
 
 import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from dtype_matmul import bf16_peak_flops  # noqa: E402
 
 LORA = dict(r=16, alpha=32, dropout=0.05)
 LR = 1e-3
@@ -66,7 +73,8 @@ def side_tailor(args) -> dict:
     task.splits["train"] = pool
     base = load_base("smollm2-135m", dtype="bf16", device="cpu")
     arm = make_method("lora", {**LORA, "lr": LR, "epochs": 1, "batch_size": args.batch, "max_train_examples": None,
-                               "warmup_ratio": 0.1, "progress": False, "log_every": 1000})
+                               "warmup_ratio": 0.1, "progress": False, "log_every": 1000,
+                               "grad_checkpointing": args.gc})
     adapted = arm.fit(task, base)
     t = adapted.info["train"]
     return {"tokens": t["train_tokens"], "train_s": t["train_time_s"], "steps": t["steps"],
@@ -101,7 +109,7 @@ def side_trl(args) -> dict:
                     num_train_epochs=1, learning_rate=LR, lr_scheduler_type="cosine", warmup_steps=0.1,
                     bf16=True, use_cpu=True, logging_steps=1, save_strategy="no", report_to=[],
                     completion_only_loss=True, max_length=1024, packing=False, dataloader_num_workers=0,
-                    seed=0, disable_tqdm=True)
+                    seed=0, disable_tqdm=True, gradient_checkpointing=args.gc)
     clock = Clock()
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tok,
                          peft_config=LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
@@ -112,18 +120,6 @@ def side_trl(args) -> dict:
     return {"tokens": sum(len(e) for e in enc), "train_s": clock.end - clock.start,
             "steps": trainer.state.global_step, "loss": held_out_loss(trainer.model, held),
             "final_train_loss": losses[-1] if losses else float("nan"), "peak_rss_mb": peak_rss_mb()}
-
-
-def matmul_peak() -> float:
-    a = torch.randn(4096, 4096, dtype=torch.bfloat16)
-    b = torch.randn(4096, 4096, dtype=torch.bfloat16)
-    a @ b
-    best = 0.0
-    for _ in range(5):
-        t = time.perf_counter()
-        a @ b
-        best = max(best, 2 * 4096 ** 3 / (time.perf_counter() - t))
-    return best
 
 
 def train_flops(tokens: int, target_tokens: int, row: int) -> float:
@@ -143,38 +139,51 @@ def main() -> None:
     p.add_argument("--examples", type=int, default=320)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--side", choices=["tailor", "trl"])
+    p.add_argument("--gc", action="store_true", help="gradient checkpointing (one side's run)")
     p.add_argument("--tmp", default="/tmp/tailor-bench")
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     if args.side:
         print(json.dumps((side_tailor if args.side == "tailor" else side_trl)(args)))
         return
-    results = {}
+    runs = {}
     for side in ("tailor", "trl"):
-        cmd = [sys.executable, __file__, "--side", side, "--examples", str(args.examples), "--batch", str(args.batch),
-               "--tmp", args.tmp]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            sys.exit(f"{side} side failed:\n{proc.stderr[-3000:]}")
-        results[side] = json.loads(proc.stdout.strip().splitlines()[-1])
-    peak = matmul_peak()
-    t, r = results["tailor"], results["trl"]
-    tps = {k: v["tokens"] / v["train_s"] for k, v in results.items()}
+        for gc in (False, True):
+            cmd = [sys.executable, __file__, "--side", side, "--examples", str(args.examples),
+                   "--batch", str(args.batch), "--tmp", args.tmp] + (["--gc"] if gc else [])
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                sys.exit(f"{side} (gc={gc}) failed:\n{proc.stderr[-3000:]}")
+            runs[(side, gc)] = r = json.loads(proc.stdout.strip().splitlines()[-1])
+            r["tps"] = r["tokens"] / r["train_s"]
+            print(f"{side} gc={gc}: {r['tps']:.0f} tok/s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+    peak = bf16_peak_flops(fresh=True)
+    t = runs[("tailor", False)]
     flops = train_flops(t["tokens"], t["target_tokens"], t["mean_row"])
     mfu = flops / t["train_s"] / peak
     print(f"LoRA SFT, smollm2-135m, tweet-sentiment: {args.examples} examples, batch {args.batch}, 1 epoch, "
           f"r={LORA['r']} all-linear, bf16, {torch.get_num_threads()} threads")
-    print(f"{'':14}{'tokens/s':>10}{'train s':>10}{'peak RSS MB':>13}{'held-out loss':>15}{'last train loss':>17}")
-    for k, v in results.items():
-        print(f"{k:14}{tps[k]:>10.0f}{v['train_s']:>10.1f}{v['peak_rss_mb']:>13.0f}{v['loss']:>15.4f}"
+    print(f"{'':24}{'tokens/s':>10}{'train s':>10}{'peak RSS MB':>13}{'held-out loss':>15}{'last train loss':>17}")
+    for (side, gc), v in runs.items():
+        name = f"{side} {'checkpointing' if gc else 'no checkpointing'}"
+        print(f"{name:24}{v['tps']:>10.0f}{v['train_s']:>10.1f}{v['peak_rss_mb']:>13.0f}{v['loss']:>15.4f}"
               f"{v['final_train_loss']:>17.4f}")
+    fast = {s: runs[(s, False)] for s in ("tailor", "trl")}
+    lean = {s: runs[(s, True)] for s in ("tailor", "trl")}
+    default = {"tailor": runs[("tailor", False)], "trl": runs[("trl", True)]}
+    ratio = lambda pair, key: pair["tailor"][key] / pair["trl"][key]  # noqa: E731
+    print(f"fastest vs fastest: {ratio(fast, 'tps'):.2f}x tokens/s; leanest vs leanest: peak RSS "
+          f"{ratio(lean, 'peak_rss_mb'):.2f}x; defaults (Tailor off, TRL on): {ratio(default, 'tps'):.2f}x "
+          f"tokens/s, {ratio(default, 'peak_rss_mb'):.2f}x peak RSS")
     print(f"tailor padding fraction {t['padding_fraction']:.3f}; bf16 matmul peak {peak / 1e9:.0f} GFLOP/s; "
           f"tailor achieved {flops / t['train_s'] / 1e9:.0f} GFLOP/s")
-    print(json.dumps({"tokens_per_s_ratio": tps["tailor"] / tps["trl"],
-                      "peak_rss_ratio": t["peak_rss_mb"] / r["peak_rss_mb"], "loss_tailor": t["loss"],
-                      "loss_trl": r["loss"], "mfu": mfu, "tokens_per_s_tailor": tps["tailor"],
-                      "tokens_per_s_trl": tps["trl"], "peak_rss_mb_tailor": t["peak_rss_mb"],
-                      "peak_rss_mb_trl": r["peak_rss_mb"], "matmul_peak_gflops": peak / 1e9}))
+    print(json.dumps({"tokens_per_s_ratio": ratio(fast, "tps"), "peak_rss_ratio": ratio(lean, "peak_rss_mb"),
+                      "loss_tailor": fast["tailor"]["loss"], "loss_trl": fast["trl"]["loss"], "mfu": mfu,
+                      "default_tokens_per_s_ratio": ratio(default, "tps"),
+                      "default_peak_rss_ratio": ratio(default, "peak_rss_mb"),
+                      "tokens_per_s": {f"{s}{'_gc' if g else ''}": round(v["tps"], 1) for (s, g), v in runs.items()},
+                      "peak_rss_mb": {f"{s}{'_gc' if g else ''}": round(v["peak_rss_mb"]) for (s, g), v in runs.items()},
+                      "matmul_peak_gflops": peak / 1e9}))
 
 
 if __name__ == "__main__":
