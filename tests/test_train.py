@@ -173,10 +173,12 @@ def test_resume_after_sigkill_gives_the_same_final_loss(tmp_path):
     resumed = subprocess.run(_train_cmd(config, tmp_path / "c", resume=run_b), env=env, capture_output=True,
                              text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    (run_c,) = (tmp_path / "c").iterdir()
-    result = json.loads((run_c / "metrics.json").read_text())
-    state = json.loads((run_c / "train_result.json").read_text())
+    assert not (tmp_path / "c").exists()  # the resumed run continues in its own folder
+    result = json.loads((run_b / "metrics.json").read_text())
+    state = json.loads((run_b / "train_result.json").read_text())
     assert state["resumed_from"] and state["steps"] == 120
+    steps = [json.loads(line)["step"] for line in (run_b / "train_metrics.jsonl").open()]
+    assert steps == list(range(1, 121))  # each step logged once across the kill
     assert result["final_loss"] == expected
 
 

@@ -30,7 +30,19 @@ class RunDir:
             path = base.with_name(f"{base.name}-{n}")
         path.mkdir(parents=True)
         self.path = path
-        self._handler = logging.FileHandler(path / "log.txt", encoding="utf-8")
+        self._attach_log()
+
+    @classmethod
+    def reopen(cls, path: str | Path) -> "RunDir":
+        """An existing run directory, continued (a resumed training run keeps its folder, its
+        checkpoints, best weights and metrics log)."""
+        run = cls.__new__(cls)
+        run.path = Path(path)
+        run._attach_log()
+        return run
+
+    def _attach_log(self) -> None:
+        self._handler = logging.FileHandler(self.path / "log.txt", encoding="utf-8")
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger = logging.getLogger("tailor")
         logger.setLevel(logging.INFO)

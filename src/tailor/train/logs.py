@@ -31,6 +31,16 @@ class MetricsLog:
             else:
                 raise TailorError(f"report_to '{target}' is not one of tensorboard, mlflow")
 
+    def rewind(self, step: int) -> None:
+        """Drops rows logged after `step` (a run killed after its last checkpoint logged steps
+        that the resumed run does again), so the file holds each step once."""
+        if self.path is None or not self.path.exists():
+            return
+        from ..utils import atomic_write_text
+        rows = [line for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        atomic_write_text(self.path, "".join(rows))
+
     def write(self, row: dict) -> None:
         if self.path is not None:
             # Appending one line is all-or-nothing in practice; a resumed run appends after it.

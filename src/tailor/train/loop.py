@@ -224,6 +224,8 @@ def train(model, tokenizer, builder: PromptBuilder, task: Task, cfg: TrainConfig
     best_path = root / "best.safetensors" if root else None
     best_memory: dict | None = None
     metrics = MetricsLog(root / "train_metrics.jsonl" if root else None, cfg.report_to, tag)
+    if cfg.resume:
+        metrics.rewind(state["step"])
     log.info("training %d steps (%d examples, %d per step, %d dropped as too long), bf16=%s, layout=%s",
              total, len(data), cfg.batch_size, len(report.too_long), bf16, layout)
 

@@ -62,6 +62,15 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainRunConf
     return TrainRunConfig(**raw)
 
 
+def _run_of_checkpoint(resume: str) -> Path:
+    """The run directory a checkpoint belongs to: resuming continues there."""
+    from .checkpoint import latest_checkpoint
+    ckpt = latest_checkpoint(Path(resume))
+    if ckpt is None:
+        raise TailorError(f"{resume}: no checkpoint to resume from (expected checkpoints/latest.json)")
+    return ckpt.parent.parent
+
+
 def run_train(cfg: TrainRunConfig, resume: str | None = None, progress: bool = True) -> dict:
     from ..datasets import load_task
     from ..engine import ResultCache
@@ -78,7 +87,8 @@ def run_train(cfg: TrainRunConfig, resume: str | None = None, progress: bool = T
     if not hasattr(method, "train_options"):
         raise TailorError(f"method '{cfg.method}' does not train; use tailor eval --method {cfg.method}")
     task = load_task(cfg.task, **cfg.task_options)
-    run = RunDir(cfg.runs_dir, "train", f"{cfg.task.split('/')[-1]}-{cfg.method}")
+    run = (RunDir.reopen(_run_of_checkpoint(resume)) if resume
+           else RunDir(cfg.runs_dir, "train", f"{cfg.task.split('/')[-1]}-{cfg.method}"))
     try:
         run.write_config({**asdict(cfg), "options": dataclasses.asdict(method)})
         base = load_base(cfg.model, cfg.dtype, cfg.device)
