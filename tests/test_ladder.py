@@ -62,6 +62,30 @@ def test_second_run_is_served_from_the_engine_cache(task_file, tmp_path, monkeyp
     assert [a["metrics"] for a in first["arms"]] == [a["metrics"] for a in second["arms"]]
 
 
+def test_forgetting_runs_the_base_suite_once_and_each_weight_changing_arm(task_file, tmp_path, monkeypatch):
+    import tailor.benchmarks as benchmarks
+    calls = []
+    real = benchmarks.run_suite
+    monkeypatch.setattr(benchmarks, "run_suite", lambda model, tok, wid, **kw: calls.append(wid) or real(model, tok, wid, **kw))
+    quick = {"steps": 2, "batch_size": 4, "progress": False}
+    exp = _exp(task_file, tmp_path, arms=["zero-shot", {"method": "lora", **quick}, {"method": "bitfit", **quick}],
+               forgetting_size=6, cache=False)
+    results = run_ladder(exp, progress=False)
+    arms = {a["name"]: a for a in results["arms"]}
+    assert arms["zero-shot"]["forgetting"] is None
+    for name in ("lora", "bitfit"):
+        f = arms[name]["forgetting"]
+        assert f["adapted"] == arms[name]["weights_id"] and f["base"] == calls[0]
+        assert set(f["benchmarks"]) == {"mmlu", "boolq", "openbookqa", "commonsenseqa", "piqa"}
+        assert all(r["n"] == 6 and r["ci_low"] <= r["delta"] <= r["ci_high"] for r in f["benchmarks"].values())
+    assert len(calls) == 3 and calls[0].startswith("tiny-test")  # the base once, then each arm
+
+
+def test_forgetting_size_must_be_positive():
+    with pytest.raises(DataError, match="field 'forgetting_size'"):
+        experiment_from_dict({"arms": ["zero-shot"], "forgetting_size": 0}, "exp.yaml")
+
+
 def _arm(name, acc, month, params=0):
     return {"name": name, "status": "ok", "metrics": {"accuracy": acc},
             "cost": {"first_month_cost": month, "trainable_params": params, "train_time_s": 0.0,

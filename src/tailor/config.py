@@ -43,7 +43,9 @@ class Experiment:
     continue_on_data_problems: bool = False
     max_leakage: float = 0.01         # share of test rows also in train that stops the run
     max_conflicts: float = 0.02       # share of train rows with conflicting labels that stops it
-    forgetting: bool = False          # run the general suite for every weight-changing arm
+    forgetting: bool = True           # run the general suite for every weight-changing arm
+    forgetting_size: int | None = None  # items per general benchmark (default: each one's fixed
+                                        # subset, about +-3 points; smaller is faster and wider)
     report: bool = True
     advice: dict = field(default_factory=dict)
 
@@ -77,6 +79,10 @@ def experiment_from_dict(data: dict, path: str | Path = "<experiment>") -> Exper
             continue
         default = fields[key].default if fields[key].default is not dataclasses.MISSING else fields[key].default_factory()
         values[key] = _check_type(path, key, value, default)
+    size = values.get("forgetting_size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+        raise DataError(path, f"expected a positive number of items per benchmark, got {size!r}",
+                        field="forgetting_size")
     arms_raw = data.get("arms") or []
     if not isinstance(arms_raw, list) or not arms_raw:
         raise DataError(path, "needs a list of at least one arm, e.g. [zero-shot, {method: icl, k: 4}]", field="arms")

@@ -52,7 +52,7 @@ def run_ladder(exp: Experiment, progress: bool = True) -> dict:
             console.print(f"[bold cyan]arm {i}/{len(exp.arms)}[/] {arm.name} ({arm.method})")
             result = _run_arm(exp, arm, task, test, base, cache, run, progress)
             if exp.forgetting and result["status"] == "ok" and result["changes_weights"]:
-                base_general = _forgetting(result, base, base_general, cache, progress)
+                base_general = _forgetting(result, base, base_general, cache, progress, exp.forgetting_size)
             result.pop("adapted", None)  # frees a trained model before the next arm trains
             arms.append(result)
             _print_arm(result, PRIMARY[task.kind])
@@ -112,7 +112,7 @@ def _run_arm(exp: Experiment, arm: Arm, task, test, base: Base, cache, run: RunD
                  "prediction": p.prediction} for p in preds[:8]]
     return {**out, "metrics": report.metrics, "cost": cost, "confusion": report.confusion,
             "labels": report.labels, "examples": examples, "forgetting": None,
-            "changes_weights": adapted.trainable_params > 0,
+            "changes_weights": adapted.trainable_params > 0, "weights_id": adapted.weights_id,
             "artifact_dir": str(adapted.artifact_dir) if adapted.artifact_dir else None,
             "adapted": adapted}
 
@@ -183,12 +183,17 @@ def _check_data(exp: Experiment, task, run: RunDir) -> dict | None:
             "problems": problems}
 
 
-def _forgetting(result: dict, base: Base, base_general, cache, progress):
+def _forgetting(result: dict, base: Base, base_general, cache, progress, size):
+    """The general suite on the base (once per ladder; its scores are engine-cached across runs)
+    and on the adapted arm, paired item by item."""
     from .benchmarks import compare, run_suite
+    console.print(f"  forgetting: general suite on {'the base and ' if base_general is None else ''}{result['name']}")
     if base_general is None:
-        base_general = run_suite(base.model, base.tokenizer, base.weights_id, cache=cache, progress=progress)
+        base_general = run_suite(base.model, base.tokenizer, base.weights_id, cache=cache or False, progress=progress,
+                                 sizes=size)
     adapted = result["adapted"]
-    after = run_suite(adapted.model, adapted.tokenizer, adapted.weights_id, cache=cache, progress=progress)
+    after = run_suite(adapted.model, adapted.tokenizer, adapted.weights_id, cache=cache or False, progress=progress,
+                      sizes=size)
     result["forgetting"] = compare(base_general, after)
     return base_general
 

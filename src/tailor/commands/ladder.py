@@ -46,6 +46,9 @@ def demo(
     exp = experiment_from_dict({"name": "demo-tweet-sentiment", "model": "smollm2-135m",
                                 "task": "tweet-sentiment", "arms": arms, "limit": limit,
                                 "runs_dir": runs_dir,
+                                # Forgetting on 200 items per general benchmark (about 1 minute
+                                # per model; intervals near +-6 points, experiments default to +-3).
+                                "forgetting_size": 200,
                                 # The bundled tweets have near-duplicates across splits; the demo
                                 # shows the finding (in the terminal and report) and goes on.
                                 "continue_on_data_problems": True}, "demo")
@@ -79,12 +82,25 @@ def advise(
         out.print(f"- {note}")
 
 
+def _forgetting_cell(arm: dict) -> str:
+    """The general-suite delta of the benchmark that dropped most, red when its interval
+    excludes zero; blank for arms that change no weights."""
+    rows = (arm.get("forgetting") or {}).get("benchmarks") or {}
+    if not rows:
+        return ""
+    name, row = min(rows.items(), key=lambda kv: kv[1]["delta"])
+    text = f"{100 * row['delta']:+.1f} pt {name}"
+    return f"[red]{text}[/]" if row["significant_drop"] else text
+
+
 def _run_and_print(exp) -> None:
     from ..ladder import run_ladder
     results = run_ladder(exp)
     metric = results["primary_metric"]
+    forgetting = any(a.get("forgetting") for a in results["arms"])
     table = Table("arm", metric, "tok/req", "latency p50", "train s", "trainable",
-                  "$ / 1k req", "$ 1st month", title=f"{results['experiment']['name']} "
+                  "$ / 1k req", "$ 1st month", *(["general Δ (worst)"] if forgetting else []),
+                  title=f"{results['experiment']['name']} "
                   f"({results['experiment']['test_rows']} test rows, {exp.model})")
     for a in results["arms"]:
         if a["status"] != "ok":
@@ -95,7 +111,7 @@ def _run_and_print(exp) -> None:
                       f"{c['prompt_tokens_per_request'] + c['completion_tokens_per_request']:.0f}",
                       f"{c['latency_p50_s'] * 1000:.0f} ms", f"{c['train_time_s']:.0f}",
                       f"{c['trainable_params']:,}", f"{c['cost_per_1k_requests']:.4f}",
-                      f"{c['first_month_cost']:.2f}")
+                      f"{c['first_month_cost']:.2f}", *([_forgetting_cell(a)] if forgetting else []))
     out.print(table)
     out.print(f"[bold green]Recommendation:[/] {results['recommendation']['text']}")
     report = results.get("report") or {}
