@@ -40,6 +40,20 @@ def _arm(name, method, confusion, cost, forgetting=None, preds=None):
     }
 
 
+def _forgetting():
+    """A real `compare` result: MMLU unchanged but for two items, BoolQ down 5.9 points."""
+    from tailor.benchmarks import compare
+
+    def suite(wid, bits):
+        return {"weights_id": wid, "benchmarks": {
+            name: {"n": len(b), "accuracy": b.count("1") / len(b), "ece": 0.1, "items_hash": name, "correct": b}
+            for name, b in bits.items()}}
+    mmlu = "1100" * 100
+    boolq = "1" * 230 + "0" * 110
+    return compare(suite("base", {"mmlu": mmlu, "boolq": boolq}),
+                   suite("lora", {"mmlu": "01" + mmlu[2:], "boolq": "0" * 20 + boolq[20:]}))
+
+
 def _cost(prompt, p50, p95, train_s=0.0, params=0, artifact=0, price=0.0005):
     return {"prompt_tokens_per_request": prompt, "completion_tokens_per_request": 2.0,
             "latency_p50_s": p50, "latency_p95_s": p95, "train_time_s": train_s,
@@ -57,10 +71,7 @@ def realistic_results() -> dict:
              preds=["negative", "positive", "neutral", "negative", "positive", "positive"]),
         _arm("lora", "lora", [[74, 18, 8], [14, 70, 16], [6, 19, 75]],
              _cost(66, 0.033, 0.058, train_s=512.4, params=1_843_200, artifact=7_391_232),
-             forgetting={"mmlu": {"base": 0.262, "adapted": 0.248, "delta": -0.014, "ci_low": -0.041,
-                                  "ci_high": 0.012, "significant_drop": False},
-                         "boolq": {"base": 0.571, "adapted": 0.512, "delta": -0.059, "ci_low": -0.098,
-                                   "ci_high": -0.021, "significant_drop": True}}),
+             forgetting=_forgetting()),
         {"name": "full_ft", "method": "full", "status": "failed",
          "error": "TailorError: out of memory while allocating optimiser state <oom> for 134M params",
          "metrics": {}, "cost": {}, "confusion": None, "labels": None, "examples": [], "forgetting": None},
@@ -119,7 +130,10 @@ def test_report_shows_every_part(report):
         assert name in table
     assert table.count('<tr class="failure">') == 1 and "full_ft failed:" in table
     assert 'class="recommended"' in table and "0.730" in table  # lora's accuracy, 219/300
-    assert "forgetting (worst)" in table and "-5.9 pt" in table
+    assert "forgetting (worst)" in table and "-5.9 pt" in table  # BoolQ, the significant drop
+    forgetting = html[html.index('id="forgetting"'):html.index('id="confusion"')]
+    assert "boolq" in forgetting and "0.676" in forgetting and "significant drop" in forgetting
+    assert "mmlu" in forgetting and "mean of all" in forgetting
     assert "cost / month" in table
     assert "lora reaches 0.730 accuracy" in html
     assert html.count('<figure class="cm">') == 4  # one per finished classify arm

@@ -83,12 +83,13 @@ def advise(
 
 
 def _forgetting_cell(arm: dict) -> str:
-    """The general-suite delta of the benchmark that dropped most, red when its interval
-    excludes zero; blank for arms that change no weights."""
-    rows = (arm.get("forgetting") or {}).get("benchmarks") or {}
-    if not rows:
+    """The general-benchmark delta that matters most (a significant drop first, else the
+    largest), red when significant; blank for arms that change no weights."""
+    from ..report.sections import worst_forgetting
+    worst = worst_forgetting(arm)
+    if worst is None:
         return ""
-    name, row = min(rows.items(), key=lambda kv: kv[1]["delta"])
+    name, row = worst
     text = f"{100 * row['delta']:+.1f} pt {name}"
     return f"[red]{text}[/]" if row["significant_drop"] else text
 

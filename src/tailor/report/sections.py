@@ -114,13 +114,27 @@ def recommendation(v: View) -> str:
 # ---------------------------------------------------------------- the comparison table
 
 
+def forgetting_rows(arm: dict, with_mean: bool = False) -> list[tuple[str, dict]]:
+    """(benchmark, row) of an arm's forgetting result (`tailor.benchmarks.compare`'s shape:
+    {"benchmarks": {name: {base_accuracy, adapted_accuracy, delta, ci_low, ci_high,
+    significant_drop, ...}}, "overall": {...}}), and the mean over benchmarks last if asked."""
+    f = arm.get("forgetting") or {}
+    rows = [(name, r) for name, r in (f.get("benchmarks") or {}).items()
+            if isinstance(r, dict) and fmt.num(r.get("delta")) is not None]
+    if with_mean and rows and isinstance(f.get("overall"), dict):
+        rows.append(("mean of all", f["overall"]))
+    return rows
+
+
+def worst_forgetting(arm: dict) -> tuple[str, dict] | None:
+    """The benchmark that dropped most, a significant drop before any other."""
+    rows = forgetting_rows(arm)
+    return min(rows, key=lambda nr: (not nr[1].get("significant_drop"), nr[1]["delta"])) if rows else None
+
+
 def _worst_forgetting(arm: dict):
-    rows = [r for r in (arm.get("forgetting") or {}).values() if isinstance(r, dict)]
-    deltas = [(fmt.num(r.get("delta")), bool(r.get("significant_drop"))) for r in rows]
-    deltas = [d for d in deltas if d[0] is not None]
-    if not deltas:
-        return None, False
-    return min(d[0] for d in deltas), any(d[1] for d in deltas)
+    worst = worst_forgetting(arm)
+    return (None, False) if worst is None else (worst[1]["delta"], bool(worst[1].get("significant_drop")))
 
 
 def _times(x: float | None, factor: float) -> float | None:
@@ -272,9 +286,7 @@ def forgetting(v: View) -> str:
         return ""
     plot_rows, rows = [], []
     for a in arms:
-        for bench, r in a["forgetting"].items():
-            if not isinstance(r, dict):
-                continue
+        for bench, r in forgetting_rows(a, with_mean=True):
             delta, lo, hi = fmt.num(r.get("delta")), fmt.num(r.get("ci_low")), fmt.num(r.get("ci_high"))
             drop = bool(r.get("significant_drop"))
             plot_rows.append((f"{a['name']} · {bench}", delta, lo, hi, drop))
@@ -282,8 +294,8 @@ def forgetting(v: View) -> str:
                        else '<span class="badge ok">no significant drop</span>')
             ci = f"{fmt.points(lo)} … {fmt.points(hi)}" if lo is not None and hi is not None else DASH
             rows.append(f"<tr><td>{esc(a['name'])}</td><td>{esc(bench)}</td>"
-                        f"<td class='num'>{esc(fmt.metric(r.get('base')))}</td>"
-                        f"<td class='num'>{esc(fmt.metric(r.get('adapted')))}</td>"
+                        f"<td class='num'>{esc(fmt.metric(r.get('base_accuracy')))}</td>"
+                        f"<td class='num'>{esc(fmt.metric(r.get('adapted_accuracy')))}</td>"
                         f"<td class='num'>{esc(fmt.points(delta))}</td><td class='num'>{esc(ci)}</td>"
                         f"<td>{verdict}</td></tr>")
     table = ('<table class="grid"><thead><tr><th>arm</th><th>benchmark</th><th class="num">base</th>'
@@ -292,7 +304,8 @@ def forgetting(v: View) -> str:
     return _section("forgetting", "Forgetting on general benchmarks",
                     f'<div class="two inner fit"><div>{table}</div><div>'
                     f'{intervals(plot_rows, "forgetting")}</div></div>',
-                    "Score of the adapted model minus the base model on held-out general benchmarks.")
+                    "Accuracy of the adapted model minus the base model on the same general-benchmark items, "
+                    "with a paired-bootstrap 95% interval; a drop is significant when the interval lies below zero.")
 
 
 # ---------------------------------------------------------------- per-arm detail
