@@ -18,9 +18,10 @@ suite ranks per token, lm-eval's acc_norm per byte: not the same rule), items_pe
 option), wall times.
 
 Where the speed comes from: lm-eval runs every (prompt, option) pair as its own sequence, so a
-4-option item costs four prompt passes; Tailor's engine runs each prompt once and scores all of
-its options against the shared KV cache (and the system prompt shared by all items once per
-call). lm-eval moves trailing whitespace of the prompt ('\\n' after 'assistant') into the
+4-option item costs four prompt passes; Tailor's engine runs each prompt once, in one row with
+all of its options under a tree attention mask, projects only the positions that predict option
+tokens onto the vocabulary, and runs the system prompt shared by all items once per call.
+lm-eval moves trailing whitespace of the prompt ('\\n' after 'assistant') into the
 continuation, which adds the same log P('\\n') to every option of an item: the argmax, hence the
 accuracy, is unchanged.
 """
