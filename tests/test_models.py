@@ -121,6 +121,8 @@ def test_unreachable_hub_switches_to_offline_and_fails_fast(monkeypatch):
     def refuse(*a, **k):
         raise OSError("no route")
 
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
     monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(socket, "create_connection", refuse)
     with pytest.raises(TailorError, match="is not a bundled model"):

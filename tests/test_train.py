@@ -196,3 +196,18 @@ def test_lane_dropout_is_a_seeded_bernoulli_mask_with_the_right_rate():
     assert torch.equal(drop.eval()(x), x)                      # identity at inference
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.05), torch.nn.Dropout(0.0))
     assert use_lane_dropout(model) == 1 and isinstance(model[1], LaneDropout) and model[1].p == 0.05
+
+
+@pytest.mark.parametrize("text, message", [
+    ("model: tiny-test\nepochs: 2\n", r"train.yaml: field 'epochs': unknown setting \(known: .*options"),
+    ("model: tiny-test\noptions: 5\n", r"train.yaml: field 'options': expected dict, got int"),
+    ("model: [tiny-test\n", r"train.yaml:line \d+: invalid YAML"),
+    ("- just a list\n", r"train.yaml: expected a mapping of settings at the top level"),
+])
+def test_train_config_errors_name_the_file_and_field(tmp_path, text, message):
+    from tailor.errors import DataError
+    from tailor.train.run import load_config
+    path = tmp_path / "train.yaml"
+    path.write_text(text)
+    with pytest.raises(DataError, match=message):
+        load_config(path)

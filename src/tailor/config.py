@@ -50,7 +50,8 @@ class Experiment:
     advice: dict = field(default_factory=dict)
 
 
-def load_experiment(path: str | Path) -> Experiment:
+def read_yaml_mapping(path: str | Path, what: str = "settings") -> dict:
+    """A YAML file whose top level is a mapping; errors name the file and the line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found")
@@ -63,22 +64,34 @@ def load_experiment(path: str | Path) -> Experiment:
     except UnicodeDecodeError:
         raise DataError(path, "not valid UTF-8") from None
     if not isinstance(data, dict):
-        raise DataError(path, "expected a mapping of experiment settings at the top level")
-    return experiment_from_dict(data, path)
+        raise DataError(path, f"expected a mapping of {what} at the top level")
+    return data
 
 
-def experiment_from_dict(data: dict, path: str | Path = "<experiment>") -> Experiment:
-    from .methods import METHODS
-    fields = {f.name: f for f in dataclasses.fields(Experiment)}
+def checked_fields(cls, data: dict, path: str | Path, skip: tuple = ()) -> dict:
+    """`data`'s settings for dataclass `cls`: unknown names and wrong types are errors naming
+    the field."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
             raise DataError(path, f"unknown setting (known: {', '.join(sorted(fields))})", field=key)
     values = {}
     for key, value in data.items():
-        if key == "arms":
+        if key in skip:
             continue
-        default = fields[key].default if fields[key].default is not dataclasses.MISSING else fields[key].default_factory()
+        f = fields[key]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         values[key] = _check_type(path, key, value, default)
+    return values
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    return experiment_from_dict(read_yaml_mapping(path, "experiment settings"), path)
+
+
+def experiment_from_dict(data: dict, path: str | Path = "<experiment>") -> Experiment:
+    from .methods import METHODS
+    values = checked_fields(Experiment, data, path, skip=("arms",))
     size = values.get("forgetting_size")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
         raise DataError(path, f"expected a positive number of items per benchmark, got {size!r}",

@@ -40,6 +40,8 @@ def run_ladder(exp: Experiment, progress: bool = True) -> dict:
         run.write_config(asdict(exp))
         console.print(f"[bold]Ladder[/] {exp.name}: {len(exp.arms)} arms on {task.name} "
                       f"({len(test)} test rows), model {exp.model} -> {run.path}")
+        for note in task.notes:
+            console.print(f"[yellow]{task.name}:[/] {note}")
         curation = _check_data(exp, task, run)
         base = load_base(exp.model, exp.dtype, exp.device)
         manifest = {"model": {"name": base.name, "weights_id": base.weights_id, "dtype": str(base.dtype),
@@ -118,10 +120,18 @@ def _run_arm(exp: Experiment, arm: Arm, task, test, base: Base, cache, run: RunD
 
 
 def _fit_key(exp: Experiment, arm: Arm, task, base: Base) -> str:
-    """Same base weights, method, options, data and seed: the same trained weights (training is
+    """Same base weights, method, options, data, seed and training code: the same trained weights (training is
     deterministic), so a second run of an experiment need not train again."""
-    return sha256_text(json.dumps([base.weights_id, arm.method, arm.options, task.data_hash, exp.seed],
-                                  sort_keys=True, default=str))
+    return sha256_text(json.dumps([base.weights_id, arm.method, arm.options, task.data_hash, exp.seed,
+                                   _training_code_hash()], sort_keys=True, default=str))
+
+
+def _training_code_hash() -> str:
+    """The training code is part of what a fit is: after a change to the loop or the arms
+    (dropout, precision, packing) an earlier fit is not the identical one any more."""
+    root = Path(__file__).parent
+    files = sorted((root / "train").glob("*.py")) + [root / "methods" / "finetune.py", root / "prompts.py"]
+    return sha256_text("".join(f.read_text(encoding="utf-8") for f in files))[:16]
 
 
 def _reuse_fit(key: str, base: Base):
@@ -133,7 +143,7 @@ def _reuse_fit(key: str, base: Base):
         from .export import load_adapted
         return load_adapted(folder, base)
     except (TailorError, OSError) as e:  # the run directory was deleted or moved: train again
-        log.info("cannot reuse fit %s (%s); training again", folder, e)
+        log.warning("cannot reuse fit %s (%s); training again", folder, e)
         return None
 
 
@@ -189,10 +199,10 @@ def _forgetting(result: dict, base: Base, base_general, cache, progress, size):
     from .benchmarks import compare, run_suite
     console.print(f"  forgetting: general suite on {'the base and ' if base_general is None else ''}{result['name']}")
     if base_general is None:
-        base_general = run_suite(base.model, base.tokenizer, base.weights_id, cache=cache or False, progress=progress,
+        base_general = run_suite(base.model, base.tokenizer, base.weights_id, cache=cache if cache is not None else False, progress=progress,
                                  sizes=size)
     adapted = result["adapted"]
-    after = run_suite(adapted.model, adapted.tokenizer, adapted.weights_id, cache=cache or False, progress=progress,
+    after = run_suite(adapted.model, adapted.tokenizer, adapted.weights_id, cache=cache if cache is not None else False, progress=progress,
                       sizes=size)
     result["forgetting"] = compare(base_general, after)
     return base_general

@@ -103,16 +103,19 @@ def model_dir(name: str) -> Path:
 
 def _offline_unless_hub_reachable() -> None:
     """Without a route to the hub, huggingface_hub retries for about 50 s before it fails; one
-    2-second probe switches it to offline mode, so a hub id either loads from the local HF cache
-    or fails at once with the clear error."""
+    2-second probe switches it to offline mode (and says so), so a hub id either loads from the
+    local HF cache or fails at once with the clear error. Behind a proxy a direct probe proves
+    nothing, so none is made."""
     import socket
 
     import huggingface_hub.constants as hub
-    if hub.HF_HUB_OFFLINE:
+    if hub.HF_HUB_OFFLINE or any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return
+    host = hub.ENDPOINT.split("://")[-1].split("/")[0]
     try:
-        socket.create_connection((hub.ENDPOINT.split("://")[-1].split("/")[0], 443), timeout=2).close()
-    except OSError:
+        socket.create_connection((host, 443), timeout=2).close()
+    except OSError as e:
+        log.warning("%s is unreachable (%s): loading hub models from the local Hugging Face cache only", host, e)
         hub.HF_HUB_OFFLINE = True
 
 

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..cli import app, err, out  # noqa: F401
+from ..cli import app, out
 
 
 @app.command()
@@ -57,6 +57,9 @@ def print_suite(result: dict) -> None:
                       f"{50 * (r['ci_high'] - r['ci_low']):.1f}", f"{r['ece']:.3f}", _pct(r["chance"]),
                       f"{r['wall_s']:.1f}" + (" (cached)" if r["cached_share"] == 1 else ""))
     out.print(table)
+    for name, r in result["benchmarks"].items():
+        for note in r.get("notes") or []:
+            out.print(f"[yellow]{name}:[/] {note}")
 
 
 def print_comparison(cmp: dict, ref_label: str, label: str) -> None:

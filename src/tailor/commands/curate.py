@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..cli import app, err, out  # noqa: F401
+from ..cli import app, out
 
 
 @app.command()

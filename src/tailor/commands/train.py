@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..cli import app, err, out  # noqa: F401
+from ..cli import app, out
 from ..errors import TailorError
 
 

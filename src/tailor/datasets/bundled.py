@@ -7,7 +7,6 @@ every arm and every run is measured on the same held-out rows.
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 from ..errors import TailorError

@@ -42,22 +42,8 @@ class TrainRunConfig:
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> TrainRunConfig:
-    import yaml
-    path = Path(path)
-    if not path.exists():
-        raise TailorError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:line {mark.line + 1}" if mark else str(path)
-        raise TailorError(f"{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
-    if not isinstance(raw, dict):
-        raise TailorError(f"{path}: expected a mapping of settings at the top level")
-    known = {f.name for f in dataclasses.fields(TrainRunConfig)}
-    for key in raw:
-        if key not in known:
-            raise TailorError(f"{path}: field '{key}': unknown setting (known: {', '.join(sorted(known))})")
+    from ..config import checked_fields, read_yaml_mapping
+    raw = checked_fields(TrainRunConfig, read_yaml_mapping(path), path)
     raw.update(overrides or {})
     return TrainRunConfig(**raw)
 
