@@ -37,7 +37,6 @@ def main() -> None:
     print(f"raw train {len(raw.splits['train'])}, curated train {len(cur.splits['train'])}; fixes {log}")
     results = {}
     for name, task in (("raw", raw), ("curated", cur)):
-        base = load_base(args.model)  # a fresh base each arm: LoRA wraps the model in place
         method = make_method("lora", {"max_train_examples": args.examples, "epochs": args.epochs,
                                       "seed": args.seed, "progress": False})
         t0 = time.perf_counter()
