@@ -182,22 +182,6 @@ def test_resume_after_sigkill_gives_the_same_final_loss(tmp_path):
     assert result["final_loss"] == expected
 
 
-def test_lane_dropout_is_a_seeded_bernoulli_mask_with_the_right_rate():
-    from tailor.train.dropout import LaneDropout, use_lane_dropout
-    drop = LaneDropout(0.1).train()
-    x = torch.ones(400, 500)
-    torch.manual_seed(3)
-    a = drop(x)
-    torch.manual_seed(3)
-    b = drop(x)
-    assert torch.equal(a, b)                                   # same seed, same mask
-    assert abs((a == 0).float().mean().item() - 0.1) < 0.005   # drop rate p (200k draws)
-    assert abs(a.mean().item() - 1.0) < 0.01                   # kept values scaled by 1/(1-p)
-    assert torch.equal(drop.eval()(x), x)                      # identity at inference
-    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.05), torch.nn.Dropout(0.0))
-    assert use_lane_dropout(model) == 1 and isinstance(model[1], LaneDropout) and model[1].p == 0.05
-
-
 @pytest.mark.parametrize("text, message", [
     ("model: tiny-test\nepochs: 2\n", r"train.yaml: field 'epochs': unknown setting \(known: .*options"),
     ("model: tiny-test\noptions: 5\n", r"train.yaml: field 'options': expected dict, got int"),

@@ -1,13 +1,16 @@
 """THE training loop. Every fine-tuning arm runs through `train()`.
 
 What makes it cheaper than a generic trainer on short-target tasks:
-- sequences are packed (no compute spent on padding), with position ids restarting per example
-  so transformers builds a block-diagonal causal mask (no attention across examples);
+- sequences are packed (no compute spent on padding), with position ids restarting per example;
+  attention then runs example by example (`segment_attention`), so none crosses examples and
+  none is spent on the masked-out blocks of a packed row;
 - the loss is on target tokens only, and the vocabulary projection is computed only for the
   hidden states that predict a target token (with a 49k vocabulary and 2-token labels this
   skips most of the head's work);
 - bf16 compute (AMX on this CPU, tensor cores on CUDA) with fp32 master copies of the trainable
-  weights; frozen weights stay in the base dtype, so nothing is cast back and forth needlessly.
+  weights; frozen weights stay in the base dtype, so nothing is cast back and forth needlessly;
+- LoRA layers run one fused autograd function each (`fused_lora`), and dropout draws random
+  numbers only for the elements it drops (`dropout`).
 
 The lr schedule is a pure function of the step, so the scheduler's whole state is the step; the
 data order is a pure function of (seed, epoch); together with the RNG states in the checkpoint a
@@ -32,7 +35,9 @@ from ..progress import Meter
 from ..prompts import PromptBuilder
 from ..task import Task
 from .checkpoint import load_checkpoint, load_weights_into, save_checkpoint, save_weights, trainable_state
-from .dropout import use_lane_dropout
+from .dropout import use_sparse_dropout
+from .fused_lora import fused_lora
+from .segment_attention import segment_attention
 from .data import encode_examples, pack, padded, step_examples
 from .logs import MetricsLog
 
@@ -187,9 +192,9 @@ def train(model, tokenizer, builder: PromptBuilder, task: Task, cfg: TrainConfig
     device = next(model.parameters()).device
     bf16 = use_bf16(cfg.precision, device)
     prepare_precision(model, bf16)
-    use_lane_dropout(model)
+    use_sparse_dropout(model)
+    causal = causal_lm_of(model)
     if cfg.grad_checkpointing:
-        causal = causal_lm_of(model)
         causal.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
@@ -234,6 +239,8 @@ def train(model, tokenizer, builder: PromptBuilder, task: Task, cfg: TrainConfig
     model.train()
     meter = Meter(total - state["step"], "training", cfg.progress)
     t_start = time.perf_counter() - state["elapsed_s"]
+    lora_kernels = contextlib.ExitStack()   # LoRA layers run the fused function until training ends
+    lora_kernels.enter_context(fused_lora(model))
     try:
         while state["step"] < total:
             step = state["step"]
@@ -249,14 +256,16 @@ def train(model, tokenizer, builder: PromptBuilder, task: Task, cfg: TrainConfig
                 batches = padded(examples, pad_id, max(1, cfg.micro_batch_tokens // max(len(e) for e in examples)))
             loss_sum = 0.0
             for batch in batches:
-                with autocast(), no_input_upcast(model, bf16):
-                    loss = batch_loss(model, batch, layout, soft_tokens)
-                if not torch.isfinite(loss):
-                    last = state.get("checkpoint") or (ckpt_root and ckpt_root.exists() and str(ckpt_root))
-                    raise TailorError(f"loss is {loss.item()} at step {step + 1}: training stopped; weights are "
-                                      f"left as after step {step}; last good checkpoint: {last or 'none saved'} "
-                                      "(lower lr, or use precision: fp32)")
-                (loss / n_target).backward()
+                # backward too: a checkpointed layer recomputes its attention there
+                with segment_attention(causal) if layout == "packed" else contextlib.nullcontext():
+                    with autocast(), no_input_upcast(model, bf16):
+                        loss = batch_loss(model, batch, layout, soft_tokens)
+                    if not torch.isfinite(loss):
+                        last = state.get("checkpoint") or (ckpt_root and ckpt_root.exists() and str(ckpt_root))
+                        raise TailorError(f"loss is {loss.item()} at step {step + 1}: training stopped; weights "
+                                          f"are left as after step {step}; last good checkpoint: "
+                                          f"{last or 'none saved'} (lower lr, or use precision: fp32)")
+                    (loss / n_target).backward()
                 loss_sum += loss.item()
                 state["tokens"] += batch.real_tokens
                 state["padded_tokens"] += batch.padded_tokens
@@ -299,10 +308,10 @@ def train(model, tokenizer, builder: PromptBuilder, task: Task, cfg: TrainConfig
             if stopped_early:
                 break
     finally:
+        lora_kernels.close()
         meter.close()
         metrics.close()
     if cfg.grad_checkpointing:
-        causal = causal_lm_of(model)
         causal.gradient_checkpointing_disable()
     if cfg.load_best and state["best_step"] is not None and state["best_step"] != state["step"]:
         if best_path and best_path.exists():

@@ -1,0 +1,123 @@
+"""The training loop's own kernels compute what they replace: sparse dropout is a seeded
+Bernoulli(p) dropout, the fused LoRA layer equals peft's, per-example attention equals sdpa over
+packed rows (values and gradients, in fp32 where they must agree to rounding)."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import pytest
+import torch
+
+from tailor.datasets import load_task
+from tailor.engine import causal_lm_of
+from tailor.prompts import builder_for
+from tailor.train.data import encode_examples, pack
+from tailor.train.dropout import SparseDropout, drop_sites, use_sparse_dropout
+from tailor.train.fused_lora import fused_lora
+from tailor.train.loop import batch_loss
+from tailor.train.segment_attention import segment_attention
+
+
+def test_sparse_dropout_is_a_seeded_bernoulli_mask_with_the_right_rate():
+    drop = SparseDropout(0.1).train()
+    x = torch.ones(400, 500, requires_grad=True)
+    torch.manual_seed(3)
+    a = drop(x)
+    torch.manual_seed(3)
+    b = drop(x)
+    assert torch.equal(a, b)                                   # same seed, same mask
+    assert abs((a == 0).float().mean().item() - 0.1) < 0.005   # drop rate p (200k elements)
+    assert abs(a.mean().item() - 1.0) < 0.01                   # kept values scaled by 1/(1-p)
+    a.sum().backward()
+    assert torch.equal(x.grad, a.detach())                     # backward drops the same elements
+    assert torch.equal(drop.eval()(x), x)                      # identity at inference
+    gaps = torch.diff(drop_sites(torch.empty(10 ** 6), 0.05)).float()
+    assert abs(gaps.mean().item() - 20) < 0.5 and abs((gaps == 1).float().mean().item() - 0.05) < 0.005
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.05), torch.nn.Dropout(0.0))
+    assert use_sparse_dropout(model) == 1 and isinstance(model[1], SparseDropout) and model[1].p == 0.05
+
+
+def lora_model(base, dropout: float):
+    from peft import LoraConfig, get_peft_model
+    model = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout,
+                                                           target_modules="all-linear", task_type="CAUSAL_LM"))
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)   # peft starts B at zero: make the adapter matter
+    return model
+
+
+def loss_and_grads(model, batch, fused: bool, attention: bool = False, seed: int = 0):
+    model.zero_grad()
+    torch.manual_seed(seed)
+    with fused_lora(model) if fused else _null(), segment_attention(causal_lm_of(model)) if attention else _null():
+        loss = batch_loss(model, batch, "packed", 0)
+        loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _null():
+    import contextlib
+    return contextlib.nullcontext()
+
+
+@pytest.fixture(scope="module")
+def packed_batch(tiny_base):
+    task = load_task("tweet-sentiment")
+    builder = builder_for(task, tiny_base.tokenizer, tiny_base.model.config)
+    enc, _ = encode_examples(builder, random.Random(0).sample(task.splits["train"], 12), 1024)
+    return pack(enc, 256, tiny_base.tokenizer.pad_token_id, 16)[0]
+
+
+def assert_same(a, b, tol=1e-5):
+    (loss_a, grads_a), (loss_b, grads_b) = a, b
+    assert loss_a == pytest.approx(loss_b, rel=tol)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=tol, atol=tol * grads_a[name].abs().max())
+
+
+def test_fused_lora_equals_peft_without_dropout(tiny_base, packed_batch):
+    model = lora_model(tiny_base.model, 0.0).train()
+    assert_same(loss_and_grads(model, packed_batch, fused=False), loss_and_grads(model, packed_batch, fused=True))
+    with fused_lora(model) as layers:
+        assert layers == 2 * 7                       # every linear of both layers
+    assert "forward" not in vars(model.base_model.model.model.layers[0].self_attn.q_proj)  # restored
+
+
+def test_fused_lora_with_dropout_equals_peft_given_the_same_mask(tiny_base, packed_batch):
+    """Dropout masks come from the seeded generator in call order; peft's layers, made to draw the
+    same sites through SparseDropout, give the same loss and gradients."""
+    model = lora_model(tiny_base.model, 0.2).train()
+    assert use_sparse_dropout(model) == 14
+    fused = loss_and_grads(model, packed_batch, fused=True, seed=5)
+    plain = loss_and_grads(model, packed_batch, fused=False, seed=5)
+    assert_same(plain, fused)
+    other = loss_and_grads(model, packed_batch, fused=True, seed=6)
+    assert other[0] != pytest.approx(fused[0], rel=1e-6)   # the mask does change with the seed
+
+
+def test_segment_attention_equals_sdpa_over_packed_rows(tiny_base, packed_batch):
+    assert packed_batch.input_ids.shape[0] < packed_batch.examples   # several examples share a row
+    model = lora_model(tiny_base.model, 0.0).train()
+    assert_same(loss_and_grads(model, packed_batch, fused=True),
+                loss_and_grads(model, packed_batch, fused=True, attention=True))
+    assert causal_lm_of(model).config._attn_implementation == "sdpa"   # restored after the block
+
+
+def test_segment_attention_falls_back_to_sdpa_for_other_masks(tiny_base):
+    """The engine's tree mask (positions that do not restart per example) must not be
+    mistaken for packing: the function hands such calls to sdpa with the mask it was given."""
+    model = tiny_base.model
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    pos = torch.tensor([[0, 1, 2, 3, 2, 3]])                 # two options after a 2-token prompt
+    mask = torch.full((1, 1, 6, 6), float("-inf")).triu(1)
+    mask[0, 0, 4:, 2:4] = float("-inf")
+    with torch.no_grad():
+        ref = model(input_ids=ids, position_ids=pos, attention_mask=mask).logits
+        with segment_attention(model):
+            got = model(input_ids=ids, position_ids=pos, attention_mask=mask).logits
+    torch.testing.assert_close(got, ref)
