@@ -126,6 +126,16 @@ def side_trl(args) -> dict:
             "final_train_loss": losses[-1] if losses else float("nan"), "peak_rss_mb": peak}
 
 
+def body_shapes():
+    from transformers import AutoConfig
+
+    from tailor.models import model_dir
+    c = AutoConfig.from_pretrained(model_dir("smollm2-135m"))
+    h, inter = c.hidden_size, c.intermediate_size
+    kv = h * c.num_key_value_heads // c.num_attention_heads
+    return c.num_hidden_layers, [(h, h), (h, kv), (h, kv), (h, h), (h, inter), (h, inter), (inter, h)]
+
+
 def train_flops(tokens: int, target_tokens: int, mean_len: float, rank: int) -> float:
     """Model FLOPs of LoRA training: the frozen body forward and input-gradient backward (4 per
     weight per token), the adapters forward and both gradients (6), causal attention over each
@@ -135,13 +145,35 @@ def train_flops(tokens: int, target_tokens: int, mean_len: float, rank: int) -> 
 
     from tailor.models import model_dir
     c = AutoConfig.from_pretrained(model_dir("smollm2-135m"))
-    h, layers, inter, v = c.hidden_size, c.num_hidden_layers, c.intermediate_size, c.vocab_size
-    kv = h * c.num_key_value_heads // c.num_attention_heads
-    linears = [(h, h), (h, kv), (h, kv), (h, h), (h, inter), (h, inter), (inter, h)]
+    h, v = c.hidden_size, c.vocab_size
+    layers, linears = body_shapes()
     body = sum(i * o for i, o in linears)
     lora = rank * sum(i + o for i, o in linears)
     per_token = layers * (4 * body + 6 * lora + 6 * h * mean_len)
     return tokens * per_token + target_tokens * 4 * h * v
+
+
+def matmul_ceiling(tokens: int, tries: int = 3) -> float:
+    """bf16 FLOP/s of the body's matmuls alone at a step's own shapes (`tokens` rows: forward
+    x W^T and input-gradient g W of each linear), best of a few tries. No training step of this
+    model can run its matmuls faster than this, so ceiling / peak bounds the MFU an eager loop
+    (or any loop that does not change the shapes) can reach here."""
+    _, linears = body_shapes()
+    pairs = []
+    for i, o in linears:
+        pairs.append((torch.randn(tokens, i, dtype=torch.bfloat16), torch.randn(o, i, dtype=torch.bfloat16).t()))
+        pairs.append((torch.randn(tokens, o, dtype=torch.bfloat16), torch.randn(o, i, dtype=torch.bfloat16)))
+    flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in pairs)
+    best = 0.0
+    for _ in range(tries):
+        for a, b in pairs:  # warm-up
+            a @ b
+        start = time.perf_counter()
+        for _ in range(10):
+            for a, b in pairs:
+                a @ b
+        best = max(best, 10 * flops / (time.perf_counter() - start))
+    return best
 
 
 def main() -> None:
@@ -158,7 +190,7 @@ def main() -> None:
     if args.side:
         print(json.dumps((side_tailor if args.side == "tailor" else side_trl)(args)))
         return
-    runs, peaks = {}, []
+    runs, peaks, ceilings = {}, [], []
     for repeat in range(args.repeats):
         for side in ("tailor", "trl"):
             for gc in (False, True):
@@ -174,6 +206,7 @@ def main() -> None:
                 if (side, gc) not in runs or r["tps"] > runs[(side, gc)]["tps"]:
                     runs[(side, gc)] = r
         peaks.append(bf16_peak_flops(fresh=True))   # the MFU denominator: best of the rounds too
+        ceilings.append(matmul_ceiling(round(runs[("tailor", False)]["tokens"] / runs[("tailor", False)]["steps"])))
     peak = max(peaks)
     t = runs[("tailor", False)]
     flops = train_flops(t["tokens"], t["target_tokens"], t["mean_len"], LORA["r"])
@@ -192,15 +225,18 @@ def main() -> None:
     print(f"fastest vs fastest: {ratio(fast, 'tps'):.2f}x tokens/s; leanest vs leanest: peak RSS "
           f"{ratio(lean, 'peak_rss_mb'):.2f}x; defaults (Tailor off, TRL on): {ratio(default, 'tps'):.2f}x "
           f"tokens/s, {ratio(default, 'peak_rss_mb'):.2f}x peak RSS")
+    ceiling = max(ceilings)
     print(f"tailor padding fraction {t['padding_fraction']:.3f}; bf16 matmul peak {peak / 1e9:.0f} GFLOP/s; "
-          f"tailor achieved {flops / t['train_s'] / 1e9:.0f} GFLOP/s")
+          f"tailor achieved {flops / t['train_s'] / 1e9:.0f} GFLOP/s: MFU {mfu:.3f}; the body's matmuls alone at a "
+          f"step's shapes reach {ceiling / 1e9:.0f} GFLOP/s (MFU ceiling {ceiling / peak:.2f})")
     print(json.dumps({"tokens_per_s_ratio": ratio(fast, "tps"), "peak_rss_ratio": ratio(lean, "peak_rss_mb"),
                       "loss_tailor": fast["tailor"]["loss"], "loss_trl": fast["trl"]["loss"], "mfu": mfu,
                       "default_tokens_per_s_ratio": ratio(default, "tps"),
                       "default_peak_rss_ratio": ratio(default, "peak_rss_mb"),
                       "tokens_per_s": {f"{s}{'_gc' if g else ''}": round(v["tps"], 1) for (s, g), v in runs.items()},
                       "peak_rss_mb": {f"{s}{'_gc' if g else ''}": round(v["peak_rss_mb"]) for (s, g), v in runs.items()},
-                      "matmul_peak_gflops": peak / 1e9}))
+                      "matmul_peak_gflops": peak / 1e9, "matmul_ceiling_gflops": ceiling / 1e9,
+                      "mfu_ceiling": ceiling / peak}))
 
 
 if __name__ == "__main__":
