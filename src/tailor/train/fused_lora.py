@@ -70,10 +70,7 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
 
 
 def _fusable(module: nn.Module) -> bool:
-    try:
-        from peft.tuners.lora.layer import Linear
-    except ImportError:
-        return False
+    from peft.tuners.lora.layer import Linear
     return isinstance(module, Linear) and type(module.base_layer) is nn.Linear
 
 

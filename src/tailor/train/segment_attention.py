@@ -16,11 +16,9 @@ back to sdpa with the block mask transformers built.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 NAME = "tailor_segments"
 
@@ -41,10 +39,9 @@ class _Layout:
         j = torch.arange(self.length, device=flat.device)
         # padded slots repeat an example's last token: the causal mask hides them from real queries
         token = starts[:, None] + torch.minimum(j[None, :], lengths[:, None] - 1)           # [n, length]
-        self.q_index = (token[:, None, :] * heads + torch.arange(heads, device=flat.device)[None, :, None]).reshape(-1)
-        self.kv_index = (token[:, None, :] * kv_heads
-                         + torch.arange(kv_heads, device=flat.device)[None, :, None]).reshape(-1)
-        head = torch.arange(heads, device=flat.device)
+        head, kv_head = torch.arange(heads, device=flat.device), torch.arange(kv_heads, device=flat.device)
+        self.q_index = (token[:, None, :] * heads + head[None, :, None]).reshape(-1)
+        self.kv_index = (token[:, None, :] * kv_heads + kv_head[None, :, None]).reshape(-1)
         self.back_index = ((segment[:, None] * heads + head[None, :]) * self.length + flat[:, None]).reshape(-1)
         self.group = heads // kv_heads
         self.mask = torch.full((self.length, self.length), float("-inf"), device=flat.device).triu_(1) \
@@ -81,9 +78,8 @@ _cache: dict = {}
 
 def _layout(position_ids: torch.Tensor, heads: int, kv_heads: int) -> _Layout:
     # one layout per forward pass: every layer gets the same position_ids tensor
-    key = (id(position_ids), heads, kv_heads)
-    if _cache.get("key") != key or _cache.get("ids") is not position_ids:
-        _cache.update(key=key, ids=position_ids, layout=_Layout(position_ids, heads, kv_heads))
+    if _cache.get("ids") is not position_ids or _cache.get("heads") != (heads, kv_heads):
+        _cache.update(ids=position_ids, heads=(heads, kv_heads), layout=_Layout(position_ids, heads, kv_heads))
     return _cache["layout"]
 
 
@@ -96,6 +92,7 @@ def segment_attention_forward(module, query, key, value, attention_mask, scaling
               and query.dtype in (torch.bfloat16, torch.float16, torch.float32))
     layout = _layout(position_ids, heads, kv_heads) if simple else None
     if layout is None or not layout.ok:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                       position_ids=position_ids, **kwargs)
     n, seg, group = layout.n, layout.length, layout.group
@@ -112,8 +109,14 @@ def segment_attention_forward(module, query, key, value, attention_mask, scaling
     return out, None
 
 
-AttentionInterface.register(NAME, segment_attention_forward)
-AttentionMaskInterface.register(NAME, sdpa_mask)
+@functools.cache
+def _register() -> None:
+    """transformers dispatches on config._attn_implementation: the name gets this function and
+    sdpa's mask (built once per forward, and what the fallback uses)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    AttentionInterface.register(NAME, segment_attention_forward)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
 
 
 def usable(model) -> bool:
@@ -129,6 +132,7 @@ def segment_attention(model):
     if not usable(model):
         yield False
         return
+    _register()
     configs = [m.config for m in model.modules() if getattr(getattr(m, "config", None), "_attn_implementation", None)
                == "sdpa"]
     for c in configs:
