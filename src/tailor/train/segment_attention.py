@@ -4,9 +4,9 @@ A packed row holds several examples with restarting position ids; sdpa then runs
 row under a block-diagonal mask, and torch's CPU flash kernel spends most of its time on blocks
 the mask throws away (a fifth of a LoRA step on the tweet task). Here the examples are gathered
 out of the rows into one batch padded to the longest example, attention runs there under a plain
-causal mask as bf16 matmuls with an fp32 softmax (grouped-query heads share their key/value
-without copies), and the outputs are gathered back. Same attention, a fraction of the work; under
-bf16 the scores are rounded to bf16 before the softmax, as in transformers' eager attention.
+causal mask (scores and softmax in fp32, as the flash kernel keeps them; the value product and
+the backward's big matmuls in bf16; grouped-query heads share their key/value without copies),
+and the outputs are gathered back. Same attention, a fraction of the work.
 
 Used only by the training loop, only for packed rows whose position ids restart at 0 and count
 up by one per example; anything else (a 4D mask, sliding windows, soft-capping, dropout) falls
@@ -53,7 +53,7 @@ class _CausalAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, mask, scale):
-        s = torch.matmul(q, k.transpose(-1, -2)).float().mul_(scale).add_(mask)
+        s = torch.matmul(q.float(), k.float().transpose(-1, -2)).mul_(scale).add_(mask)
         p = torch.softmax(s, -1).to(q.dtype)
         o = torch.matmul(p, v)
         ctx.save_for_backward(q, k, v, p, o)
