@@ -195,3 +195,12 @@ def test_train_config_errors_name_the_file_and_field(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(DataError, match=message):
         load_config(path)
+
+
+def test_metrics_rewind_keeps_each_step_once_and_drops_a_torn_line(tmp_path):
+    """A SIGKILL can land mid-write: the resumed run must not choke on half a JSON line."""
+    from tailor.train.logs import MetricsLog
+    path = tmp_path / "train_metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2, "dev_accuracy": 0.5}\n{"step": 3}\n{"step": 4, "lo')
+    MetricsLog(path).rewind(2)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]

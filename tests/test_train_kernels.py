@@ -4,6 +4,7 @@ packed rows (values and gradients, in fp32 where they must agree to rounding).""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 
@@ -53,15 +54,11 @@ def lora_model(base, dropout: float):
 def loss_and_grads(model, batch, fused: bool, attention: bool = False, seed: int = 0):
     model.zero_grad()
     torch.manual_seed(seed)
-    with fused_lora(model) if fused else _null(), segment_attention(causal_lm_of(model)) if attention else _null():
+    with (fused_lora(model) if fused else contextlib.nullcontext(),
+          segment_attention(causal_lm_of(model)) if attention else contextlib.nullcontext()):
         loss = batch_loss(model, batch, "packed", 0)
         loss.backward()
     return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def _null():
-    import contextlib
-    return contextlib.nullcontext()
 
 
 @pytest.fixture(scope="module")

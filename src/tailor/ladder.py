@@ -198,12 +198,11 @@ def _forgetting(result: dict, base: Base, base_general, cache, progress, size):
     and on the adapted arm, paired item by item."""
     from .benchmarks import compare, run_suite
     console.print(f"  forgetting: general suite on {'the base and ' if base_general is None else ''}{result['name']}")
+    options = {"cache": cache if cache is not None else False, "progress": progress, "sizes": size}  # no cache: none
     if base_general is None:
-        base_general = run_suite(base.model, base.tokenizer, base.weights_id, cache=cache if cache is not None else False, progress=progress,
-                                 sizes=size)
+        base_general = run_suite(base.model, base.tokenizer, base.weights_id, **options)
     adapted = result["adapted"]
-    after = run_suite(adapted.model, adapted.tokenizer, adapted.weights_id, cache=cache if cache is not None else False, progress=progress,
-                      sizes=size)
+    after = run_suite(adapted.model, adapted.tokenizer, adapted.weights_id, **options)
     result["forgetting"] = compare(base_general, after)
     return base_general
 

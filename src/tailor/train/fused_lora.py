@@ -17,12 +17,15 @@ this does not cover (quantised bases, DoRA, several active adapters, merged) kee
 from __future__ import annotations
 
 import contextlib
+import logging
 import types
 
 import torch
 from torch import nn
 
 from .dropout import drop_sites, zero_sites
+
+log = logging.getLogger("tailor")
 
 
 class _LoraLinear(torch.autograd.Function):
@@ -69,15 +72,15 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     return _LoraLinear.apply(x, base.weight.to(dtype), bias, a.to(dtype), b.to(dtype), scale, sites)
 
 
-def _fusable(module: nn.Module) -> bool:
-    from peft.tuners.lora.layer import Linear
-    return isinstance(module, Linear) and type(module.base_layer) is nn.Linear
-
-
 @contextlib.contextmanager
 def fused_lora(model: nn.Module):
     """Within the block, the model's LoRA layers on plain linear bases run `_LoraLinear`."""
-    layers = [m for m in model.modules() if _fusable(m)]
+    from peft.tuners.lora.layer import Linear, LoraLayer
+    lora = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    layers = [m for m in lora if isinstance(m, Linear) and type(m.base_layer) is nn.Linear]
+    if len(layers) < len(lora):
+        log.info("%d of %d LoRA layers keep peft's forward (quantised or non-linear bases)",
+                 len(lora) - len(layers), len(lora))
     for m in layers:
         m.forward = types.MethodType(_fused_forward, m)
     try:

@@ -37,8 +37,17 @@ class MetricsLog:
         if self.path is None or not self.path.exists():
             return
         from ..utils import atomic_write_text
-        rows = [line for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True)
-                if line.strip() and json.loads(line).get("step", 0) <= step]
+        rows, torn = [], 0
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:   # a kill in the middle of a write leaves half a line
+                torn += line.strip() != ""
+                continue
+            if row.get("step", 0) <= step:
+                rows.append(line + "\n")
+        if torn:
+            log.warning("%s: dropped %d unreadable line(s) left by the killed run", self.path, torn)
         atomic_write_text(self.path, "".join(rows))
 
     def write(self, row: dict) -> None:

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 
 import torch
 
 NAME = "tailor_segments"
+log = logging.getLogger("tailor")
 
 
 class _Layout:
@@ -74,6 +76,7 @@ class _CausalAttention(torch.autograd.Function):
 
 
 _cache: dict = {}
+_warned: list = []
 
 
 def _layout(position_ids: torch.Tensor, heads: int, kv_heads: int) -> _Layout:
@@ -92,6 +95,7 @@ def segment_attention_forward(module, query, key, value, attention_mask, scaling
               and query.dtype in (torch.bfloat16, torch.float16, torch.float32))
     layout = _layout(position_ids, heads, kv_heads) if simple else None
     if layout is None or not layout.ok:
+        _cache["fallbacks"] = _cache.get("fallbacks", 0) + 1
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                       position_ids=position_ids, **kwargs)
@@ -142,4 +146,8 @@ def segment_attention(model):
     finally:
         for c in configs:
             c._attn_implementation = "sdpa"
+        if _cache.get("fallbacks") and not _warned:
+            _warned.append(True)   # once per process: correct either way, only slower
+            log.info("per-example attention: %d calls in a training pass ran sdpa instead (their rows are not "
+                     "packed with restarting positions)", _cache["fallbacks"])
         _cache.clear()
