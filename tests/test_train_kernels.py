@@ -118,3 +118,45 @@ def test_segment_attention_falls_back_to_sdpa_for_other_masks(tiny_base):
         with segment_attention(model):
             got = model(input_ids=ids, position_ids=pos, attention_mask=mask).logits
     torch.testing.assert_close(got, ref)
+
+
+def test_segment_attention_in_bf16_is_as_accurate_as_sdpa():
+    """Under bf16 autocast the scores, softmax and softmax gradient must stay fp32 (autocast would
+    otherwise round the score matmul to bf16): output and gradients no further from the fp32
+    result than sdpa's own bf16 kernel is."""
+    from tailor.train.segment_attention import segment_attention_forward
+    lengths = [[30, 50, 20], [60, 40]]                       # two packed rows of 100 tokens
+    pos = torch.tensor([[i for n in row for i in range(n)] for row in lengths])
+    heads, kv_heads, dim = 6, 2, 64
+    gen = torch.Generator().manual_seed(0)
+    q, k = (2 * torch.randn(2, h, 100, dim, generator=gen) for h in (heads, kv_heads))  # scores of sd 4
+    v = torch.randn(2, kv_heads, 100, dim, generator=gen)
+    upstream = torch.randn(2, 100, heads, dim, generator=gen)
+    q, k, v = (t.bfloat16().float() for t in (q, k, v))      # inputs exactly representable in bf16
+    block = torch.zeros(2, 1, 100, 100, dtype=torch.bool)
+    for r, row in enumerate(lengths):
+        start = 0
+        for n in row:
+            block[r, 0, start:start + n, start:start + n] = torch.ones(n, n, dtype=torch.bool).tril()
+            start += n
+
+    def run(fn, dtype, autocast):
+        inputs = [t.detach().to(dtype, copy=True).requires_grad_() for t in (q, k, v)]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = fn(*inputs)
+        out.float().backward(upstream)
+        return [out.float()] + [t.grad.float() for t in inputs]
+
+    def seg(q, k, v):
+        return segment_attention_forward(None, q, k, v, None, scaling=dim ** -0.5, position_ids=pos)[0]
+
+    def sdpa(q, k, v):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=block, enable_gqa=True) \
+            .transpose(1, 2)
+
+    truth = run(seg, torch.float32, False)
+    torch.testing.assert_close(truth, run(sdpa, torch.float32, False), rtol=1e-4, atol=1e-4)
+    ours, theirs = run(seg, torch.bfloat16, True), run(sdpa, torch.bfloat16, True)
+    for name, t, a, b in zip(("output", "grad q", "grad k", "grad v"), truth, ours, theirs):
+        err_ours, err_sdpa = ((x - t).norm() / t.norm() for x in (a, b))
+        assert err_ours < 1.5 * err_sdpa, f"{name}: {err_ours:.4f} vs sdpa {err_sdpa:.4f}"

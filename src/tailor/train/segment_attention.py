@@ -55,9 +55,13 @@ class _CausalAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, mask, scale):
-        s = torch.matmul(q.float(), k.float().transpose(-1, -2)).mul_(scale).add_(mask)
-        p = torch.softmax(s, -1).to(q.dtype)
-        o = torch.matmul(p, v)
+        # Autocast would run the fp32 matmul below in bf16 and round the scores (a score of 20 is
+        # then off by up to 0.06, its probability by 6%): switched off, the scores and the softmax
+        # stay fp32, as in sdpa's flash kernel. The probabilities meet v in bf16.
+        with torch.autocast(q.device.type, enabled=False):
+            s = torch.matmul(q.float(), k.float().transpose(-1, -2)).mul_(scale).add_(mask)
+            p = torch.softmax(s, -1).to(q.dtype)
+            o = torch.matmul(p, v)
         ctx.save_for_backward(q, k, v, p, o)
         ctx.scale = scale
         return o
@@ -65,13 +69,15 @@ class _CausalAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         q, k, v, p, o = ctx.saved_tensors
-        grad = grad.contiguous()
-        grad_v = torch.matmul(p.transpose(-1, -2), grad)
-        grad_p = torch.matmul(grad, v.transpose(-1, -2)).float()
-        row = (grad.float() * o.float()).sum(-1, keepdim=True)
-        grad_s = grad_p.sub_(row).mul_(p).to(q.dtype)
-        grad_q = torch.matmul(grad_s, k).mul_(ctx.scale)
-        grad_k = torch.matmul(grad_s.transpose(-1, -2), q).mul_(ctx.scale)
+        with torch.autocast(q.device.type, enabled=False):
+            grad = grad.contiguous()
+            grad_v = torch.matmul(p.transpose(-1, -2), grad)
+            # fp32: the row sum is subtracted from it next, and bf16 rounding would dominate the difference
+            grad_p = torch.matmul(grad.float(), v.float().transpose(-1, -2))
+            row = (grad.float() * o.float()).sum(-1, keepdim=True)
+            grad_s = grad_p.sub_(row).mul_(p).to(q.dtype)
+            grad_q = torch.matmul(grad_s, k).mul_(ctx.scale)
+            grad_k = torch.matmul(grad_s.transpose(-1, -2), q).mul_(ctx.scale)
         return grad_q, grad_k, grad_v, None, None
 
 
