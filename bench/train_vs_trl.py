@@ -2,21 +2,32 @@
 sequence budget and steps, each in its best CPU settings. TRL is a bench-only dependency:
 
     uv pip install -p .venv/bin/python "trl==1.16.*"    (check with --dry-run: it pulls no torch)
-    flock /tmp/tailor-cpu.lock .venv/bin/python bench/train_vs_trl.py [--examples 320 --batch 16]
+    flock /tmp/tailor-cpu.lock .venv/bin/python bench/train_vs_trl.py [--examples 320 --batch 16 --seeds 6]
 
-Each side runs twice, with and without gradient checkpointing (TRL's SFTConfig turns it on by
-default: its memory-lean setting; off is its fastest), each run in its own process so peak RSS
-is its own. "Best settings" per axis: tokens/s compares both sides without checkpointing (each
-at its fastest), peak RSS compares both with it (each at its leanest); the default pairing
-(Tailor's default off, TRL's default on) is printed too. Measured: real (non-padding) tokens/s
-of the training steps, peak RSS up to the end of training, and the loss of the trained adapter on
-the same held-out rows computed by the same function (target-only cross-entropy), so the losses
-compare like for like. MFU: achieved training FLOP/s (`train_flops`: model FLOPs of the real
-tokens, nothing counted for padding or masked attention blocks) over the bf16 FLOP/s of a plain
-large matmul on this machine, measured in the same run. Runs repeat in interleaved rounds
-(`--repeats`) and each keeps its fastest round: this shared VM's matmul throughput drifts by 2x
-from minute to minute, and the best of several rounds is the figure least disturbed by
-neighbours. The last line is one JSON object.
+Speed and memory. Each side runs with and without gradient checkpointing (TRL's SFTConfig turns
+it on by default: its memory-lean setting; off is its fastest), each run in its own process so
+peak RSS is its own. "Best settings" per axis: tokens/s compares both sides without checkpointing
+(each at its fastest), peak RSS compares both with it (each at its leanest); the default pairing
+(Tailor's default off, TRL's default on) is printed too. Measured: real (non-padding) tokens/s of
+the training steps and peak RSS up to the end of training. The four runs repeat in interleaved
+rounds (`--repeats`) and each keeps its fastest round: this shared VM's matmul throughput drifts
+by 2x from minute to minute, and the best of several rounds is the figure least disturbed.
+
+Loss. The loss of the trained adapter on the whole dev split, computed for both sides by the
+same function (target-only cross-entropy), so the losses compare like for like. Both schedules
+are 10% warmup, then cosine to zero (TRL's default; Tailor's own default keeps a floor of 0.1;
+HF's warmup starts at lr 0, Tailor's at lr/warmup). Round r trains with seed r on both sides
+(adapter init, data order, dropout) on the same examples; rounds beyond `--repeats`, up to
+`--seeds`, run only the configurations without checkpointing (checkpointing does not change the
+loss). Each side's loss is its mean over the seeds, printed with its spread and the standard
+error of the difference: 20 steps at lr 1e-3 end a few hundredths apart from one seed to the
+next, so one seed per side cannot settle "equal or lower loss". The default 6 seeds take about
+40 minutes, most of it TRL's.
+
+MFU: achieved training FLOP/s (`train_flops`: model FLOPs of the real tokens, nothing counted for
+padding or masked attention blocks) over the bf16 FLOP/s of a plain large matmul on this machine,
+measured in the same run, and the ceiling of the body's matmuls at a step's shapes
+(`step_profile.py` splits a step's time by operator). The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -38,7 +50,7 @@ LORA = dict(r=16, alpha=32, dropout=0.05)
 LR = 1e-3
 
 
-def data(n: int, seed: int = 0):
+def data(n: int):
     from tailor.datasets import load_task
     from tailor.models import load_tokenizer
     from tailor.prompts import builder_for
@@ -47,8 +59,8 @@ def data(n: int, seed: int = 0):
     tok = load_tokenizer("smollm2-135m")
     builder = builder_for(task, tok)
     import random
-    pool = random.Random(seed).sample(task.splits["train"], n)
-    held = task.splits["dev"][:64]
+    pool = random.Random(0).sample(task.splits["train"], n)   # the same examples for every seed
+    held = task.splits["dev"]
     return task, tok, builder, pool, encode_examples(builder, pool, 1024)[0], encode_examples(builder, held, 1024)[0]
 
 
@@ -75,15 +87,15 @@ def side_tailor(args) -> dict:
     task.splits["train"] = pool
     base = load_base("smollm2-135m", dtype="bf16", device="cpu")
     arm = make_method("lora", {**LORA, "lr": LR, "epochs": 1, "batch_size": args.batch, "max_train_examples": None,
-                               "warmup_ratio": 0.1, "progress": False, "log_every": 1000,
-                               "grad_checkpointing": args.gc})
+                               "warmup_ratio": 0.1, "min_lr_ratio": 0.0, "seed": args.seed, "progress": False,
+                               "log_every": 1000, "grad_checkpointing": args.gc})
     adapted = arm.fit(task, base)
     peak = peak_rss_mb()   # training's peak: the held-out evaluation below is the bench's, not the trainer's
     t = adapted.info["train"]
     return {"tokens": t["train_tokens"], "train_s": t["train_time_s"], "steps": t["steps"],
             "padding_fraction": t["padding_fraction"], "target_tokens": t["target_tokens"],
-            "loss": held_out_loss(adapted.model, held), "final_train_loss": t["final_loss"],
-            "peak_rss_mb": peak, "mean_len": sum(len(e) for e in enc) / len(enc)}
+            "loss": held_out_loss(adapted.model, held),
+            "peak_rss_mb": peak, "mean_len": sum(len(e) for e in enc) / len(enc), "held": len(held)}
 
 
 def side_trl(args) -> dict:
@@ -112,7 +124,7 @@ def side_trl(args) -> dict:
                     num_train_epochs=1, learning_rate=LR, lr_scheduler_type="cosine", warmup_steps=0.1,
                     bf16=True, use_cpu=True, logging_steps=1, save_strategy="no", report_to=[],
                     completion_only_loss=True, max_length=1024, packing=False, dataloader_num_workers=0,
-                    seed=0, disable_tqdm=True, gradient_checkpointing=args.gc)
+                    seed=args.seed, disable_tqdm=True, gradient_checkpointing=args.gc)
     clock = Clock()
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tok,
                          peft_config=LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
@@ -120,10 +132,9 @@ def side_trl(args) -> dict:
                          callbacks=[clock])
     trainer.train()
     peak = peak_rss_mb()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {"tokens": sum(len(e) for e in enc), "train_s": clock.end - clock.start,
             "steps": trainer.state.global_step, "loss": held_out_loss(trainer.model, held),
-            "final_train_loss": losses[-1] if losses else float("nan"), "peak_rss_mb": peak}
+            "peak_rss_mb": peak, "held": len(held)}
 
 
 def body_shapes():
@@ -185,39 +196,46 @@ def main() -> None:
     p.add_argument("--tmp", default="/tmp/tailor-bench")
     p.add_argument("--repeats", type=int, default=2,
                    help="rounds of all four runs; each run's fastest round counts (this VM's speed drifts)")
+    p.add_argument("--seeds", type=int, default=6, help="seeds for the held-out loss (round r uses seed r)")
+    p.add_argument("--seed", type=int, default=0, help="one side's run")
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     if args.side:
         print(json.dumps((side_tailor if args.side == "tailor" else side_trl)(args)))
         return
     runs, peaks, ceilings = {}, [], []
-    for repeat in range(args.repeats):
+    losses = {"tailor": {}, "trl": {}}
+    for seed in range(max(args.repeats, args.seeds)):
+        speed_round = seed < args.repeats
         for side in ("tailor", "trl"):
-            for gc in (False, True):
-                cmd = [sys.executable, __file__, "--side", side, "--examples", str(args.examples),
-                       "--batch", str(args.batch), "--tmp", args.tmp] + (["--gc"] if gc else [])
+            for gc in (False, True) if speed_round else (False,):
+                cmd = [sys.executable, __file__, "--side", side, "--examples", str(args.examples), "--batch",
+                       str(args.batch), "--tmp", args.tmp, "--seed", str(seed)] + (["--gc"] if gc else [])
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode != 0:
-                    sys.exit(f"{side} (gc={gc}) failed:\n{proc.stderr[-3000:]}")
+                    sys.exit(f"{side} (gc={gc}, seed {seed}) failed:\n{proc.stderr[-3000:]}")
                 r = json.loads(proc.stdout.strip().splitlines()[-1])
                 r["tps"] = r["tokens"] / r["train_s"]
-                print(f"round {repeat + 1}: {side} gc={gc}: {r['tps']:.0f} tok/s, peak RSS {r['peak_rss_mb']:.0f} MB",
-                      flush=True)
+                print(f"seed {seed}: {side} gc={gc}: {r['tps']:.0f} tok/s, peak RSS {r['peak_rss_mb']:.0f} MB, "
+                      f"held-out loss {r['loss']:.4f}", flush=True)
+                if not gc:
+                    losses[side][seed] = r["loss"]
                 if (side, gc) not in runs or r["tps"] > runs[(side, gc)]["tps"]:
                     runs[(side, gc)] = r
-        peaks.append(bf16_peak_flops(fresh=True))   # the MFU denominator: best of the rounds too
-        ceilings.append(matmul_ceiling(round(runs[("tailor", False)]["tokens"] / runs[("tailor", False)]["steps"])))
+        if speed_round:
+            peaks.append(bf16_peak_flops(fresh=True))   # the MFU denominator: best of the rounds too
+            t = runs[("tailor", False)]
+            ceilings.append(matmul_ceiling(round(t["tokens"] / t["steps"])))
     peak = max(peaks)
     t = runs[("tailor", False)]
     flops = train_flops(t["tokens"], t["target_tokens"], t["mean_len"], LORA["r"])
     mfu = flops / t["train_s"] / peak
     print(f"LoRA SFT, smollm2-135m, tweet-sentiment: {args.examples} examples, batch {args.batch}, 1 epoch, "
           f"r={LORA['r']} all-linear, bf16, {torch.get_num_threads()} threads")
-    print(f"{'':24}{'tokens/s':>10}{'train s':>10}{'peak RSS MB':>13}{'held-out loss':>15}{'last train loss':>17}")
+    print(f"{'':24}{'tokens/s':>10}{'train s':>10}{'peak RSS MB':>13}")
     for (side, gc), v in runs.items():
         name = f"{side} {'checkpointing' if gc else 'no checkpointing'}"
-        print(f"{name:24}{v['tps']:>10.0f}{v['train_s']:>10.1f}{v['peak_rss_mb']:>13.0f}{v['loss']:>15.4f}"
-              f"{v['final_train_loss']:>17.4f}")
+        print(f"{name:24}{v['tps']:>10.0f}{v['train_s']:>10.1f}{v['peak_rss_mb']:>13.0f}")
     fast = {s: runs[(s, False)] for s in ("tailor", "trl")}
     lean = {s: runs[(s, True)] for s in ("tailor", "trl")}
     default = {"tailor": runs[("tailor", False)], "trl": runs[("trl", True)]}
@@ -225,12 +243,25 @@ def main() -> None:
     print(f"fastest vs fastest: {ratio(fast, 'tps'):.2f}x tokens/s; leanest vs leanest: peak RSS "
           f"{ratio(lean, 'peak_rss_mb'):.2f}x; defaults (Tailor off, TRL on): {ratio(default, 'tps'):.2f}x "
           f"tokens/s, {ratio(default, 'peak_rss_mb'):.2f}x peak RSS")
+    seeds = sorted(losses["tailor"])
+    mean = {s: statistics.mean(losses[s].values()) for s in losses}
+    spread = {s: statistics.stdev(losses[s].values()) if len(seeds) > 1 else 0.0 for s in losses}
+    diff_se = (sum(spread[s] ** 2 for s in losses) / len(seeds)) ** 0.5
+    print(f"held-out loss (target tokens, {t['held']} dev examples) per seed: "
+          + ", ".join(f"{k}: tailor {losses['tailor'][k]:.4f} trl {losses['trl'][k]:.4f}" for k in seeds))
+    print(f"mean over {len(seeds)} seeds: tailor {mean['tailor']:.4f} (sd {spread['tailor']:.4f}), trl "
+          f"{mean['trl']:.4f} (sd {spread['trl']:.4f}); tailor - trl = {mean['tailor'] - mean['trl']:+.4f} "
+          f"(standard error {diff_se:.4f})")
     ceiling = max(ceilings)
     print(f"tailor padding fraction {t['padding_fraction']:.3f}; bf16 matmul peak {peak / 1e9:.0f} GFLOP/s; "
           f"tailor achieved {flops / t['train_s'] / 1e9:.0f} GFLOP/s: MFU {mfu:.3f}; the body's matmuls alone at a "
           f"step's shapes reach {ceiling / 1e9:.0f} GFLOP/s (MFU ceiling {ceiling / peak:.2f})")
     print(json.dumps({"tokens_per_s_ratio": ratio(fast, "tps"), "peak_rss_ratio": ratio(lean, "peak_rss_mb"),
-                      "loss_tailor": fast["tailor"]["loss"], "loss_trl": fast["trl"]["loss"], "mfu": mfu,
+                      "loss_tailor": mean["tailor"], "loss_trl": mean["trl"], "mfu": mfu,
+                      "loss_seeds": len(seeds), "loss_tailor_sd": spread["tailor"], "loss_trl_sd": spread["trl"],
+                      "loss_diff_se": diff_se,
+                      "loss_tailor_per_seed": [losses["tailor"][k] for k in seeds],
+                      "loss_trl_per_seed": [losses["trl"][k] for k in seeds],
                       "default_tokens_per_s_ratio": ratio(default, "tps"),
                       "default_peak_rss_ratio": ratio(default, "peak_rss_mb"),
                       "tokens_per_s": {f"{s}{'_gc' if g else ''}": round(v["tps"], 1) for (s, g), v in runs.items()},
