@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from dtype_matmul import bf16_peak_flops  # noqa: E402
-from train_vs_trl import LORA, LR, data, train_flops  # noqa: E402
+from train_vs_trl import LORA, data, tailor_arm, train_flops  # noqa: E402
 
 KINDS = {
     "matmul": {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm"},
@@ -50,13 +50,11 @@ def kind_of(name: str) -> str:
 
 
 def fit(examples: int, batch: int, profiler=None):
-    from tailor.methods import make_method
     from tailor.models import load_base
     task, _, _, pool, enc, _ = data(examples)
     task.splits["train"] = pool
     base = load_base("smollm2-135m", dtype="bf16", device="cpu")
-    arm = make_method("lora", {**LORA, "lr": LR, "epochs": 1, "batch_size": batch, "max_train_examples": None,
-                               "warmup_ratio": 0.1, "progress": False, "log_every": 1000})
+    arm = tailor_arm(batch)
     hook = None
     if profiler is not None:   # one profiler step per optimiser step: the schedule counts training steps
         from torch.optim.optimizer import register_optimizer_step_post_hook

@@ -80,16 +80,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def side_tailor(args) -> dict:
+def tailor_arm(batch: int, seed: int = 0, gc: bool = False):
     from tailor.methods import make_method
+    return make_method("lora", {**LORA, "lr": LR, "epochs": 1, "batch_size": batch, "max_train_examples": None,
+                                "warmup_ratio": 0.1, "min_lr_ratio": 0.0, "seed": seed, "progress": False,
+                                "log_every": 1000, "grad_checkpointing": gc})
+
+
+def side_tailor(args) -> dict:
     from tailor.models import load_base
     task, tok, builder, pool, enc, held = data(args.examples)
     task.splits["train"] = pool
     base = load_base("smollm2-135m", dtype="bf16", device="cpu")
-    arm = make_method("lora", {**LORA, "lr": LR, "epochs": 1, "batch_size": args.batch, "max_train_examples": None,
-                               "warmup_ratio": 0.1, "min_lr_ratio": 0.0, "seed": args.seed, "progress": False,
-                               "log_every": 1000, "grad_checkpointing": args.gc})
-    adapted = arm.fit(task, base)
+    adapted = tailor_arm(args.batch, args.seed, args.gc).fit(task, base)
     peak = peak_rss_mb()   # training's peak: the held-out evaluation below is the bench's, not the trainer's
     t = adapted.info["train"]
     return {"tokens": t["train_tokens"], "train_s": t["train_time_s"], "steps": t["steps"],
