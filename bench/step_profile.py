@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from dtype_matmul import bf16_peak_flops  # noqa: E402
-from train_vs_trl import LORA, data, tailor_arm, train_flops  # noqa: E402
+from train_vs_trl import LORA, tailor_arm, tailor_setup, train_flops  # noqa: E402
 
 KINDS = {
     "matmul": {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm"},
@@ -49,22 +49,16 @@ def kind_of(name: str) -> str:
     return next((k for k, names in KINDS.items() if name in names), "other operators (elementwise, norms, ...)")
 
 
-def fit(examples: int, batch: int, profiler=None):
-    from tailor.models import load_base
-    task, _, _, pool, enc, _ = data(examples)
-    task.splits["train"] = pool
-    base = load_base("smollm2-135m", dtype="bf16", device="cpu")
-    arm = tailor_arm(batch)
+def fit(task, base, batch: int, profiler=None) -> dict:
     hook = None
     if profiler is not None:   # one profiler step per optimiser step: the schedule counts training steps
         from torch.optim.optimizer import register_optimizer_step_post_hook
         hook = register_optimizer_step_post_hook(lambda *a: profiler.step())
     try:
-        t = arm.fit(task, base).info["train"]
+        return tailor_arm(batch).fit(task, base).info["train"]   # a fresh adapter over the shared frozen base
     finally:
         if hook is not None:
             hook.remove()
-    return t, sum(len(e) for e in enc) / len(enc)
 
 
 def main() -> None:
@@ -76,12 +70,14 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     from torch.profiler import ProfilerActivity, profile, schedule
 
+    task, base, enc, _ = tailor_setup(args.examples)
+    mean_len = sum(len(e) for e in enc) / len(enc)
     peaks = [bf16_peak_flops(fresh=True)]
-    t, mean_len = fit(args.examples, args.batch)
+    t = fit(task, base, args.batch)
     peaks.append(bf16_peak_flops(fresh=True))
     flops = train_flops(t["train_tokens"], t["target_tokens"], mean_len, LORA["r"])
     with profile(activities=[ProfilerActivity.CPU], schedule=schedule(wait=3, warmup=1, active=args.active)) as prof:
-        fit(args.examples, args.batch, prof)
+        fit(task, base, args.batch, prof)
     peak = max(peaks + [bf16_peak_flops(fresh=True)])   # this VM's speed drifts: the best measurement
     self_us, calls = defaultdict(float), 0
     for event in prof.key_averages():

@@ -22,7 +22,7 @@ HF's warmup starts at lr 0, Tailor's at lr/warmup). Round r trains with seed r o
 loss). Each side's loss is its mean over the seeds, printed with its spread and the standard
 error of the difference: 20 steps at lr 1e-3 end a few hundredths apart from one seed to the
 next, so one seed per side cannot settle "equal or lower loss". The default 6 seeds take about
-40 minutes, most of it TRL's.
+45 minutes, most of it TRL's.
 
 MFU: achieved training FLOP/s (`train_flops`: model FLOPs of the real tokens, nothing counted for
 padding or masked attention blocks) over the bf16 FLOP/s of a plain large matmul on this machine,
@@ -33,6 +33,7 @@ measured in the same run, and the ceiling of the body's matmuls at a step's shap
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -87,11 +88,17 @@ def tailor_arm(batch: int, seed: int = 0, gc: bool = False):
                                 "log_every": 1000, "grad_checkpointing": gc})
 
 
-def side_tailor(args) -> dict:
+def tailor_setup(examples: int):
+    """The task with the bench's examples as its train split, the bf16 base, the encoded examples
+    and the held-out rows."""
     from tailor.models import load_base
-    task, tok, builder, pool, enc, held = data(args.examples)
+    task, tok, builder, pool, enc, held = data(examples)
     task.splits["train"] = pool
-    base = load_base("smollm2-135m", dtype="bf16", device="cpu")
+    return task, load_base("smollm2-135m", dtype="bf16", device="cpu"), enc, held
+
+
+def side_tailor(args) -> dict:
+    task, base, enc, held = tailor_setup(args.examples)
     adapted = tailor_arm(args.batch, args.seed, args.gc).fit(task, base)
     peak = peak_rss_mb()   # training's peak: the held-out evaluation below is the bench's, not the trainer's
     t = adapted.info["train"]
@@ -140,11 +147,16 @@ def side_trl(args) -> dict:
             "peak_rss_mb": peak, "held": len(held)}
 
 
-def body_shapes():
+@functools.cache
+def model_config():
     from transformers import AutoConfig
 
     from tailor.models import model_dir
-    c = AutoConfig.from_pretrained(model_dir("smollm2-135m"))
+    return AutoConfig.from_pretrained(model_dir("smollm2-135m"))
+
+
+def body_shapes():
+    c = model_config()
     h, inter = c.hidden_size, c.intermediate_size
     kv = h * c.num_key_value_heads // c.num_attention_heads
     return c.num_hidden_layers, [(h, h), (h, kv), (h, kv), (h, h), (h, inter), (h, inter), (inter, h)]
@@ -155,10 +167,7 @@ def train_flops(tokens: int, target_tokens: int, mean_len: float, rank: int) -> 
     weight per token), the adapters forward and both gradients (6), causal attention over each
     example's own length (forward 2hL, backward twice that), and the tied, frozen vocabulary head
     only where a loss is taken (4)."""
-    from transformers import AutoConfig
-
-    from tailor.models import model_dir
-    c = AutoConfig.from_pretrained(model_dir("smollm2-135m"))
+    c = model_config()
     h, v = c.hidden_size, c.vocab_size
     layers, linears = body_shapes()
     body = sum(i * o for i, o in linears)

@@ -18,7 +18,7 @@ from tailor.train.data import encode_examples, pack
 from tailor.train.dropout import SparseDropout, drop_sites, use_sparse_dropout
 from tailor.train.fused_lora import fused_lora
 from tailor.train.loop import batch_loss
-from tailor.train.segment_attention import segment_attention
+from tailor.train.segment_attention import segment_attention, take_fallbacks
 
 
 def test_sparse_dropout_is_a_seeded_bernoulli_mask_with_the_right_rate():
@@ -100,8 +100,10 @@ def test_fused_lora_with_dropout_equals_peft_given_the_same_mask(tiny_base, pack
 def test_segment_attention_equals_sdpa_over_packed_rows(tiny_base, packed_batch):
     assert packed_batch.input_ids.shape[0] < packed_batch.examples   # several examples share a row
     model = lora_model(tiny_base.model, 0.0).train()
+    take_fallbacks()
     assert_same(loss_and_grads(model, packed_batch, fused=True),
                 loss_and_grads(model, packed_batch, fused=True, attention=True))
+    assert take_fallbacks() == 0                                       # every layer took the fast path
     assert causal_lm_of(model).config._attn_implementation == "sdpa"   # restored after the block
 
 
@@ -113,11 +115,13 @@ def test_segment_attention_falls_back_to_sdpa_for_other_masks(tiny_base):
     pos = torch.tensor([[0, 1, 2, 3, 2, 3]])                 # two options after a 2-token prompt
     mask = torch.full((1, 1, 6, 6), float("-inf")).triu(1)
     mask[0, 0, 4:, 2:4] = float("-inf")
+    take_fallbacks()
     with torch.no_grad():
         ref = model(input_ids=ids, position_ids=pos, attention_mask=mask).logits
         with segment_attention(model):
             got = model(input_ids=ids, position_ids=pos, attention_mask=mask).logits
     torch.testing.assert_close(got, ref)
+    assert take_fallbacks() == model.config.num_hidden_layers        # counted, to be reported
 
 
 def test_segment_attention_in_bf16_is_as_accurate_as_sdpa():

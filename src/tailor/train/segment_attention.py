@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 
 import torch
 
 NAME = "tailor_segments"
-log = logging.getLogger("tailor")
 
 
 class _Layout:
@@ -82,7 +80,7 @@ class _CausalAttention(torch.autograd.Function):
 
 
 _cache: dict = {}
-_warned: list = []
+_fallbacks = [0]   # calls sent to sdpa since the last `take_fallbacks()`
 
 
 def _layout(position_ids: torch.Tensor, heads: int, kv_heads: int) -> _Layout:
@@ -101,7 +99,7 @@ def segment_attention_forward(module, query, key, value, attention_mask, scaling
               and query.dtype in (torch.bfloat16, torch.float16, torch.float32))
     layout = _layout(position_ids, heads, kv_heads) if simple else None
     if layout is None or not layout.ok:
-        _cache["fallbacks"] = _cache.get("fallbacks", 0) + 1
+        _fallbacks[0] += 1
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                       position_ids=position_ids, **kwargs)
@@ -152,8 +150,11 @@ def segment_attention(model):
     finally:
         for c in configs:
             c._attn_implementation = "sdpa"
-        if _cache.get("fallbacks") and not _warned:
-            _warned.append(True)   # once per process: correct either way, only slower
-            log.info("per-example attention: %d calls in a training pass ran sdpa instead (their rows are not "
-                     "packed with restarting positions)", _cache["fallbacks"])
         _cache.clear()
+
+
+def take_fallbacks() -> int:
+    """How many attention calls ran sdpa instead (rows not packed with restarting positions:
+    correct, only slower) since the last call; the training loop reports it once per run."""
+    count, _fallbacks[0] = _fallbacks[0], 0
+    return count
