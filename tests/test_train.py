@@ -48,6 +48,8 @@ def test_packed_loss_is_target_only_and_has_no_cross_example_leak(tiny_base, tas
     batches = pack(data, seq_len=512, pad_id=tiny_base.tokenizer.pad_token_id, max_rows=8)
     assert sum(b.examples for b in batches) == 12
     assert any(b.examples > 1 for b in batches)  # several examples really share a row
+    # positions restart only where an example starts: padding continues its row's last example
+    assert sum(int((b.position_ids == 0).sum()) for b in batches) == 12
     packed = sum(batch_loss(tiny_base.model, b, "packed", 0).item() for b in batches)
     alone = sum(reference_loss(tiny_base.model, e) for e in data)
     # Equal only if no example attends to another one and only target tokens carry loss.

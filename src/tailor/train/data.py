@@ -164,9 +164,9 @@ def _packed_batch(rows: list[list[Encoded]], pad_id: int) -> Batch:
                 labels.append(ex.target[j])
             at += n
         real += at
-        # Padding gets its own restarting positions, so it forms a separate block that no
-        # example attends to.
-        pos[r, at:] = torch.arange(width - at)
+        # Padding continues the row's last example: it attends to that example (its outputs carry
+        # no loss) but nothing attends to it, and it adds no example of its own to attend over.
+        pos[r, at:] = torch.arange(len(row[-1]), len(row[-1]) + width - at)
     return Batch(ids, pos, None, (torch.tensor(sel_r), torch.tensor(sel_p)), torch.tensor(labels),
                  real, len(rows) * width - real, sum(len(row) for row in rows))
 
