@@ -18,7 +18,7 @@ from tailor.train.data import encode_examples, pack
 from tailor.train.dropout import SparseDropout, drop_sites, use_sparse_dropout
 from tailor.train.fused_lora import fused_lora
 from tailor.train.loop import batch_loss
-from tailor.train.segment_attention import segment_attention, take_fallbacks
+from tailor.train.segment_attention import segment_attention, segment_attention_forward, take_counts
 
 
 def test_sparse_dropout_is_a_seeded_bernoulli_mask_with_the_right_rate():
@@ -100,10 +100,11 @@ def test_fused_lora_with_dropout_equals_peft_given_the_same_mask(tiny_base, pack
 def test_segment_attention_equals_sdpa_over_packed_rows(tiny_base, packed_batch):
     assert packed_batch.input_ids.shape[0] < packed_batch.examples   # several examples share a row
     model = lora_model(tiny_base.model, 0.0).train()
-    take_fallbacks()
+    take_counts()
     assert_same(loss_and_grads(model, packed_batch, fused=True),
                 loss_and_grads(model, packed_batch, fused=True, attention=True))
-    assert take_fallbacks() == 0                                       # every layer took the fast path
+    layers = model.config.num_hidden_layers
+    assert take_counts() == {"per_example": layers, "packed": 0, "fallback": 0}   # every layer took it
     assert causal_lm_of(model).config._attn_implementation == "sdpa"   # restored after the block
 
 
@@ -115,19 +116,34 @@ def test_segment_attention_falls_back_to_sdpa_for_other_masks(tiny_base):
     pos = torch.tensor([[0, 1, 2, 3, 2, 3]])                 # two options after a 2-token prompt
     mask = torch.full((1, 1, 6, 6), float("-inf")).triu(1)
     mask[0, 0, 4:, 2:4] = float("-inf")
-    take_fallbacks()
+    take_counts()
     with torch.no_grad():
         ref = model(input_ids=ids, position_ids=pos, attention_mask=mask).logits
         with segment_attention(model):
             got = model(input_ids=ids, position_ids=pos, attention_mask=mask).logits
     torch.testing.assert_close(got, ref)
-    assert take_fallbacks() == model.config.num_hidden_layers        # counted, to be reported
+    assert take_counts()["fallback"] == model.config.num_hidden_layers        # counted, to be reported
+
+
+def test_segment_attention_keeps_sdpa_where_it_would_compute_more_scores():
+    """Rows of one long example and a short one: per example, both would be padded to the long
+    one (2 x 90^2 scores against 100^2 over the row), so the call goes to sdpa over the rows."""
+    pos = torch.tensor([list(range(90)) + list(range(10))])
+    q, k, v = (torch.randn(1, 2, 100, 8) for _ in range(3))
+    block = torch.zeros(1, 1, 100, 100, dtype=torch.bool)
+    block[0, 0, :90, :90] = block[0, 0, 90:, 90:] = True
+    block &= torch.ones(100, 100, dtype=torch.bool).tril()
+    take_counts()
+    out = segment_attention_forward(None, q, k, v, block, position_ids=pos)[0]
+    assert take_counts() == {"per_example": 0, "packed": 1, "fallback": 0}
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=block).transpose(1, 2)
+    torch.testing.assert_close(out, ref)
 
 
 def test_segment_attention_in_bf16_is_as_accurate_as_sdpa():
-    """Under bf16 autocast the scores, softmax and softmax gradient must stay fp32 (autocast would
-    otherwise round the score matmul to bf16): output and gradients no further from the fp32
-    result than sdpa's own bf16 kernel is."""
+    """In bf16 the score and softmax-gradient matmuls round their outputs: output and gradients
+    must still be no further from the fp32 result than sdpa's own bf16 kernel is (plain bf16
+    scores fail this: 2.8x sdpa's output error)."""
     from tailor.train.segment_attention import segment_attention_forward
     lengths = [[30, 50, 20], [60, 40]]                       # two packed rows of 100 tokens
     pos = torch.tensor([[i for n in row for i in range(n)] for row in lengths])
@@ -158,9 +174,11 @@ def test_segment_attention_in_bf16_is_as_accurate_as_sdpa():
         return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=block, enable_gqa=True) \
             .transpose(1, 2)
 
+    take_counts()
     truth = run(seg, torch.float32, False)
     torch.testing.assert_close(truth, run(sdpa, torch.float32, False), rtol=1e-4, atol=1e-4)
     ours, theirs = run(seg, torch.bfloat16, True), run(sdpa, torch.bfloat16, True)
+    assert take_counts()["per_example"] == 2                 # 5 x 60^2 scores per example, 2 x 100^2 per row
     for name, t, a, b in zip(("output", "grad q", "grad k", "grad v"), truth, ours, theirs):
         err_ours, err_sdpa = ((x - t).norm() / t.norm() for x in (a, b))
         assert err_ours < 1.5 * err_sdpa, f"{name}: {err_ours:.4f} vs sdpa {err_sdpa:.4f}"

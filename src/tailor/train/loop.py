@@ -37,7 +37,7 @@ from ..task import Task
 from .checkpoint import load_checkpoint, load_weights_into, save_checkpoint, save_weights, trainable_state
 from .dropout import use_sparse_dropout
 from .fused_lora import fused_lora
-from .segment_attention import segment_attention, take_fallbacks
+from .segment_attention import segment_attention, take_counts
 from .data import encode_examples, pack, padded, step_examples
 from .logs import MetricsLog
 
@@ -241,7 +241,7 @@ def train(model, tokenizer, builder: PromptBuilder, task: Task, cfg: TrainConfig
     t_start = time.perf_counter() - state["elapsed_s"]
     lora_kernels = contextlib.ExitStack()   # LoRA layers run the fused function until training ends
     lora_kernels.enter_context(fused_lora(model))
-    take_fallbacks()
+    take_counts()
     try:
         while state["step"] < total:
             step = state["step"]
@@ -312,9 +312,9 @@ def train(model, tokenizer, builder: PromptBuilder, task: Task, cfg: TrainConfig
         lora_kernels.close()
         meter.close()
         metrics.close()
-        if fallbacks := take_fallbacks():
+        if (counts := take_counts())["fallback"]:
             log.info("per-example attention: %d attention calls of this run ran sdpa instead (rows not packed "
-                     "with restarting positions: correct, slower)", fallbacks)
+                     "with restarting positions: correct, slower)", counts["fallback"])
     if cfg.grad_checkpointing:
         causal.gradient_checkpointing_disable()
     if cfg.load_best and state["best_step"] is not None and state["best_step"] != state["step"]:

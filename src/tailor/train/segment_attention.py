@@ -1,16 +1,18 @@
 """Attention for packed training rows, computed example by example.
 
 A packed row holds several examples with restarting position ids; sdpa then runs over the whole
-row under a block-diagonal mask, and torch's CPU flash kernel spends most of its time on blocks
-the mask throws away (a fifth of a LoRA step on the tweet task). Here the examples are gathered
-out of the rows into one batch padded to the longest example, attention runs there under a plain
-causal mask (scores and softmax in fp32, as the flash kernel keeps them; the value product and
-the backward's big matmuls in bf16; grouped-query heads share their key/value without copies),
-and the outputs are gathered back. Same attention, a fraction of the work.
+row under a block-diagonal mask, and torch's CPU flash kernel spends its time on every block of
+the row, most of which the mask throws away when a row holds many short examples. Here the
+examples are gathered out of the rows into one batch padded to the longest example, attention
+runs there under a plain causal mask (grouped-query heads share their key/value without
+copies), and the outputs are gathered back.
 
-Used only by the training loop, only for packed rows whose position ids restart at 0 and count
-up by one per example; anything else (a 4D mask, sliding windows, soft-capping, dropout) falls
-back to sdpa with the block mask transformers built.
+Its cost per score is about flash's here, so it is used only where it computes fewer scores than
+the packed rows would (examples x longest example^2 <= rows x row length^2: many short examples
+per row); rows of one or two long examples keep sdpa, which also keeps no score matrix for the
+backward. Used only by the training loop, only for packed rows whose position ids restart at 0
+and count up by one per example; anything else (a 4D mask, sliding windows, soft-capping,
+dropout) falls back to sdpa with the block mask transformers built.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ class _Layout:
         if not self.ok:
             return
         self.n, self.length = starts.numel(), int(lengths.max())
+        rows, width = position_ids.shape
+        self.cheaper = self.n * self.length ** 2 <= rows * width ** 2
+        if not self.cheaper:
+            return
         j = torch.arange(self.length, device=flat.device)
         # padded slots repeat an example's last token: the causal mask hides them from real queries
         token = starts[:, None] + torch.minimum(j[None, :], lengths[:, None] - 1)           # [n, length]
@@ -46,20 +52,34 @@ class _Layout:
         self.group = heads // kv_heads
         self.mask = torch.full((self.length, self.length), float("-inf"), device=flat.device).triu_(1) \
             .repeat(self.group, 1)                                                         # [group*length, length]
+        self._masks = {}
+
+    def mask_in(self, dtype: torch.dtype) -> torch.Tensor:
+        if dtype not in self._masks:
+            self._masks[dtype] = self.mask.to(dtype)
+        return self._masks[dtype]
 
 
 class _CausalAttention(torch.autograd.Function):
-    """softmax(q k^T * scale + mask) v with q [n, kv, group*length, d], k and v [n, kv, length, d]."""
+    """softmax(q k^T * scale + mask) v with q [n, kv, group*length, d], k and v [n, kv, length, d].
+
+    In bf16 every matmul runs in bf16 (fp32 matmuls cost 8x here) but rounds its output to bf16,
+    relative to the output's size: a score of 20 would be off by up to 0.06 and its probability
+    by 6%. So what matters is subtracted inside the matmul's fp32 accumulation (baddbmm adds its
+    input there before the one rounding): each row's max score before the softmax, so the scores
+    that carry the probability come out small and nearly exact; and, backward, the row term of
+    the softmax gradient, so grad_p - row is rounded relative to itself, not to grad_p."""
 
     @staticmethod
     def forward(ctx, q, k, v, mask, scale):
-        # Autocast would run the fp32 matmul below in bf16 and round the scores (a score of 20 is
-        # then off by up to 0.06, its probability by 6%): switched off, the scores and the softmax
-        # stay fp32, as in sdpa's flash kernel. The probabilities meet v in bf16.
+        n, kv, rows, d = q.shape
+        qf, kt, vf = q.reshape(n * kv, rows, d), k.reshape(n * kv, -1, d).transpose(1, 2), v.reshape(n * kv, -1, d)
         with torch.autocast(q.device.type, enabled=False):
-            s = torch.matmul(q.float(), k.float().transpose(-1, -2)).mul_(scale).add_(mask)
-            p = torch.softmax(s, -1).to(q.dtype)
-            o = torch.matmul(p, v)
+            if q.dtype != torch.float32:
+                top = torch.baddbmm(mask, qf, kt, alpha=scale).amax(-1, keepdim=True)   # a bf16 value: exact
+                mask = mask - top
+            p = torch.softmax(torch.baddbmm(mask, qf, kt, alpha=scale), -1)   # fp32 inside, q's dtype out
+            o = torch.bmm(p, vf).view(n, kv, rows, d)
         ctx.save_for_backward(q, k, v, p, o)
         ctx.scale = scale
         return o
@@ -67,20 +87,24 @@ class _CausalAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         q, k, v, p, o = ctx.saved_tensors
+        n, kv, rows, d = q.shape
+        g = grad.reshape(n * kv, rows, d)
+        qf, kf, vf = q.reshape(n * kv, rows, d), k.reshape(n * kv, -1, d), v.reshape(n * kv, -1, d)
         with torch.autocast(q.device.type, enabled=False):
-            grad = grad.contiguous()
-            grad_v = torch.matmul(p.transpose(-1, -2), grad)
-            # fp32: the row sum is subtracted from it next, and bf16 rounding would dominate the difference
-            grad_p = torch.matmul(grad.float(), v.float().transpose(-1, -2))
-            row = (grad.float() * o.float()).sum(-1, keepdim=True)
-            grad_s = grad_p.sub_(row).mul_(p).to(q.dtype)
-            grad_q = torch.matmul(grad_s, k).mul_(ctx.scale)
-            grad_k = torch.matmul(grad_s.transpose(-1, -2), q).mul_(ctx.scale)
+            grad_v = torch.bmm(p.transpose(1, 2), g).view(n, kv, -1, d)
+            row = (grad.float() * o.float()).sum(-1, keepdim=True).reshape(n * kv, rows, 1)
+            head = row.to(q.dtype)                                  # its q-dtype part goes into the matmul,
+            grad_s = torch.baddbmm(head.neg().expand(-1, -1, p.shape[-1]), g, vf.transpose(1, 2))
+            if q.dtype != torch.float32:
+                grad_s.sub_((row - head.float()).to(q.dtype))       # the remainder after
+            grad_s.mul_(p)
+            grad_q = torch.bmm(grad_s, kf).mul_(ctx.scale).view(n, kv, rows, d)
+            grad_k = torch.bmm(grad_s.transpose(1, 2), qf).mul_(ctx.scale).view(n, kv, -1, d)
         return grad_q, grad_k, grad_v, None, None
 
 
 _cache: dict = {}
-_fallbacks = [0]   # calls sent to sdpa since the last `take_fallbacks()`
+_counts = dict.fromkeys(("per_example", "packed", "fallback"), 0)   # since the last `take_counts()`
 
 
 def _layout(position_ids: torch.Tensor, heads: int, kv_heads: int) -> _Layout:
@@ -98,8 +122,9 @@ def segment_attention_forward(module, query, key, value, attention_mask, scaling
               and kwargs.get("sliding_window") is None and kwargs.get("softcap") is None
               and query.dtype in (torch.bfloat16, torch.float16, torch.float32))
     layout = _layout(position_ids, heads, kv_heads) if simple else None
-    if layout is None or not layout.ok:
-        _fallbacks[0] += 1
+    kind = "fallback" if layout is None or not layout.ok else "packed" if not layout.cheaper else "per_example"
+    _counts[kind] += 1
+    if kind != "per_example":
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                       position_ids=position_ids, **kwargs)
@@ -112,7 +137,7 @@ def segment_attention_forward(module, query, key, value, attention_mask, scaling
     k = key.transpose(1, 2).reshape(-1, dim).index_select(0, layout.kv_index).view(n, kv_heads, seg, dim)
     v = value.transpose(1, 2).reshape(-1, dim).index_select(0, layout.kv_index).view(n, kv_heads, seg, dim)
     scale = scaling if scaling is not None else dim ** -0.5
-    o = _CausalAttention.apply(q, k, v, layout.mask, scale)
+    o = _CausalAttention.apply(q, k, v, layout.mask_in(dtype), scale)
     out = o.reshape(-1, dim).index_select(0, layout.back_index).view(batch, length, heads, dim)
     return out, None
 
@@ -153,8 +178,10 @@ def segment_attention(model):
         _cache.clear()
 
 
-def take_fallbacks() -> int:
-    """How many attention calls ran sdpa instead (rows not packed with restarting positions:
-    correct, only slower) since the last call; the training loop reports it once per run."""
-    count, _fallbacks[0] = _fallbacks[0], 0
-    return count
+def take_counts() -> dict:
+    """Attention calls since the last call, by path: `per_example`; `packed` (sdpa over the rows,
+    where that computes fewer scores); `fallback` (sdpa: rows not packed with restarting
+    positions, correct but slower). The training loop reports them once per run."""
+    counts = dict(_counts)
+    _counts.update(dict.fromkeys(_counts, 0))
+    return counts
