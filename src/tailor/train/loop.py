@@ -1,9 +1,9 @@
 """THE training loop. Every fine-tuning arm runs through `train()`.
 
 What makes it cheaper than a generic trainer on short-target tasks:
-- sequences are packed (no compute spent on padding), with position ids restarting per example;
-  attention then runs example by example (`segment_attention`), so none crosses examples and
-  none is spent on the masked-out blocks of a packed row;
+- sequences are packed (no compute spent on padding), with position ids restarting per example,
+  so no attention crosses examples; where rows hold many short examples, attention runs example
+  by example (`segment_attention`) and skips the masked-out blocks of a packed row;
 - the loss is on target tokens only, and the vocabulary projection is computed only for the
   hidden states that predict a target token (with a 49k vocabulary and 2-token labels this
   skips most of the head's work);

@@ -7,10 +7,10 @@ examples are gathered out of the rows into one batch padded to the longest examp
 runs there under a plain causal mask (grouped-query heads share their key/value without
 copies), and the outputs are gathered back.
 
-Its cost per score is about flash's here, so it is used only where it computes fewer scores than
-the packed rows would (examples x longest example^2 <= rows x row length^2: many short examples
-per row); rows of one or two long examples keep sdpa, which also keeps no score matrix for the
-backward. Used only by the training loop, only for packed rows whose position ids restart at 0
+Per score it costs about what flash does over short rows (twice as much over long ones), so it
+is used only where it computes fewer scores than the packed rows would (examples x longest
+example^2 <= rows x row length^2: many short examples per row); rows of one or two long examples
+keep sdpa, which also keeps no score matrix for the backward (`bench/packed_attention.py`). Used only by the training loop, only for packed rows whose position ids restart at 0
 and count up by one per example; anything else (a 4D mask, sliding windows, soft-capping,
 dropout) falls back to sdpa with the block mask transformers built.
 """
@@ -39,9 +39,7 @@ class _Layout:
             return
         self.n, self.length = starts.numel(), int(lengths.max())
         rows, width = position_ids.shape
-        self.cheaper = self.n * self.length ** 2 <= rows * width ** 2
-        if not self.cheaper:
-            return
+        self.cheaper = self.n * self.length ** 2 <= rows * width ** 2   # scores computed: per example vs per row
         j = torch.arange(self.length, device=flat.device)
         # padded slots repeat an example's last token: the causal mask hides them from real queries
         token = starts[:, None] + torch.minimum(j[None, :], lengths[:, None] - 1)           # [n, length]
@@ -52,12 +50,6 @@ class _Layout:
         self.group = heads // kv_heads
         self.mask = torch.full((self.length, self.length), float("-inf"), device=flat.device).triu_(1) \
             .repeat(self.group, 1)                                                         # [group*length, length]
-        self._masks = {}
-
-    def mask_in(self, dtype: torch.dtype) -> torch.Tensor:
-        if dtype not in self._masks:
-            self._masks[dtype] = self.mask.to(dtype)
-        return self._masks[dtype]
 
 
 class _CausalAttention(torch.autograd.Function):
@@ -137,7 +129,7 @@ def segment_attention_forward(module, query, key, value, attention_mask, scaling
     k = key.transpose(1, 2).reshape(-1, dim).index_select(0, layout.kv_index).view(n, kv_heads, seg, dim)
     v = value.transpose(1, 2).reshape(-1, dim).index_select(0, layout.kv_index).view(n, kv_heads, seg, dim)
     scale = scaling if scaling is not None else dim ** -0.5
-    o = _CausalAttention.apply(q, k, v, layout.mask_in(dtype), scale)
+    o = _CausalAttention.apply(q, k, v, layout.mask.to(dtype), scale)
     out = o.reshape(-1, dim).index_select(0, layout.back_index).view(batch, length, heads, dim)
     return out, None
 
