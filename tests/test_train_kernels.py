@@ -144,7 +144,6 @@ def test_segment_attention_in_bf16_is_as_accurate_as_sdpa():
     """In bf16 the score and softmax-gradient matmuls round their outputs: output and gradients
     must still be no further from the fp32 result than sdpa's own bf16 kernel is (plain bf16
     scores fail this: 2.8x sdpa's output error)."""
-    from tailor.train.segment_attention import segment_attention_forward
     lengths = [[30, 50, 20], [60, 40]]                       # two packed rows of 100 tokens
     pos = torch.tensor([[i for n in row for i in range(n)] for row in lengths])
     heads, kv_heads, dim = 6, 2, 64
