@@ -1,6 +1,6 @@
 """Attention over packed training rows: Tailor's per-example path against sdpa over the rows.
 
-For real packed batches (the training loop's packing) of a short-example task (tweet-sentiment,
+For real packed batches (the training loop's packing; the first forward pass of each batch) of a short-example task (tweet-sentiment,
 16 and 64 examples a batch) and a long-example one (xsum, 8 a batch), one attention call of
 smollm2-135m's shape (9 query heads, 3 key/value heads, head size 64), forward and backward in
 bf16, timed three ways:
@@ -79,7 +79,7 @@ def main() -> None:
             pos = pack(examples, row_len, 0, max(1, cfg.micro_batch_tokens // row_len))[0].position_ids
             mask, layout = block_mask(pos), sa._Layout(pos, HEADS, KV_HEADS)
             ratio = layout.n * layout.length ** 2 / (pos.shape[0] * pos.shape[1] ** 2)
-            forced = sa._Layout(pos, HEADS, KV_HEADS)
+            forced = sa._Layout(pos, HEADS, KV_HEADS, always=True)
             forced.cheaper = True
 
             def force():

@@ -67,6 +67,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--active", type=int, default=4, help="profiled steps (after 3 skipped and 1 warm-up)")
     args = p.parse_args()
+    if args.examples // args.batch < 4 + args.active:
+        p.error(f"--examples {args.examples} gives {args.examples // args.batch} steps; the profile skips 4 and "
+                f"records {args.active}: give at least {args.batch * (4 + args.active)}")
     torch.set_num_threads(os.cpu_count() or 1)
     from torch.profiler import ProfilerActivity, profile, schedule
 

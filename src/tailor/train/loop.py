@@ -312,9 +312,11 @@ def train(model, tokenizer, builder: PromptBuilder, task: Task, cfg: TrainConfig
         lora_kernels.close()
         meter.close()
         metrics.close()
-        if (counts := take_counts())["fallback"]:
-            log.info("per-example attention: %d attention calls of this run ran sdpa instead (rows not packed "
-                     "with restarting positions: correct, slower)", counts["fallback"])
+        counts = take_counts()
+        if any(counts.values()):
+            log.info("attention over packed rows, calls of this run: %d per example, %d sdpa over the rows (fewer "
+                     "scores there), %d sdpa as fallback (rows not packed with restarting positions: correct, "
+                     "slower)", counts["per_example"], counts["packed"], counts["fallback"])
     if cfg.grad_checkpointing:
         causal.gradient_checkpointing_disable()
     if cfg.load_best and state["best_step"] is not None and state["best_step"] != state["step"]:

@@ -28,7 +28,8 @@ NAME = "tailor_segments"
 class _Layout:
     """Where each example of a packed batch sits: gather indices in both directions."""
 
-    def __init__(self, position_ids: torch.Tensor, heads: int, kv_heads: int):
+    def __init__(self, position_ids: torch.Tensor, heads: int, kv_heads: int, always: bool = False):
+        """`always`: build the gathers even where sdpa over the rows is cheaper (to time both)."""
         flat = position_ids.reshape(-1)
         starts = (flat == 0).nonzero().squeeze(1)
         lengths = torch.diff(starts, append=torch.tensor([flat.numel()], device=flat.device))
@@ -40,6 +41,8 @@ class _Layout:
         self.n, self.length = starts.numel(), int(lengths.max())
         rows, width = position_ids.shape
         self.cheaper = self.n * self.length ** 2 <= rows * width ** 2   # scores computed: per example vs per row
+        if not (self.cheaper or always):
+            return
         j = torch.arange(self.length, device=flat.device)
         # padded slots repeat an example's last token: the causal mask hides them from real queries
         token = starts[:, None] + torch.minimum(j[None, :], lengths[:, None] - 1)           # [n, length]
