@@ -11,6 +11,8 @@ import hashlib
 import io
 import json
 import random
+import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,9 @@ FORMATS = {
 FORMAT_KIND = {"chat": "generate", "prompt_completion": "generate", "alpaca": "generate",
                "choice": "choice", "text_label": "classify"}
 SPLIT_NAMES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "test": "test"}
+# Deeper values are refused when read: Python's JSON parser, json.dumps and the hashing of
+# examples all recurse, and fail with RecursionError near 1000 levels (fewer on a deep stack).
+MAX_DEPTH = 100
 
 
 @dataclass
@@ -181,7 +186,7 @@ def _field_at_byte(raw: bytes, pos: int, suffix: str, codec: str) -> str | None:
             for key, value in rec.items():  # undecodable bytes became lone surrogates
                 if any("\udc80" <= ch <= "\udcff" for ch in json.dumps(value, ensure_ascii=False)):
                     return key
-    except (ValueError, StopIteration, UnicodeError, AttributeError):
+    except (ValueError, StopIteration, UnicodeError, AttributeError, csv.Error, RecursionError):
         pass
     return None
 
@@ -194,11 +199,12 @@ def _read_jsonl(path: Path, text: str) -> list[tuple[int, dict]]:
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
+            rec = _loads(line)
         except json.JSONDecodeError as e:
             raise DataError(path, f"invalid JSON ({e.msg} at column {e.colno})", no) from None
         if not isinstance(rec, dict):
             raise DataError(path, f"expected a JSON object, got {_type(rec)}", no)
+        _check_record(path, no, rec, "line")
         out.append((no, rec))
     if not out:
         raise DataError(path, "file is empty")
@@ -207,7 +213,7 @@ def _read_jsonl(path: Path, text: str) -> list[tuple[int, dict]]:
 
 def _read_json(path: Path, text: str) -> tuple[list[tuple[int, dict]], str]:
     try:
-        data = json.loads(text)
+        data = _loads(text)
     except json.JSONDecodeError as e:
         raise DataError(path, f"invalid JSON ({e.msg} at column {e.colno})", e.lineno) from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -219,6 +225,7 @@ def _read_json(path: Path, text: str) -> tuple[list[tuple[int, dict]], str]:
     for i, rec in enumerate(data, 1):
         if not isinstance(rec, dict):
             raise DataError(path, f"expected a JSON object, got {_type(rec)}", i, unit="record")
+        _check_record(path, i, rec, "record")
     return list(enumerate(data, 1)), "record"
 
 
@@ -226,6 +233,10 @@ def _read_csv(path: Path, text: str, delimiter: str) -> list[tuple[int, dict]]:
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     out = []
     try:
+        names = [n for n in reader.fieldnames or [] if n]  # unnamed columns are spreadsheet padding
+        if dup := next((n for n in names if names.count(n) > 1), None):
+            # a dict row keeps only the last of them: the others would be lost without a word
+            raise DataError(path, f"the header names column '{dup}' twice", 1)
         for rec in reader:
             if None in rec:  # more cells than header columns
                 raise DataError(path, f"{len(rec) - 1 + len(rec[None])} cells but the header has "
@@ -246,7 +257,66 @@ def _read_parquet(path: Path) -> list[tuple[int, dict]]:
         raise DataError(path, f"cannot read Parquet ({e})") from None
     if not rows:
         raise DataError(path, "file is empty")
+    for i, rec in enumerate(rows, 1):
+        _check_record(path, i, rec, "row")
     return list(enumerate(rows, 1))
+
+
+# Strings are skipped whole, so brackets and digits inside them are not counted.
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]|\d+')
+_SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair, alone
+
+
+class _Unusable(json.JSONDecodeError):
+    """JSON that tailor refuses though it is valid: nested too deep, or a number too long."""
+
+
+def _loads(text: str):
+    """json.loads, whose other failures (RecursionError on deep nesting, ValueError on an integer
+    longer than Python converts) become an _Unusable located where the limit is passed."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except (RecursionError, ValueError) as e:
+        depth, digits = 0, sys.get_int_max_str_digits() or len(text)
+        for m in _JSON_TOKENS.finditer(text):
+            tok = m.group()
+            if tok in ("[", "{"):
+                depth += 1
+                if depth > MAX_DEPTH and isinstance(e, RecursionError):
+                    raise _Unusable(f"nested deeper than {MAX_DEPTH} levels", text, m.start()) from None
+            elif tok in ("]", "}"):
+                depth -= 1
+            elif tok[0].isdigit() and len(tok) > digits:
+                raise _Unusable(f"a number longer than {digits} digits", text, m.start()) from None
+        raise _Unusable(str(e).split(":")[0], text, 0) from None
+
+
+def _bad_value(value) -> str | None:
+    """Why a parsed value cannot be used, or None. Walks with a stack, not recursion, since the
+    nesting it guards against would overflow a recursive walk."""
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, str):
+            # JSON may write a lone surrogate (\ud800) that no UTF-8 file or tokenizer can take.
+            if not v.isascii() and (m := _SURROGATE.search(v)):
+                return f"holds an unpaired surrogate {ascii(m.group())} (not valid Unicode)"
+        elif isinstance(v, (list, tuple, dict)):
+            if depth >= MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels"
+            items = [*v, *v.values()] if isinstance(v, dict) else v
+            stack.extend((x, depth + 1) for x in items)
+    return None
+
+
+def _check_record(path, no, rec: dict, unit: str) -> None:
+    for key, value in rec.items():
+        if problem := _bad_value(key):
+            raise DataError(path, f"a field name {problem}", no, unit=unit)
+        if problem := _bad_value(value):
+            raise DataError(path, problem, no, key, unit)
 
 
 def _type(v) -> str:
@@ -302,6 +372,8 @@ def records_to_examples(path, records, unit, fmt, fields=None) -> list[Example]:
         ex = _convert(row, fmt)
         raw_id = row.get("id")
         if raw_id is not None and raw_id != "":
+            if isinstance(raw_id, float):  # str(3.0) is '3.0', not the '3' the user meant
+                raise row.err("id", f"expected a string or a whole number, got {raw_id!r}")
             if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
                 raise row.err("id", f"expected a string or number, got {_type(raw_id)}")
             ex.id = str(raw_id)
@@ -339,9 +411,11 @@ def _chat(row: _Row) -> Example:
     msgs = row.get("messages")
     if isinstance(msgs, str) and msgs.lstrip().startswith("["):  # a CSV cell: a JSON array
         try:
-            msgs = json.loads(msgs)
+            msgs = _loads(msgs)
         except json.JSONDecodeError as e:
             raise row.err("messages", f"invalid JSON ({e.msg} at column {e.colno})") from None
+        if problem := _bad_value(msgs):
+            raise row.err("messages", problem)
     if not isinstance(msgs, list):
         raise row.err("messages", f"expected an array of messages, got {_type(msgs)}")
     if len(msgs) < 2:
@@ -367,9 +441,13 @@ def _choice(row: _Row) -> Example:
     choices = row.get("choices")
     if isinstance(choices, str):  # CSV cells: a JSON array or one choice per line
         try:
-            choices = json.loads(choices)
+            choices = _loads(choices)
+        except _Unusable as e:
+            raise row.err("choices", f"invalid JSON ({e.msg} at column {e.colno})") from None
         except json.JSONDecodeError:
             choices = [c for c in choices.splitlines() if c.strip()]
+        if problem := _bad_value(choices):
+            raise row.err("choices", problem)
     if not isinstance(choices, list) or len(choices) < 2:
         raise row.err("choices", f"expected an array of at least 2 choices, got {_type(choices)}"
                       if not isinstance(choices, list) else "needs at least 2 choices")
@@ -378,8 +456,9 @@ def _choice(row: _Row) -> Example:
             raise row.err(f"choices[{i}]", "expected a non-empty string")
     ans = row.get("answer")
     # The text of a choice wins over reading it as an index: with choices ["1", "2", "3"] the
-    # answer "1" is the first choice, not choices[1].
-    if isinstance(ans, str) and ans.strip().isdigit() and ans not in choices:
+    # answer "1" is the first choice, not choices[1]. isdecimal, not isdigit: int() refuses "²";
+    # and past 9 digits it is no index (int() refuses past 4300).
+    if isinstance(ans, str) and ans.strip().isdecimal() and len(ans.strip()) <= 9 and ans not in choices:
         ans = int(ans.strip())
     if isinstance(ans, int) and not isinstance(ans, bool):
         if not 0 <= ans < len(choices):
