@@ -8,6 +8,23 @@ import torch
 torch.set_num_threads(2)  # one test process owns the 2 cores; see DEVELOPERS.md on contention
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Each test session gets its own result cache and fit memos (no test replays another
+    session's results), sharing only the converted models and embeddings, which are pure
+    functions of installed packages."""
+    import os
+
+    from tailor.utils import cache_dir
+    shared = cache_dir()
+    private = tmp_path_factory.mktemp("tailor-cache")
+    for name in ("models", "gguf", "hashes", "embeddings"):
+        (shared / name).mkdir(exist_ok=True)
+        (private / name).symlink_to(shared / name, target_is_directory=True)
+    os.environ["TAILOR_CACHE"] = str(private)
+    yield private
+
+
 @pytest.fixture(scope="session")
 def tiny_base():
     from tailor.models import load_base

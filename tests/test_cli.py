@@ -178,7 +178,7 @@ def test_eval_writes_a_run_directory_and_repeats_from_cache(tmp_path):
 
 
 def test_the_run_seed_splits_a_task_file(tmp_path):
-    from tailor.run_eval import EvalConfig, run_eval
+    from tailor.arm_run import EvalConfig, run_eval
     from tailor.task import load_task_file
     path = _good_file(tmp_path)
     test_ids = {}

@@ -117,13 +117,28 @@ def test_imbalance_against_uniform_and_expected(planted, tok, report):
 
 
 def test_blocking_reasons(report):
-    assert report.blocking(max_leakage=0.5, max_conflicts=0.5) == []
-    reasons = report.blocking(max_leakage=0.1, max_conflicts=0.05)   # 2/10 leaked; 4/49 conflicted
+    def blocking(max_leakage, max_conflicts):   # the limits travel with the options the report was made with
+        report.options.update(max_leakage=max_leakage, max_conflicts=max_conflicts)
+        return report.blocking()
+    assert blocking(0.5, 0.5) == []
+    reasons = blocking(0.1, 0.05)   # 2/10 leaked; 4/49 conflicted
     assert len(reasons) == 2
     assert reasons[0].startswith("train/test leakage: 2 of 10 test rows")
     assert reasons[1].startswith("conflicting labels: 4 of 49 train rows")
-    assert report.blocking(max_leakage=2, max_conflicts=4) == []       # counts, not shares
-    assert len(report.blocking(max_leakage=1, max_conflicts=3)) == 2
+    assert blocking(2, 4) == []       # counts, not shares
+    assert len(blocking(1, 3)) == 2
+
+
+def test_one_default_for_the_stop_limits():
+    """The ladder, `tailor curate` and the report stop at the same limits unless told otherwise."""
+    import inspect
+
+    from tailor.commands.curate import curate
+    from tailor.config import Experiment
+    params = inspect.signature(curate).parameters
+    for name in ("max_leakage", "max_conflicts"):
+        default = getattr(CurateOptions(), name)
+        assert Experiment.model_fields[name].default == default == params[name].default.default
 
 
 def test_report_views(report):

@@ -5,6 +5,7 @@ honours greedy determinism, max tokens, stop strings and EOS."""
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 import torch
@@ -230,3 +231,63 @@ def test_generation_cache(tiny_base, engine_cache):
     # other decoding parameters are other requests
     assert not any(g.cached for g in engine.generate(PROMPTS, max_new_tokens=7))
     assert not any(g.cached for g in engine.generate(PROMPTS, max_new_tokens=6, stop=["zz"]))
+
+
+# ---------------------------------------------------------------- many adapters over one base
+
+
+@pytest.fixture(scope="module")
+def three_adapters(tiny_base, tmp_path_factory):
+    from tailor.datasets import load_task
+    from tailor.methods import make_method, save_adapted
+    task = load_task("tweet-sentiment")
+    folders = {}
+    for seed, name in enumerate(("ada", "bob", "cyd")):
+        adapted = make_method("lora", {"steps": 3, "batch_size": 8, "lr": 0.05, "seed": seed, "precision": "fp32",
+                                       "max_train_examples": 48}).fit(task, tiny_base, progress=False)
+        folders[name] = tmp_path_factory.mktemp(name)
+        save_adapted(adapted, folders[name])
+    return folders
+
+
+def test_one_engine_serves_three_adapters_and_the_base_in_mixed_batches(tiny_base, three_adapters, engine_cache):
+    """Rows of different adapters share each forward; every request gets what its own adapter,
+    run alone, gives (scores and greedy generations), and the cache keeps adapters apart."""
+    from tailor.methods import load_adapted
+    from tailor.methods.finetune import lora_stack
+    model, ids = lora_stack(tiny_base, three_adapters)
+    engine = Engine(model, tiny_base.tokenizer, tiny_base.weights_id, engine_cache, batch_size=16, progress=False,
+                    adapters=ids)
+    prompts = [f"{p} ({i})" for i in range(3) for p in PROMPTS]            # 12 requests
+    options = [OPTIONS[i % len(OPTIONS)] for i in range(len(prompts))]
+    names = [("ada", "bob", "cyd", None)[i % 4] for i in range(len(prompts))]
+    mixed = engine.score(prompts, options, adapters=names)
+    texts = engine.generate(prompts, max_new_tokens=6, adapters=names)
+    alone = {None: make_engine(tiny_base)}
+    alone.update({n: load_adapted(f, tiny_base).engine(None, progress=False) for n, f in three_adapters.items()})
+    for name, single in alone.items():
+        rows = [i for i, n in enumerate(names) if n == name]
+        want = single.score([prompts[i] for i in rows], [options[i] for i in rows])
+        gens = single.generate([prompts[i] for i in rows], max_new_tokens=6)
+        for i, w, g in zip(rows, want, gens):
+            assert mixed[i].logprobs == pytest.approx(w.logprobs, abs=1e-5)
+            assert texts[i].text == g.text
+    # cached per adapter: the same prompt on another adapter is another result
+    assert all(r.cached for r in engine.score(prompts, options, adapters=names))
+    swapped = ["bob" if n == "ada" else n for n in names]                # each prompt appears once
+    assert [r.cached for r in engine.score(prompts, options, adapters=swapped)] == [n != "ada" for n in names]
+    # the adapters really differ from each other and from the base (the test is not vacuous)
+    on_all = {n: engine.score(prompts[:1], options[:1], adapters=[n])[0].logprobs for n in ("ada", "bob", "cyd", None)}
+    assert min(abs(a - b) for x, y in itertools.combinations(on_all.values(), 2) for a, b in zip(x, y)) > 1e-3
+    # a prefix all prompts share runs once per adapter in the call, each row attending to its own
+    shared = "Classify the sentiment of the short text that follows, answering with one word only. "
+    long = [shared + p for p in prompts]
+    assert engine._shared_prefix([engine.encode(p) for p in long], ["ada", None])[0] >= 16
+    mixed = Engine(model, tiny_base.tokenizer, tiny_base.weights_id, None, progress=False, adapters=ids) \
+        .score(long, options, adapters=names)
+    for name, single in alone.items():
+        rows = [i for i, n in enumerate(names) if n == name]
+        for i, w in zip(rows, single.score([long[i] for i in rows], [options[i] for i in rows])):
+            assert mixed[i].logprobs == pytest.approx(w.logprobs, abs=1e-5)
+    with pytest.raises(KeyError, match="unknown adapter"):
+        engine.score(prompts[:1], options[:1], adapters=["nope"])

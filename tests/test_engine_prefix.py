@@ -21,7 +21,7 @@ def test_shared_prefix_scores_equal_direct_computation(tiny_base):
     engine = Engine(tiny_base.model, tiny_base.tokenizer, tiny_base.weights_id, progress=False, batch_size=3)
     prompts = [SHARED + s for s in ("Hello there, how", "A much longer input that goes on and on", "x", "y y y y")]
     options = [["are you<|im_end|>", "is it"], ["x", "y z w", "q"], ["a"], ["b", "c d"]]
-    n_shared, _ = engine._shared_prefix([engine.encode(p) for p in prompts])
+    n_shared, _, _ = engine._shared_prefix([engine.encode(p) for p in prompts], [None])
     assert n_shared >= len(engine.encode(SHARED)) - 1
     for prompt, opts, got in zip(prompts, options, engine.score(prompts, options)):
         for option, lp in zip(opts, got.logprobs):
@@ -30,4 +30,4 @@ def test_shared_prefix_scores_equal_direct_computation(tiny_base):
 
 def test_no_shared_prefix_for_unrelated_prompts(tiny_base):
     engine = Engine(tiny_base.model, tiny_base.tokenizer, tiny_base.weights_id, progress=False)
-    assert engine._shared_prefix([engine.encode("alpha beta"), engine.encode("gamma delta")]) is None
+    assert engine._shared_prefix([engine.encode("alpha beta"), engine.encode("gamma delta")], [None]) is None

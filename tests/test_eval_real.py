@@ -10,7 +10,7 @@ import pytest
 
 @pytest.mark.real
 def test_zero_shot_tweet_sentiment_with_smollm2(tmp_path):
-    from tailor.run_eval import EvalConfig, run_eval
+    from tailor.arm_run import EvalConfig, run_eval
     # cache=False: the engine must really run the model here, not replay an earlier run
     result = run_eval(EvalConfig(model="smollm2-135m", task="tweet-sentiment", method="zero-shot", limit=30,
                                  cache=False, runs_dir=str(tmp_path / "runs")), progress=False)

@@ -11,11 +11,10 @@ import torch
 
 from tailor.datasets import load_task
 from tailor.errors import TailorError
-from tailor.export import load_adapted, merge
-from tailor.methods import METHODS, make_method
-from tailor.runs import RunDir
+from tailor.methods import METHODS, load_adapted, make_method, save_adapted
+from tailor.methods.finetune import add_zero_biases, merge_arm
 
-QUICK = {"steps": 4, "batch_size": 8, "max_train_examples": 48, "progress": False}
+QUICK = {"steps": 4, "batch_size": 8, "max_train_examples": 48}
 ARMS = ["full", "lora", "prompt-tuning", "prefix", "ia3", "bitfit"]
 
 
@@ -33,29 +32,29 @@ def _scores(adapted, task, examples):
 def test_all_arms_are_registered():
     for name in ARMS + ["qlora"]:
         assert name in METHODS
-    with pytest.raises(TailorError, match="no option 'rank'"):
+    with pytest.raises(TailorError, match="field 'rank': unknown setting"):
         make_method("lora", {"rank": 4})
 
 
 @pytest.mark.parametrize("arm", ARMS)
 def test_arm_trains_saves_and_reloads_to_the_same_predictions(arm, tiny_base, task, tmp_path):
     before = {n: p.clone() for n, p in tiny_base.model.named_parameters()}
-    run = RunDir(tmp_path, "train", arm)
-    try:
-        adapted = make_method(arm, dict(QUICK)).fit(task, tiny_base, run)
-    finally:
-        run.close()
+    folder = tmp_path / arm
+    adapted = make_method(arm, dict(QUICK)).fit(task, tiny_base, folder, progress=False)
+    save_adapted(adapted, folder)
     # the shared base is never modified by an arm
     assert all(torch.equal(p, before[n]) for n, p in tiny_base.model.named_parameters())
     assert adapted.weights_id != tiny_base.weights_id and arm in adapted.weights_id
     assert 0 < adapted.trainable_params <= tiny_base.n_params + (1024 if arm == "bitfit" else 0)
     if arm != "full":
         assert adapted.trainable_params < tiny_base.n_params / 10
-    assert adapted.artifact_dir.is_relative_to(run.path) and adapted.artifact_bytes > 0
+    assert adapted.artifact_dir == folder and adapted.artifact_bytes > 0
     assert adapted.train_tokens > 0 and adapted.train_time_s > 0
+    # what serving needs, not the training run's logs beside it
+    assert adapted.artifact_bytes < sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     examples = task.splits["test"][:12]
     preds, probs = _scores(adapted, task, examples)
-    loaded = load_adapted(run.path, tiny_base)
+    loaded = load_adapted(folder, tiny_base)
     assert loaded.weights_id == adapted.weights_id
     preds2, probs2 = _scores(loaded, task, examples)
     assert preds2 == preds
@@ -71,7 +70,7 @@ def test_adapter_arms_share_the_base_weights_without_changing_them(precision, ta
     from tailor.models import load_base
     base = load_base("tiny-test", dtype="bf16", device="cpu")
     before = {n: p.clone() for n, p in base.model.named_parameters()}
-    adapted = make_method("lora", {**QUICK, "precision": precision}).fit(task, base)
+    adapted = make_method("lora", {**QUICK, "precision": precision}).fit(task, base, progress=False)
     assert all(p.dtype == torch.bfloat16 and torch.equal(p, before[n]) for n, p in base.model.named_parameters())
     base_ptrs = {p.data_ptr() for p in base.model.parameters()}
     frozen = [p for p in adapted.model.parameters() if not p.requires_grad]
@@ -80,9 +79,9 @@ def test_adapter_arms_share_the_base_weights_without_changing_them(precision, ta
 
 
 def test_weights_id_depends_on_the_trained_weights(tiny_base, task):
-    a = make_method("lora", dict(QUICK)).fit(task, tiny_base)
-    b = make_method("lora", {**QUICK, "seed": 1}).fit(task, tiny_base)
-    c = make_method("lora", dict(QUICK)).fit(task, tiny_base)
+    a = make_method("lora", dict(QUICK)).fit(task, tiny_base, progress=False)
+    b = make_method("lora", {**QUICK, "seed": 1}).fit(task, tiny_base, progress=False)
+    c = make_method("lora", dict(QUICK)).fit(task, tiny_base, progress=False)
     assert a.weights_id != b.weights_id
     assert a.weights_id == c.weights_id  # same seed, same data: same weights, deterministically
 
@@ -91,14 +90,11 @@ def test_lora_adapter_is_a_standard_peft_folder(tiny_base, task, tmp_path):
     import copy
 
     from peft import PeftModel
-    run = RunDir(tmp_path, "train", "lora")
-    try:
-        adapted = make_method("lora", dict(QUICK)).fit(task, tiny_base, run)
-    finally:
-        run.close()
-    assert (adapted.artifact_dir / "adapter_config.json").exists()
-    assert (adapted.artifact_dir / "adapter_model.safetensors").exists()
-    model = PeftModel.from_pretrained(copy.deepcopy(tiny_base.model), adapted.artifact_dir).eval()
+    adapted = make_method("lora", dict(QUICK)).fit(task, tiny_base, progress=False)
+    save_adapted(adapted, tmp_path / "arm")
+    folder = tmp_path / "arm" / "adapter"
+    assert (folder / "adapter_config.json").exists() and (folder / "adapter_model.safetensors").exists()
+    model = PeftModel.from_pretrained(copy.deepcopy(tiny_base.model), folder).eval()
     ids = torch.tensor([tiny_base.tokenizer("hello there").input_ids])
     with torch.no_grad():
         assert torch.allclose(model(input_ids=ids).logits, adapted.model(input_ids=ids).logits, atol=1e-5)
@@ -108,40 +104,36 @@ def test_lora_adapter_is_a_standard_peft_folder(tiny_base, task, tmp_path):
 def test_merged_model_predicts_like_the_adapter_on_the_test_split(arm, tiny_base, task, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from tailor.methods.base import Adapted
-    run = RunDir(tmp_path, "train", arm)
-    try:
-        adapted = make_method(arm, {**QUICK, "lr": 5e-2, "steps": 6}).fit(task, tiny_base, run)
-    finally:
-        run.close()
-    out = merge(run.path, tmp_path / "merged", tiny_base)
+    from dataclasses import replace
+    adapted = make_method(arm, {**QUICK, "lr": 5e-2, "steps": 6}).fit(task, tiny_base, progress=False)
+    save_adapted(adapted, tmp_path / "arm")
+    out = merge_arm(load_adapted(tmp_path / "arm", tiny_base), tmp_path / "merged")
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    merged = Adapted("merged", model, tiny_base.tokenizer, "merged:" + arm, adapted.builder)
+    merged = replace(adapted, model=model, weights_id="merged:" + arm)
     examples = task.splits["test"]
     preds, probs = _scores(adapted, task, examples)
     preds_m, probs_m = _scores(merged, task, examples)
     assert preds_m == preds
     assert max(abs(a[k] - b[k]) for a, b in zip(probs, probs_m) for k in a) < 1e-4
     # the merged model really differs from the base (the adapter did something)
-    _, base_probs = _scores(Adapted("base", tiny_base.model, tiny_base.tokenizer,
-                                             tiny_base.weights_id, adapted.builder), task, examples[:20])
+    _, base_probs = _scores(replace(adapted, model=tiny_base.model, weights_id=tiny_base.weights_id), task,
+                            examples[:20])
     assert base_probs != probs[:20]
 
 
 def test_soft_prompts_cannot_be_merged(tiny_base, task, tmp_path):
-    run = RunDir(tmp_path, "train", "pt")
-    try:
-        make_method("prompt-tuning", dict(QUICK)).fit(task, tiny_base, run)
-    finally:
-        run.close()
+    adapted = make_method("prompt-tuning", dict(QUICK)).fit(task, tiny_base, progress=False)
     with pytest.raises(TailorError, match="cannot be merged"):
-        merge(run.path, tmp_path / "merged", tiny_base)
+        merge_arm(adapted, tmp_path / "merged")
+    few = make_method("few-shot", {"k": 2}).fit(task, tiny_base)
+    with pytest.raises(TailorError, match="nothing to merge"):
+        merge_arm(few, tmp_path / "merged")
 
 
 def test_prompt_tuning_scores_equal_a_plain_forward(tiny_base, task):
     """The engine cannot share a KV cache across a soft prompt's options; its whole-sequence
     path must give the same log-likelihoods as one plain forward per option."""
-    adapted = make_method("prompt-tuning", {**QUICK, "lr": 0.3}).fit(task, tiny_base)
+    adapted = make_method("prompt-tuning", {**QUICK, "lr": 0.3}).fit(task, tiny_base, progress=False)
     engine = adapted.engine(None, progress=False)
     ex = task.splits["test"][0]
     prompt = adapted.builder.build(ex).text
@@ -157,14 +149,11 @@ def test_prompt_tuning_scores_equal_a_plain_forward(tiny_base, task):
 
 
 def test_inspect_prompt_reads_text_init_back(tiny_base, task, tmp_path):
-    from tailor.train.inspect import nearest_tokens
-    run = RunDir(tmp_path, "train", "pt")
-    try:
-        adapted = make_method("prompt-tuning", {**QUICK, "steps": 1, "lr": 1e-9, "n_virtual_tokens": 6}).fit(
-            task, tiny_base, run)
-    finally:
-        run.close()
-    rows = nearest_tokens(adapted.artifact_dir, tiny_base, top=1)
+    from tailor.train.soft_prompt import nearest_tokens
+    adapted = make_method("prompt-tuning", {**QUICK, "steps": 1, "lr": 1e-9, "n_virtual_tokens": 6}).fit(
+        task, tiny_base, progress=False)
+    save_adapted(adapted, tmp_path / "pt")
+    rows = nearest_tokens(tmp_path / "pt" / "adapter", tiny_base, top=1)
     words = [row[0][0] for row in rows]
     ids = tiny_base.tokenizer(task.instruction).input_ids
     # peft repeats/cuts the init text to n tokens; untrained, each virtual token is its own word
@@ -174,22 +163,20 @@ def test_inspect_prompt_reads_text_init_back(tiny_base, task, tmp_path):
 
 def test_bitfit_starts_as_the_base_and_trains_only_biases(tiny_base, task):
     import copy
-
-    from tailor.export import add_zero_biases
     model = copy.deepcopy(tiny_base.model)
     added = add_zero_biases(model)
     assert len(added) == 7 * tiny_base.model.config.num_hidden_layers
     ids = torch.tensor([tiny_base.tokenizer("a tweet").input_ids])
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).logits, tiny_base.model(input_ids=ids).logits)
-    adapted = make_method("bitfit", dict(QUICK)).fit(task, tiny_base)
+    adapted = make_method("bitfit", dict(QUICK)).fit(task, tiny_base, progress=False)
     names = [n for n, p in adapted.model.named_parameters() if p.abs().sum() > 0 and n.endswith(".bias")]
     assert names  # biases moved away from zero
 
 
 def test_qlora_trains_on_4bit_weights_or_says_clearly_why_not(tiny_base, task):
     try:
-        adapted = make_method("qlora", dict(QUICK)).fit(task, tiny_base)
+        adapted = make_method("qlora", dict(QUICK)).fit(task, tiny_base, progress=False)
     except TailorError as e:
         assert "qlora" in str(e) and "use lora instead" in str(e)
         return
@@ -201,7 +188,7 @@ def test_qlora_trains_on_4bit_weights_or_says_clearly_why_not(tiny_base, task):
 def test_qlora_without_bitsandbytes_is_a_clear_error(tiny_base, task, monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if not installed
     with pytest.raises(TailorError, match="qlora needs bitsandbytes"):
-        make_method("qlora", dict(QUICK)).fit(task, tiny_base)
+        make_method("qlora", dict(QUICK)).fit(task, tiny_base, progress=False)
 
 
 def test_train_command_then_eval_adapter_and_export(tmp_path):
@@ -213,12 +200,13 @@ def test_train_command_then_eval_adapter_and_export(tmp_path):
     config = tmp_path / "lora.yaml"
     config.write_text("model: tiny-test\ntask: tweet-sentiment\nmethod: lora\ndtype: fp32\neval_limit: 20\n"
                       f"runs_dir: {tmp_path / 'runs'}\ncache: false\n"
-                      "options: {steps: 3, batch_size: 4, max_train_examples: 24, progress: false}\n")
+                      "options: {steps: 3, batch_size: 4, max_train_examples: 24}\n")
     result = CliRunner().invoke(app, ["train", str(config)])
     assert result.exit_code == 0, result.output
     (run,) = (tmp_path / "runs").iterdir()
     trained = json.loads((run / "metrics.json").read_text())
-    assert (run / "train_metrics.jsonl").exists() and (run / "adapter" / "tailor_adapter.json").exists()
+    assert (run / "train_metrics.jsonl").exists() and (run / "recipe.json").exists()
+    assert (run / "adapter" / "adapter_model.safetensors").exists()
     result = CliRunner().invoke(app, ["eval", "--model", "tiny-test", "--dtype", "fp32", "--limit", "20",
                                       "--adapter", str(run), "--no-cache", "--runs-dir", str(tmp_path / "ev")])
     assert result.exit_code == 0, result.output

@@ -10,6 +10,7 @@ import pytest
 
 from tailor.errors import TailorError
 from tailor.report import console_errors, find_chromium, render, write_report
+from tailor.results import LadderResult, read_results
 
 LABELS = ["negative", "neutral", "positive"]
 EVIL = '<script>alert("pwned")</script> & <b>bold</b>'
@@ -61,7 +62,7 @@ def _cost(prompt, p50, p95, train_s=0.0, params=0, artifact=0, price=0.0005):
             "cost_per_1k_requests": (prompt + 2) * price, "eval_wall_s": p50 * 300, "cached_share": 0.0}
 
 
-def realistic_results() -> dict:
+def realistic_results() -> LadderResult:
     arms = [
         _arm("zero_shot", "zero_shot", [[40, 50, 10], [30, 55, 15], [20, 45, 35]], _cost(64, 0.031, 0.052),
              preds=["neutral", "neutral", "neutral", "negative", "neutral", "neutral"]),
@@ -76,7 +77,7 @@ def realistic_results() -> dict:
          "error": "TailorError: out of memory while allocating optimiser state <oom> for 134M params",
          "metrics": {}, "cost": {}, "confusion": None, "labels": None, "examples": [], "forgetting": None},
     ]
-    return {
+    return LadderResult.model_validate({
         "experiment": {"name": "tweet-sentiment ladder", "model": "smollm2-135m", "task": "tweet-sentiment",
                        "created": "2025-11-21T17:40:00", "price_per_1k_tokens": 0.0005,
                        "requests_per_month": 2_000_000},
@@ -98,7 +99,7 @@ def realistic_results() -> dict:
                    "text": "Plenty of labelled data and no external knowledge: try ICL, then LoRA."},
         "manifest": {"seed": 0, "git_commit": "abc123", "versions": {"torch": "2.13.0"},
                      "data_hashes": {"tweet-sentiment": "9f2c" * 16}, "note": "</pre><script>x()</script>"},
-    }
+    })
 
 
 @pytest.fixture
@@ -145,17 +146,24 @@ def test_report_shows_every_part(report):
     assert examples.count("<tr>") == 1 + 6 and "✗" in examples and "✓" in examples
 
 
-def test_report_tolerates_missing_and_odd_values(tmp_path):
-    results = {"primary_metric": "rougeL", "task": {"kind": "generate"},
-               "arms": [{"name": "zero", "status": "ok", "metrics": {"rougeL": float("nan")},
-                         "cost": {"latency_p50_s": None}},
-                        {"name": "ft", "status": "failed", "error": None}],
-               "recommendation": None, "manifest": None}
+def test_report_renders_odd_values_and_refuses_what_is_not_a_result(tmp_path):
+    results = LadderResult.model_validate(
+        {"primary_metric": "rougeL", "task": {"kind": "generate"},
+         "arms": [{"name": "zero", "method": "zero-shot", "metrics": {"rougeL": float("nan")},
+                   "cost": {"latency_p50_s": None}},
+                  {"name": "ft", "method": "full", "status": "failed", "error": None}]})
     html = write_report(results, tmp_path).read_text(encoding="utf-8")
     assert "no reason recorded" in html and "No recommendation" in html
-    assert write_report({}, tmp_path / "empty").is_file()
-    with pytest.raises(TailorError):
-        write_report([1, 2], tmp_path)
+    assert write_report(LadderResult(), tmp_path / "empty").is_file()
+    with pytest.raises(TailorError, match="expected a ladder result"):
+        write_report({"arms": []}, tmp_path)
+    bad = tmp_path / "results.json"
+    bad.write_text('{"schema_version": 1, "arms": [{"name": "x"}]}')
+    with pytest.raises(TailorError, match=r"results.json: field 'arms\[0\].method': missing"):
+        read_results(bad)
+    bad.write_text('{"arms": []}')
+    with pytest.raises(TailorError, match="results schema None is not the 1"):
+        read_results(bad)
 
 
 @needs_chromium

@@ -15,10 +15,26 @@ from tailor.datasets import load_task
 from tailor.engine import causal_lm_of
 from tailor.prompts import builder_for
 from tailor.train.data import encode_examples, pack
-from tailor.train.dropout import SparseDropout, drop_sites, use_sparse_dropout
+from tailor.train.dropout import SparseDropout, drop_sites
 from tailor.train.fused_lora import fused_lora
-from tailor.train.loop import batch_loss
-from tailor.train.segment_attention import segment_attention, segment_attention_forward, take_counts
+from tailor.train.kernels import TrainingKernels, _sparse_dropout
+from tailor.train.losses import SFT
+from tailor.train.segment_attention import NAME, register, segment_attention_forward, take_counts
+
+
+def batch_loss(model, batch):
+    return SFT()(model, batch)[0]
+
+
+@contextlib.contextmanager
+def segment_attention(causal):
+    """Per-example attention alone, selected as the training kernels select it."""
+    register()
+    causal.set_attn_implementation(NAME)
+    try:
+        yield
+    finally:
+        causal.set_attn_implementation("sdpa")
 
 
 def test_sparse_dropout_is_a_seeded_bernoulli_mask_with_the_right_rate():
@@ -37,7 +53,10 @@ def test_sparse_dropout_is_a_seeded_bernoulli_mask_with_the_right_rate():
     gaps = torch.diff(drop_sites(torch.empty(10 ** 6), 0.05)).float()
     assert abs(gaps.mean().item() - 20) < 0.5 and abs((gaps == 1).float().mean().item() - 0.05) < 0.005
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.05), torch.nn.Dropout(0.0))
-    assert use_sparse_dropout(model) == 1 and isinstance(model[1], SparseDropout) and model[1].p == 0.05
+    plain = model[1]
+    with _sparse_dropout(model) as swapped:
+        assert swapped == 1 and isinstance(model[1], SparseDropout) and model[1].p == 0.05
+    assert model[1] is plain                                   # given back when training ends
 
 
 def lora_model(base, dropout: float):
@@ -56,7 +75,7 @@ def loss_and_grads(model, batch, fused: bool, attention: bool = False, seed: int
     torch.manual_seed(seed)
     with (fused_lora(model) if fused else contextlib.nullcontext(),
           segment_attention(causal_lm_of(model)) if attention else contextlib.nullcontext()):
-        loss = batch_loss(model, batch, "packed", 0)
+        loss = batch_loss(model, batch)
         loss.backward()
     return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -89,16 +108,17 @@ def test_fused_lora_with_dropout_equals_peft_given_the_same_mask(tiny_base, pack
     """Dropout masks come from the seeded generator in call order; peft's layers, made to draw the
     same sites through SparseDropout, give the same loss and gradients."""
     model = lora_model(tiny_base.model, 0.2).train()
-    assert use_sparse_dropout(model) == 14
-    fused = loss_and_grads(model, packed_batch, fused=True, seed=5)
-    plain = loss_and_grads(model, packed_batch, fused=False, seed=5)
+    with _sparse_dropout(model) as swapped:
+        assert swapped == 14
+        fused = loss_and_grads(model, packed_batch, fused=True, seed=5)
+        plain = loss_and_grads(model, packed_batch, fused=False, seed=5)
+        other = loss_and_grads(model, packed_batch, fused=True, seed=6)
     assert_same(plain, fused)
-    other = loss_and_grads(model, packed_batch, fused=True, seed=6)
     assert other[0] != pytest.approx(fused[0], rel=1e-6)   # the mask does change with the seed
 
 
 def test_segment_attention_equals_sdpa_over_packed_rows(tiny_base, packed_batch):
-    assert packed_batch.input_ids.shape[0] < packed_batch.examples   # several examples share a row
+    assert packed_batch.input_ids.shape[0] < len(packed_batch.examples)   # several examples share a row
     model = lora_model(tiny_base.model, 0.0).train()
     take_counts()
     assert_same(loss_and_grads(model, packed_batch, fused=True),
@@ -182,3 +202,23 @@ def test_segment_attention_in_bf16_is_as_accurate_as_sdpa(dim):
     for name, t, a, b in zip(("output", "grad q", "grad k", "grad v"), truth, ours, theirs):
         err_ours, err_sdpa = ((x - t).norm() / t.norm() for x in (a, b))
         assert err_ours < 1.5 * err_sdpa, f"{name}: {err_ours:.4f} vs sdpa {err_sdpa:.4f}"
+
+
+def test_training_kernels_are_given_back_when_training_ends(tiny_base):
+    """After training an arm's model is a plain peft model: stock dropout modules, peft's own
+    LoRA forwards, sdpa attention (nothing left swapped or patched)."""
+    model = lora_model(tiny_base.model, 0.1).train()
+    causal = causal_lm_of(model)
+
+    def state():
+        return ([type(m).__name__ for m in model.modules()], sorted(n for n, m in model.named_modules()
+                                                                   if "forward" in vars(m)),
+                causal.config._attn_implementation)
+    before = state()
+    with TrainingKernels(model, enabled=True) as kernels:
+        during = state()
+        with kernels.paused():   # dev evaluation runs the engine's own masks on stock attention
+            assert causal.config._attn_implementation == "sdpa"
+        assert causal.config._attn_implementation == NAME
+    assert during != before and "SparseDropout" in during[0] and during[1]
+    assert state() == before == (before[0], [], "sdpa")

@@ -1,4 +1,4 @@
-"""The decision guide: seed 002's questions mapped onto seed 002/004's flow chart.
+"""The decision guide: the questions of Meta's guide to adapting LLMs, mapped onto its flow chart.
 
 Answers come from the experiment YAML (`advice:`) or interactively from `tailor advise`. The
 output is which arms to run, cheapest first, with the reason for each.
@@ -42,24 +42,24 @@ def advise(answers: dict) -> dict:
     n = a.get("labelled_examples", "100-1000")
     if n != "none":
         arms.append(("few-shot", "a handful of labelled examples in the prompt costs no training"))
-        arms.append(("icl", "examples chosen per input often match fine-tuning with no training cost (seed 000)"))
+        arms.append(("icl", "examples chosen per input often match fine-tuning with no training cost (dynamic example selection)"))
     retrieval = (a.get("external_knowledge") == "yes" or a.get("data_dynamics") in ("monthly", "daily")
                  or a.get("transparency") == "yes" or a.get("hallucination_tolerance") == "low")
     if retrieval:
         notes.append("RAG fits: the answers need external or changing knowledge, citations, or grounding "
                      "against made-up answers; fine-tuning adds little new knowledge and goes stale "
-                     "(seed 002). The RAG arm is not in this version of Tailor yet.")
+                     "(Meta's guide to adapting LLMs). The RAG arm is not in this version of Tailor yet.")
     tune = n in ("100-1000", "over-1000") and not (a.get("data_dynamics") == "daily" and a.get("custom_style") != "yes")
     if a.get("custom_style") == "yes" and n != "none":
         tune = True
-        notes.append("A custom tone or format is what fine-tuning does best (seed 002).")
+        notes.append("A custom tone or format is what fine-tuning does best (Meta's guide to adapting LLMs).")
     if tune:
         arms.append(("lora", "PEFT: a small adapter, forgets less than full fine-tuning, many adapters share one base"))
         if n == "over-1000" and a.get("task_count", "one") == "one" and a.get("team_skills") in ("fine-tuning", "both"):
             arms.append(("full", "with plenty of data, one task and a team that has done it, full fine-tuning is worth measuring"))
     elif n in ("none", "under-100"):
         notes.append("With fewer than 100 labelled examples, fine-tuning is unlikely to beat in-context learning; "
-                     "collect and curate data first (seed 002: quality beats quantity).")
+                     "collect and curate data first (Meta's guide: quality beats quantity).")
     if a.get("task_count") == "many":
         notes.append("Many tasks: prefer adapters (LoRA) on one shared base over one full model per task.")
     if retrieval and tune:

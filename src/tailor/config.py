@@ -1,136 +1,159 @@
-"""The experiment schema: validated with errors that name the file and the field, YAML loading."""
+"""The experiment schema and the `tailor train` config: typed (pydantic, strict), read from YAML
+with errors that name the file, the line and the field. Reading a config imports no torch."""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
-import yaml
+from pydantic import Field
 
+from .curate.options import CurateOptions
 from .errors import DataError
+from .methods import METHODS, Method
+from .schema import Options, read_yaml, validate
+
+Positive = Annotated[int, Field(gt=0)]
+Dtype = Literal["auto", "bf16", "fp16", "fp32"]
 
 
-@dataclass
+class TaskOptions(Options):
+    """How to read a task file (bundled tasks keep their own fixed split)."""
+
+    name: str | None = None
+    kind: Literal["classify", "generate", "choice"] | None = None
+    format: Literal["chat", "prompt_completion", "alpaca", "text_label", "choice"] | None = None
+    fields: dict[str, str] | None = None      # renames, e.g. {text: tweet}
+    labels: list[str] | None = None
+    instruction: str | None = None
+    metrics: list[str] | None = None
+    encoding: str = "utf-8"
+    test: Annotated[int, Field(ge=0)] | Annotated[float, Field(ge=0, lt=1)] | None = None   # rows, or a share
+    dev: Annotated[int, Field(ge=0)] | Annotated[float, Field(ge=0, lt=1)] | None = None
+    min_confidence: float | None = None       # tweet-sentiment: annotator confidence
+
+    def loader_options(self, seed: int) -> dict:
+        return {"seed": seed, **self.model_dump(exclude_none=True)}
+
+
+@dataclass(frozen=True)
 class Arm:
     name: str
     method: str
-    options: dict = field(default_factory=dict)
+    options: Method
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "method": self.method, "options": self.options.model_dump()}
 
 
-@dataclass
-class Experiment:
+class Experiment(Options):
     model: str = "smollm2-135m"
     task: str = "tweet-sentiment"
     name: str = ""
-    arms: list[Arm] = field(default_factory=list)
-    task_options: dict = field(default_factory=dict)
-    limit: int | None = None          # evaluate on the first N test rows (all if None)
+    task_options: TaskOptions = TaskOptions()
+    limit: Positive | None = None       # evaluate on the first N test rows (all if None)
     seed: int = 0
-    dtype: str = "auto"
+    dtype: Dtype = "auto"
     device: str = "auto"
-    batch_size: int = 16
-    max_new_tokens: int = 64
+    batch_size: Positive = 16
+    max_new_tokens: Positive = 64
     cache: bool = True
-    reuse_fits: bool = True           # reuse an identical earlier training run (same data, options, seed)
+    reuse_fits: bool = True             # reuse an identical earlier fit (same rows, options, code)
     runs_dir: str = "runs"
-    # Cost model (seed 000's arithmetic): tokens are billed per 1k, training per hour.
-    price_per_1k_tokens: float = 0.0002
-    price_per_train_hour: float = 1.0
-    requests_per_month: int = 100_000
-    tolerance: float = 0.02           # "as good as the best" within this much primary metric
+    # Cost model (the cost arithmetic of Meta's guide): tokens are billed per 1k, training per hour.
+    price_per_1k_tokens: Annotated[float, Field(ge=0)] = 0.0002
+    price_per_train_hour: Annotated[float, Field(ge=0)] = 1.0
+    requests_per_month: Annotated[int, Field(ge=0)] = 100_000
+    tolerance: Annotated[float, Field(ge=0)] = 0.02   # "as good as the best" within this much primary metric
+    latency_requests: Annotated[int, Field(ge=0)] = 8  # requests timed one at a time, uncached (0: none)
+    budget_minutes: Annotated[float, Field(gt=0)] | None = None   # wall-clock budget for the whole ladder
     curate: bool = True
     continue_on_data_problems: bool = False
-    max_leakage: float = 0.01         # share of test rows also in train that stops the run
-    max_conflicts: float = 0.02       # share of train rows with conflicting labels that stops it
-    forgetting: bool = True           # run the general suite for every weight-changing arm
-    forgetting_size: int | None = None  # items per general benchmark (default: each one's fixed
-                                        # subset, about +-3 points; smaller is faster and wider)
+    max_leakage: Annotated[float, Field(ge=0)] = CurateOptions.max_leakage
+    max_conflicts: Annotated[float, Field(ge=0)] = CurateOptions.max_conflicts
+    forgetting: bool = True             # run the general suite for every weight-changing arm
+    forgetting_size: Positive | None = None   # items per general benchmark (default: each one's
+                                              # fixed subset, about +-3 points; smaller is faster)
     report: bool = True
-    advice: dict = field(default_factory=dict)
+    advice: dict[str, Any] = {}
+    arms: list[Any] = Field(default_factory=list, exclude=True)   # [Arm], validated by `read_arms`
 
-
-def read_yaml_mapping(path: str | Path, what: str = "settings") -> dict:
-    """A YAML file whose top level is a mapping; errors name the file and the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise DataError(path, f"invalid YAML ({getattr(e, 'problem', None) or e})",
-                        mark.line + 1 if mark else None) from None
-    except UnicodeDecodeError:
-        raise DataError(path, "not valid UTF-8") from None
-    if not isinstance(data, dict):
-        raise DataError(path, f"expected a mapping of {what} at the top level")
-    return data
-
-
-def checked_fields(cls, data: dict, path: str | Path, skip: tuple = ()) -> dict:
-    """`data`'s settings for dataclass `cls`: unknown names and wrong types are errors naming
-    the field."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            raise DataError(path, f"unknown setting (known: {', '.join(sorted(fields))})", field=key)
-    values = {}
-    for key, value in data.items():
-        if key in skip:
-            continue
-        f = fields[key]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        values[key] = _check_type(path, key, value, default)
-    return values
+    def to_json(self) -> dict:
+        return {**self.model_dump(), "arms": [a.to_json() for a in self.arms]}
 
 
 def load_experiment(path: str | Path) -> Experiment:
-    return experiment_from_dict(read_yaml_mapping(path, "experiment settings"), path)
+    data, lines = read_yaml(path, "experiment settings")
+    return experiment_from_dict(data, path, lines)
 
 
-def experiment_from_dict(data: dict, path: str | Path = "<experiment>") -> Experiment:
-    from .methods import METHODS
-    values = checked_fields(Experiment, data, path, skip=("arms",))
-    size = values.get("forgetting_size")
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
-        raise DataError(path, f"expected a positive number of items per benchmark, got {size!r}",
-                        field="forgetting_size")
-    arms_raw = data.get("arms") or []
-    if not isinstance(arms_raw, list) or not arms_raw:
-        raise DataError(path, "needs a list of at least one arm, e.g. [zero-shot, {method: icl, k: 4}]", field="arms")
-    arms, names = [], set()
-    for i, raw in enumerate(arms_raw):
-        where = f"arms[{i}]"
-        if isinstance(raw, str):
-            raw = {"method": raw}
-        if not isinstance(raw, dict) or "method" not in raw:
-            raise DataError(path, "expected a method name or a mapping with 'method'", field=where)
-        raw = dict(raw)
-        method = raw.pop("method")
-        if method not in METHODS:
-            raise DataError(path, f"unknown method '{method}' (known: {', '.join(METHODS)})", field=f"{where}.method")
-        name = str(raw.pop("name", method))
-        if name in names:
-            raise DataError(path, f"duplicate arm name '{name}'; give each arm a distinct name", field=f"{where}.name")
-        names.add(name)
-        known = {f.name for f in dataclasses.fields(METHODS[method])}
-        for key in raw:
-            if key not in known:
-                raise DataError(path, f"method '{method}' has no option '{key}' (options: "
-                                f"{', '.join(sorted(known)) or 'none'})", field=f"{where}.{key}")
-        arms.append(Arm(name, method, raw))
-    exp = Experiment(**values, arms=arms)
+def experiment_from_dict(data: dict, path: str | Path = "<experiment>", lines: dict | None = None) -> Experiment:
+    data = dict(data)
+    arms = read_arms(data.pop("arms", None), path, lines or {})
+    exp = validate(Experiment, data, path, lines)
+    exp.arms = arms
     exp.name = exp.name or f"{Path(str(exp.task)).stem}-ladder"
     return exp
 
 
-def _check_type(path, key, value, default):
-    if default is None or value is None:
-        return value
-    want = type(default)
-    if want is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-        raise DataError(path, f"expected {want.__name__}, got {type(value).__name__}", field=key)
-    return value
+def read_arms(raw: Any, path, lines: dict) -> list[Arm]:
+    if not isinstance(raw, list) or not raw:
+        raise DataError(path, "needs a list of at least one arm, e.g. [zero-shot, {method: icl, k: 4}]",
+                        lines.get(("arms",)), "arms")
+    arms, names = [], set()
+    for i, item in enumerate(raw):
+        where, line = f"arms[{i}]", lines.get(("arms", i))
+        spec = {"method": item} if isinstance(item, str) else item
+        if not isinstance(spec, dict) or "method" not in spec:
+            raise DataError(path, "expected a method name or a mapping with 'method'", line, where)
+        spec = dict(spec)
+        method, name = spec.pop("method"), spec.pop("name", None)
+        if method not in METHODS:
+            raise DataError(path, f"unknown method {method!r} (known: {', '.join(METHODS)})",
+                            lines.get(("arms", i, "method"), line), f"{where}.method")
+        name = method if name is None else name
+        if not isinstance(name, str) or not name.strip():
+            raise DataError(path, f"expected a non-empty name, got {name!r}", line, f"{where}.name")
+        if name in names:
+            raise DataError(path, f"duplicate arm name '{name}'; give each arm a distinct name",
+                            lines.get(("arms", i, "name"), line), f"{where}.name")
+        names.add(name)
+        arms.append(Arm(name, method, validate(METHODS[method], spec, path, lines, ("arms", i))))
+    return arms
+
+
+class TrainRunConfig(Options):
+    """`tailor train CONFIG.yaml`: one training arm on one task, then an evaluation."""
+
+    model: str = "smollm2-135m"
+    task: str = "tweet-sentiment"
+    method: str = "lora"
+    options: dict[str, Any] = {}
+    task_options: TaskOptions = TaskOptions()
+    dtype: Dtype = "auto"
+    device: str = "auto"
+    eval_split: Literal["train", "dev", "test"] | None = "test"
+    eval_limit: Positive | None = None
+    batch_size: Positive = 16
+    max_new_tokens: Positive = 64
+    latency_requests: Annotated[int, Field(ge=0)] = 8
+    cache: bool = True
+    runs_dir: str = "runs"
+    seed: int = 0
+
+
+def load_train_config(path: str | Path, overrides: dict | None = None) -> tuple[TrainRunConfig, Method]:
+    """The config and its method with options validated (a training method: it has a loop)."""
+    data, lines = read_yaml(path, "training settings")
+    data.update(overrides or {})
+    cfg = validate(TrainRunConfig, data, path, lines)
+    cls = METHODS.get(cfg.method)
+    if cls is None:
+        raise DataError(path, f"unknown method {cfg.method!r} (known: {', '.join(METHODS)})", lines.get(("method",)),
+                        "method")
+    if not cls.changes_weights:
+        raise DataError(path, f"method '{cfg.method}' does not train; use tailor eval --method {cfg.method}",
+                        lines.get(("method",)), "method")
+    options = {"seed": cfg.seed, **cfg.options}
+    return cfg, validate(cls, options, path, lines, ("options",))

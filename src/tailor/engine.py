@@ -4,12 +4,17 @@
 - choice scoring by log-likelihood: each prompt runs once together with all of its options
   (one row, a tree-shaped attention mask), so the prompt is never recomputed per option, and a
   prefix every prompt shares runs once per call;
-- a persistent SQLite result cache keyed by weights, prompt and decoding parameters;
-- per-request token counts and latency for cost accounting.
+- many LoRA adapters over one base: each request may name an adapter, and rows of different
+  adapters share one forward over the base (peft's mixed-adapter batches: the base's matmuls run
+  once for the whole batch, each adapter's low-rank update on its own rows);
+- a persistent SQLite result cache keyed by the weights each request ran on (its adapter's),
+  prompt and decoding parameters;
+- per-request token counts for cost accounting.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import sqlite3
@@ -29,7 +34,7 @@ class Generation:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    latency_s: float  # wall time of the batch that served this request
+    latency_s: float  # wall time of the batch that computed this request
     finish_reason: str = "stop"
     cached: bool = False
 
@@ -74,10 +79,20 @@ class ResultCache:
             self._db.commit()
 
 
+BASE = "__base__"   # peft's name for "no adapter" in a mixed batch
+
+
 class Engine:
+    """Runs `model` for inference. `adapters` (peft adapter name -> weights id) makes it an
+    engine of one base with many LoRA adapters loaded into `model` (a PeftModel): a request
+    names its adapter, or None for the bare base (`weights_id` is then the base's). Without
+    `adapters`, every request runs on `model` as it is."""
+
     def __init__(self, model, tokenizer, weights_id: str, cache: ResultCache | None = None,
-                 batch_size: int = 16, max_batch_tokens: int = 8192, progress: bool = True):
+                 batch_size: int = 16, max_batch_tokens: int = 8192, progress: bool = True,
+                 adapters: dict[str, str] | None = None):
         self.model, self.tok, self.weights_id = model, tokenizer, weights_id
+        self.adapters = dict(adapters or {})
         self.cache = cache
         self.batch_size, self.max_batch_tokens, self.progress = batch_size, max_batch_tokens, progress
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -91,11 +106,28 @@ class Engine:
 
     # ------------------------------------------------------------ cache plumbing
 
-    def _key(self, op: str, prompt: str, params: dict) -> str:
-        return sha256_text(json.dumps([self.weights_id, op, prompt, params], sort_keys=True))
+    def _key(self, op: str, prompt: str, params: dict, adapter: str | None) -> str:
+        weights = self.weights_id if adapter is None else self.adapters[adapter]
+        return sha256_text(json.dumps([weights, op, prompt, params], sort_keys=True))
 
-    def _cached_run(self, op, prompts, params_list, compute, cls, desc):
-        keys = [self._key(op, p, params) for p, params in zip(prompts, params_list)]
+    def _adapters_of(self, n: int, adapters) -> list[str | None]:
+        names = list(adapters) if adapters is not None else [None] * n
+        if len(names) != n:
+            raise ValueError(f"{len(names)} adapter names for {n} requests")
+        unknown = sorted({a for a in names if a is not None and a not in self.adapters})
+        if unknown:
+            raise KeyError(f"unknown adapter(s) {', '.join(unknown)} (loaded: {', '.join(self.adapters) or 'none'})")
+        return names
+
+    def _rows(self, names: list[str | None]):
+        """Within the block, row i of every forward runs adapter names[i] (peft's mixed-batch
+        forward, the mechanism its own `adapter_names` argument uses)."""
+        if not self.adapters:
+            return contextlib.nullcontext()
+        return self.model._enable_peft_forward_hooks(adapter_names=[BASE if a is None else a for a in names])
+
+    def _cached_run(self, op, prompts, params_list, adapters, compute, cls, desc):
+        keys = [self._key(op, p, params, a) for p, params, a in zip(prompts, params_list, adapters)]
         found = self.cache.get_many(keys) if self.cache else {}
         results = [cls(**found[k], cached=True) if k in found else None for k in keys]
         todo = [i for i, r in enumerate(results) if r is None]
@@ -132,32 +164,37 @@ class Engine:
 
     # ------------------------------------------------------------ choice scoring
 
-    def score(self, prompts: list[str], options: list[list[str]]) -> list[ChoiceScores]:
-        """Log-likelihood of each option as the continuation of its prompt."""
+    def score(self, prompts: list[str], options: list[list[str]], adapters=None) -> list[ChoiceScores]:
+        """Log-likelihood of each option as the continuation of its prompt (request i on
+        adapter adapters[i])."""
+        names = self._adapters_of(len(prompts), adapters)
         params = [{"options": opts} for opts in options]
-        return self._cached_run("score", prompts, params,
-                                lambda todo, meter: self._score(prompts, options, todo, meter),
+        return self._cached_run("score", prompts, params, names,
+                                lambda todo, meter: self._score(prompts, options, names, todo, meter),
                                 ChoiceScores, "scoring")
 
     @torch.inference_mode()
-    def _score(self, prompts, options, todo, meter) -> list[ChoiceScores]:
+    def _score(self, prompts, options, names, todo, meter) -> list[ChoiceScores]:
         enc = {i: self.encode(prompts[i]) for i in todo}
         opt_ids = {i: [self.encode(o) for o in options[i]] for i in todo}
         cost = {i: len(enc[i]) + sum(len(o) for o in opt_ids[i]) for i in todo}
-        prefix = self._shared_prefix([enc[i] for i in todo])
+        prefix = self._shared_prefix([enc[i] for i in todo], sorted({names[i] for i in todo}, key=str))
         out: dict[int, ChoiceScores] = {}
         for batch in self._batches(todo, cost):
             t0 = time.perf_counter()
-            sums = self._score_batch([enc[i] for i in batch], [opt_ids[i] for i in batch], prefix)
+            with self._rows([names[i] for i in batch]):
+                sums = self._score_batch([enc[i] for i in batch], [opt_ids[i] for i in batch], prefix,
+                                         [names[i] for i in batch])
             dt = time.perf_counter() - t0
             for i, s in zip(batch, sums):
                 out[i] = ChoiceScores(s, [len(o) for o in opt_ids[i]], len(enc[i]), dt)
             meter.update(len(batch), sum(cost[i] for i in batch))
         return [out[i] for i in todo]
 
-    def _shared_prefix(self, seqs: list[list[int]], min_tokens: int = 16):
+    def _shared_prefix(self, seqs: list[list[int]], adapters: list[str | None], min_tokens: int = 16):
         """The token prefix every prompt shares (instruction, fixed few-shot examples), run once
-        per call instead of once per prompt; None when too short to be worth it."""
+        per call and adapter instead of once per prompt; None when too short to be worth it.
+        Returns (length, cache with one row per adapter, adapter -> row)."""
         if len(seqs) < 2 or _is_prompt_learning(self.model):
             return None
         n = min(len(s) for s in seqs) - 1  # each prompt keeps at least one token of its own
@@ -169,69 +206,43 @@ class Engine:
             n = k
         if n < min_tokens:
             return None
-        ids = torch.tensor([first[:n]], device=self.device)
-        return n, self.model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+        ids = torch.tensor([first[:n]] * len(adapters), device=self.device)
+        with self._rows(adapters):
+            cache = self.model(input_ids=ids, use_cache=True, logits_to_keep=1).cache
+        return n, cache, {a: r for r, a in enumerate(adapters)}
 
-    def _score_batch(self, prompts: list[list[int]], options: list[list[list[int]]],
-                     prefix=None) -> list[list[float]]:
+    def _score_batch(self, prompts: list[list[int]], options: list[list[list[int]]], prefix=None,
+                     names=None) -> list[list[float]]:
         n_pre = prefix[0] if prefix else 0
         longest = n_pre + max(len(p) - n_pre + sum(map(len, o)) for p, o in zip(prompts, options))
         if _is_prompt_learning(self.model) or not _tree_mask_ok(self.model, longest):
             return self._score_batch_whole(prompts, options)
-        return self._score_batch_tree(prompts, options, prefix)
+        return self._score_batch_tree(prompts, options, prefix, names or [None] * len(prompts))
 
-    def _score_batch_tree(self, prompts, options, prefix=None) -> list[list[float]]:
-        """Each prompt and all of its options in ONE row, [prompt | option 1 | option 2 | ...],
-        under a 4D attention mask in which every option sees the prompt and its own earlier
-        tokens only, with positions restarting after the prompt for each option. So a prompt
-        runs once however many options it has, the whole batch is one forward pass with no KV
-        copies, and only the hidden states that predict an option token are projected onto the
-        vocabulary (the 49k-wide head is a large share of the work on short options)."""
-        n_pre, cache = (0, None) if prefix is None else (prefix[0], copy.deepcopy(prefix[1]))
-        rows = [p[n_pre:] + [t for o in opts for t in o] for p, opts in zip(prompts, options)]
-        width = max(map(len, rows))
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        pos = torch.zeros((len(rows), width), dtype=torch.long)
-        allowed = torch.zeros((len(rows), width, width), dtype=torch.bool)
-        causal = torch.ones(width, width, dtype=torch.bool).tril()
-        sel_row, sel_col, labels, owner = [], [], [], []
-        n_opts = 0
-        for b, (p, opts) in enumerate(zip(prompts, options)):
-            n = len(p) - n_pre
-            ids[b, :len(rows[b])] = torch.tensor(rows[b])
-            pos[b, :n] = torch.arange(n_pre, n_pre + n)
-            allowed[b, :n, :n] = causal[:n, :n]
-            at = n
-            for o in opts:
-                pos[b, at:at + len(o)] = torch.arange(n_pre + n, n_pre + n + len(o))
-                allowed[b, at:at + len(o), :n] = True
-                allowed[b, at:at + len(o), at:at + len(o)] = causal[:len(o), :len(o)]
-                # the prompt's last position predicts the first option token, the option's own
-                # positions the rest
-                sel_row += [b] * len(o)
-                sel_col += [n - 1] + list(range(at, at + len(o) - 1))
-                labels += o
-                owner += [n_opts] * len(o)
-                at += len(o)
-                n_opts += 1
-            pad = torch.arange(at, width)
-            allowed[b, pad, pad] = True  # padding sees itself only: no all-masked row (NaN)
-        mask = allowed[:, None]
-        if cache is not None:
-            # The shared prefix (computed once per call) is visible to every row.
-            cache.batch_select_indices(torch.zeros(len(rows), dtype=torch.long, device=self.device))
-            mask = torch.cat([torch.ones(len(rows), 1, width, n_pre, dtype=torch.bool), mask], -1)
+    def _score_batch_tree(self, prompts, options, prefix, names) -> list[list[float]]:
+        """Each prompt and all of its options in ONE row (`tailor.tree`): every option sees the
+        prompt and its own earlier tokens only, with positions restarting after the prompt for
+        each option. So a prompt runs once however many options it has, the whole batch is one
+        forward pass with no KV copies, and only the hidden states that predict an option token
+        are projected onto the vocabulary (the 49k-wide head is a large share of the work on
+        short options)."""
+        from .tree import additive_mask, tree_rows
+        n_pre, cache = 0, None
+        if prefix is not None:
+            n_pre, shared, row_of = prefix
+            cache = copy.deepcopy(shared)
+            # The shared prefix (computed once per call and adapter) is visible to every row.
+            cache.batch_select_indices(torch.tensor([row_of[a] for a in names], dtype=torch.long, device=self.device))
+        t = tree_rows([[(p[n_pre:], opts)] for p, opts in zip(prompts, options)], self.pad_id, offset=n_pre)
         dtype = next(self.model.parameters()).dtype
-        additive = torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, torch.finfo(dtype).min)
         causal_lm = causal_lm_of(self.model)
-        hidden = causal_lm.get_decoder()(input_ids=ids.to(self.device), position_ids=pos.to(self.device),
-                                         attention_mask=additive.to(self.device), past_key_values=cache,
-                                         use_cache=False).last_hidden_state
-        picked = hidden[torch.tensor(sel_row, device=self.device), torch.tensor(sel_col, device=self.device)]
+        hidden = causal_lm.get_decoder()(input_ids=t.ids.to(self.device), position_ids=t.positions.to(self.device),
+                                         attention_mask=additive_mask(t.allowed, dtype, n_pre).to(self.device),
+                                         cache=cache, use_cache=False).last_hidden_state
+        picked = hidden[t.rows.to(self.device), t.cols.to(self.device)]
         lp = torch.log_softmax(head_logits(causal_lm, picked).float(), -1)
-        lp = lp.gather(-1, torch.tensor(labels, device=self.device)[:, None]).squeeze(-1)
-        sums = torch.zeros(n_opts, device=self.device).index_add_(
-            0, torch.tensor(owner, dtype=torch.long, device=self.device), lp).tolist()
+        lp = lp.gather(-1, t.labels.to(self.device)[:, None]).squeeze(-1)
+        sums = torch.zeros(t.n_sequences, device=self.device).index_add_(0, t.sequence.to(self.device), lp).tolist()
         out, r = [], 0
         for opts in options:
             out.append(sums[r:r + len(opts)])
@@ -265,15 +276,16 @@ class Engine:
     # ------------------------------------------------------------ generation
 
     def generate(self, prompts: list[str], max_new_tokens: int = 64, temperature: float = 0.0,
-                 top_p: float = 1.0, stop: list[str] | tuple = (), seed: int = 0) -> list[Generation]:
+                 top_p: float = 1.0, stop: list[str] | tuple = (), seed: int = 0, adapters=None) -> list[Generation]:
+        names = self._adapters_of(len(prompts), adapters)
         params = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
                   "stop": list(stop), "seed": seed if temperature > 0 else None}
-        return self._cached_run("generate", prompts, [params] * len(prompts),
-                                lambda todo, meter: self._generate(prompts, todo, params, meter),
+        return self._cached_run("generate", prompts, [params] * len(prompts), names,
+                                lambda todo, meter: self._generate(prompts, names, todo, params, meter),
                                 Generation, "generating")
 
     @torch.inference_mode()
-    def _generate(self, prompts, todo, params, meter) -> list[Generation]:
+    def _generate(self, prompts, names, todo, params, meter) -> list[Generation]:
         enc = {i: self.encode(prompts[i]) for i in todo}
         cost = {i: len(enc[i]) + params["max_new_tokens"] for i in todo}
         eos = {self.tok.eos_token_id} | set(_as_list(getattr(self.model.generation_config, "eos_token_id", None)))
@@ -284,12 +296,13 @@ class Engine:
             if params["temperature"] > 0:
                 torch.manual_seed(params["seed"])
             t0 = time.perf_counter()
-            seqs = self.model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=params["max_new_tokens"],
-                do_sample=params["temperature"] > 0, temperature=params["temperature"] or None,
-                top_p=params["top_p"] if params["temperature"] > 0 else None, top_k=None,
-                eos_token_id=sorted(eos), pad_token_id=self.pad_id,
-                stop_strings=params["stop"] or None, tokenizer=self.tok if params["stop"] else None)
+            with self._rows([names[i] for i in batch]):
+                seqs = self.model.generate(
+                    input_ids=ids, attention_mask=mask, max_new_tokens=params["max_new_tokens"],
+                    do_sample=params["temperature"] > 0, temperature=params["temperature"] or None,
+                    top_p=params["top_p"] if params["temperature"] > 0 else None, top_k=None,
+                    eos_token_id=sorted(eos), pad_token_id=self.pad_id,
+                    stop_strings=params["stop"] or None, tokenizer=self.tok if params["stop"] else None)
             dt = time.perf_counter() - t0
             new = seqs[:, ids.shape[1]:].tolist()
             n_new = 0

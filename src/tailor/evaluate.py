@@ -119,7 +119,7 @@ class Prediction:
     target: str
     prompt_tokens: int
     completion_tokens: int
-    latency_s: float
+    latency_s: float   # wall time of the batch that computed it (0 when cached)
     cached: bool = False
     probs: dict[str, float] | None = None  # per label or choice (classify / choice tasks)
     shots: int = 0
@@ -194,14 +194,11 @@ def score_predictions(task: Task, preds: list[Prediction]) -> Report:
         metrics.update(rouge(p, g))
         metrics["bleu"] = bleu(p, g)
         metrics["chrf"] = chrf(p, g)
-    lat = [x.latency_s for x in preds]
     n = max(len(preds), 1)
     cost = {
         "requests": len(preds),
         "prompt_tokens_per_request": sum(x.prompt_tokens for x in preds) / n,
         "completion_tokens_per_request": sum(x.completion_tokens for x in preds) / n,
-        "latency_p50_s": percentile(lat, 0.5),
-        "latency_p95_s": percentile(lat, 0.95),
         "cached_share": sum(x.cached for x in preds) / n,
         "shots_dropped": sum(x.shots_dropped for x in preds),
     }

@@ -225,7 +225,9 @@ def load_base(name: str, dtype: str | None = None, device: str | None = None) ->
     except OSError as e:
         raise TailorError(f"model '{name}' is not a bundled model ({', '.join(BUNDLED_MODELS)}), "
                           f"a local folder, or loadable from the hub ({str(e).splitlines()[0]})") from None
-    model.to(dev).eval()
+    # A base is for inference; arms that train make their own trainable copies (and LoRA arms share
+    # these frozen tensors), so every ladder starts from the same frozen base whatever ran before.
+    model.to(dev).eval().requires_grad_(False)
     tok = load_tokenizer(name) if path.exists() else None
     if tok is None:
         from transformers import AutoTokenizer

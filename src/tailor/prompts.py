@@ -30,15 +30,18 @@ class Prompt:
 
 class PromptBuilder:
     def __init__(self, tokenizer, kind: str, instruction: str, max_prompt_tokens: int | None = None,
-                 list_options: bool = True):
+                 list_options: bool = True, chat_template: str | None = None):
         self.tok = tokenizer
+        # The template is part of an arm's recipe: a reloaded arm renders with the one it was
+        # measured with, whatever the tokenizer it is loaded with carries.
+        self.chat_template = chat_template if chat_template is not None else getattr(tokenizer, "chat_template", None)
         self.kind = kind
         # Choice items show their options in the prompt unless the task is scored as a cloze
         # (each option as a plain continuation, e.g. PIQA's two long solutions).
         self.list_options = list_options
         self.instruction = instruction
         self.max_prompt_tokens = max_prompt_tokens
-        self.chat = bool(getattr(tokenizer, "chat_template", None))
+        self.chat = bool(self.chat_template)
         self.answer_suffix = self._answer_suffix()
         # The plain layout shows examples as "Answer: label", and the prompt ends at "Answer:";
         # the space belongs to the answer, so a word keeps its usual leading-space token.
@@ -76,7 +79,8 @@ class PromptBuilder:
 
     def render(self, messages: list[dict]) -> str:
         if self.chat:
-            return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                chat_template=self.chat_template)
         # No chat template (a base model): a plain layout with the same structure.
         parts = []
         for m in messages:
@@ -109,7 +113,8 @@ class PromptBuilder:
             return "\n"
         probe = "\x00ANSWER\x00"
         msgs = [{"role": "user", "content": "q"}]
-        full = self.tok.apply_chat_template(msgs + [{"role": "assistant", "content": probe}], tokenize=False)
+        full = self.tok.apply_chat_template(msgs + [{"role": "assistant", "content": probe}], tokenize=False,
+                                            chat_template=self.chat_template)
         after = full.split(probe, 1)[1]
         eos = self.tok.eos_token or ""
         # Keep up to and including the end-of-sequence token; trailing newlines belong to the

@@ -55,6 +55,9 @@ class RunDir:
         atomic_write_json(self.path / name, obj)
         return self.path / name
 
+    def read_json(self, name: str):
+        return json.loads((self.path / name).read_text(encoding="utf-8"))
+
     def write_jsonl(self, name: str, rows) -> Path:
         text = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
         atomic_write_text(self.path / name, text)

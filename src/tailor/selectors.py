@@ -62,7 +62,7 @@ class Selector:
     """Chooses k examples from `pool` for each input.
 
     kind: similarity (cosine of MiniLM embeddings), mmr (similarity traded against redundancy,
-    weight `mmr_lambda`), ngram (Jaccard overlap of word n-grams, seed 000's example),
+    weight `mmr_lambda`), ngram (Jaccard overlap of word n-grams, the classic example-selector measure),
     balanced (most similar per label, round-robin), budget (most similar that fit `token_budget`
     tokens, counted by `count_tokens`, as many as fit), random (a fresh seeded draw per input).
     """

@@ -8,10 +8,9 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..engine import ResultCache
 from ..errors import TailorError
 from ..models import load_base
-from ..runs import RunDir
+from ..context import open_run
 from .loaders import BENCHMARKS, load_benchmark
 from .suite import compare, run_suite, suite_names
 
@@ -52,18 +51,15 @@ def load_result(path: str | Path) -> dict | None:
 def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
     names = suite_names(cfg.suite)
     reference = load_result(cfg.compare_to) if cfg.compare_to else None
-    run = RunDir(cfg.runs_dir, "bench", f"{cfg.suite}-{Path(cfg.adapter or cfg.model).name}")
-    try:
-        run.write_config(asdict(cfg))
-        cache = ResultCache() if cfg.cache else False
-        base = load_base(cfg.model, cfg.dtype, cfg.device)
-        data_hashes = {n: load_benchmark(n, cfg.size, cfg.seed).data_hash for n in names}
-        run.write_manifest(cfg.seed, data_hashes, {"model": {"name": base.name, "weights_id": base.weights_id,
-                                                             "dtype": str(base.dtype), "device": str(base.device)}})
-        opts = dict(suite=cfg.suite, cache=cache, progress=progress, sizes=cfg.size, seed=cfg.seed,
-                    batch_size=cfg.batch_size)
+    data_hashes = {n: load_benchmark(n, cfg.size, cfg.seed).data_hash for n in names}
+    with open_run("bench", f"{cfg.suite}-{Path(cfg.adapter or cfg.model).name}", asdict(cfg), runs_dir=cfg.runs_dir,
+                  model=cfg.model, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed, cache=cfg.cache,
+                  data_hashes=data_hashes) as ctx:
+        base = ctx.base
+        opts = dict(suite=cfg.suite, cache=ctx.cache if ctx.cache is not None else False, progress=progress,
+                    sizes=cfg.size, seed=cfg.seed, batch_size=cfg.batch_size)
         if cfg.adapter:
-            from ..export import load_adapted
+            from ..methods import load_adapted
             adapted = load_adapted(cfg.adapter, base)
             log.info("bench: %s on %s", cfg.adapter, base.weights_id)
             result = run_suite(adapted.model, adapted.tokenizer, adapted.weights_id, **opts)
@@ -80,12 +76,10 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
             reference = run_suite(other.model, other.tokenizer, other.weights_id, **opts)
             reference["label"] = cfg.compare_to
         comparison = compare(reference, result) if reference else None
-        out = {"result": result, "reference": reference, "comparison": comparison, "run_dir": str(run.path)}
-        run.write_json("results.json", out)
-        run.write_json("metrics.json", summary(out))
+        out = {"result": result, "reference": reference, "comparison": comparison, "run_dir": str(ctx.path)}
+        ctx.run.write_json("results.json", out)
+        ctx.run.write_json("metrics.json", summary(out))
         return out
-    finally:
-        run.close()
 
 
 def summary(out: dict) -> dict:

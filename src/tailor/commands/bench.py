@@ -1,4 +1,4 @@
-"""`tailor` commands for the bench area (registered on tailor.cli.app):
+"""The bench area:
 `tailor bench --model M [--adapter RUN] --suite general [--compare-to X]`."""
 
 from __future__ import annotations
@@ -8,10 +8,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..cli import app, out
+from . import out
 
 
-@app.command()
 def bench(
     model: str = typer.Option("smollm2-135m", help="bundled model, local HF folder or hub id"),
     adapter: Optional[str] = typer.Option(None, help="a `tailor train` run directory: benchmark its trained model "

@@ -9,10 +9,10 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..cli import app, out
+from ..curate.options import CurateOptions
+from . import out
 
 
-@app.command()
 def curate(
     source: str = typer.Argument(..., help="a task file (.jsonl .json .csv .tsv .parquet) or a bundled task"),
     model: str = typer.Option("smollm2-135m", help="tokenizer for lengths; model for the model checks"),
@@ -31,8 +31,8 @@ def curate(
     keep_duplicates: bool = typer.Option(False, help="do not drop exact and near duplicates"),
     keep_leaked: bool = typer.Option(False, help="do not drop train rows that match dev/test rows"),
     drop_noise: bool = typer.Option(False, help="drop label-noise candidates (default: list them)"),
-    max_leakage: float = typer.Option(0.01, help="ladder stop limit: share (or count if >= 1) of test rows leaked"),
-    max_conflicts: float = typer.Option(0.05, help="ladder stop limit: share (or count) of train rows in conflicts"),
+    max_leakage: float = typer.Option(CurateOptions.max_leakage, help="ladder stop limit: share (or count if >= 1) of test rows leaked"),
+    max_conflicts: float = typer.Option(CurateOptions.max_conflicts, help="ladder stop limit: share (or count) of train rows in conflicts"),
     format: Optional[str] = typer.Option(None, help="chat | prompt_completion | alpaca | text_label | choice"),
     kind: Optional[str] = typer.Option(None, help="classify | generate | choice"),
     labels: Optional[str] = typer.Option(None, help="comma-separated label set"),
@@ -48,10 +48,9 @@ def curate(
 ) -> None:
     """Check a dataset (duplicates, train/test leakage, conflicts, lengths, balance, output format,
     label noise) and optionally write a cleaned copy."""
-    from ..curate import CurateOptions, apply_fixes_logged, curate_task, parse_expected, write_clean
-    from ..datasets import load_task
-    from ..engine import Engine, ResultCache
-    from ..runs import RunDir
+    from ..context import open_run
+    from ..curate import apply_fixes_logged, curate_task, parse_expected, write_clean
+    from ..engine import Engine
 
     t0 = time.perf_counter()
     opts = CurateOptions(
@@ -59,52 +58,40 @@ def curate(
         model_checks=model_checks, sample=sample or None, noise_confidence=noise_confidence,
         augment=augment, seed=seed, conflicts=conflicts, length_policy=length_policy,
         standardize_outputs=standardize, balance=balance, drop_exact_duplicates=not keep_duplicates,
-        drop_near_duplicates=not keep_duplicates, drop_leaked=not keep_leaked, drop_noise=drop_noise)
-    task = load_task(source, format=format, kind=kind, encoding=encoding, seed=seed,
-                     labels=labels.split(",") if labels else None,
-                     test=int(test) if test >= 1 else test, dev=int(dev) if dev >= 1 else dev)
-    run = RunDir(runs_dir, "curate", source.split("/")[-1])
-    try:
-        run.write_config({"source": source, "model": model, "options": opts.to_json(), "write": write})
-        engine = tokenizer = None
-        manifest = {"task": task.summary()}
-        if model_checks or augment:
-            from ..models import load_base
-            base = load_base(model, dtype, device)
-            engine = Engine(base.model, base.tokenizer, base.weights_id, ResultCache() if cache else None,
-                            batch_size=batch_size)
-            manifest["model"] = {"name": model, "weights_id": base.weights_id, "dtype": str(base.dtype),
-                                 "device": str(base.device)}
-        else:
-            from ..models import load_tokenizer
-            tokenizer = load_tokenizer(model)
-            manifest["model"] = {"name": model, "tokenizer_only": True}
-        run.write_manifest(seed, {task.name: task.data_hash}, manifest)
-        report = curate_task(task, tokenizer=tokenizer, engine=engine, options=opts)
+        drop_near_duplicates=not keep_duplicates, drop_leaked=not keep_leaked, drop_noise=drop_noise,
+        max_leakage=max_leakage, max_conflicts=max_conflicts)
+    options = {"format": format, "kind": kind, "encoding": encoding, "seed": seed,
+               "labels": labels.split(",") if labels else None,
+               "test": int(test) if test >= 1 else test, "dev": int(dev) if dev >= 1 else dev}
+    config = {"source": source, "model": model, "options": opts.to_json(), "write": write}
+    with open_run("curate", source.split("/")[-1], config, runs_dir=runs_dir, model=model, dtype=dtype,
+                  device=device, task=source, task_options=options, seed=seed, cache=cache,
+                  load="model" if model_checks or augment else "tokenizer") as ctx:
+        task, engine = ctx.task, None
+        if ctx.base is not None:
+            engine = Engine(ctx.base.model, ctx.base.tokenizer, ctx.base.weights_id, ctx.cache, batch_size=batch_size)
+        report = curate_task(task, tokenizer=ctx.tokenizer, engine=engine, options=opts)
         report.model = model
-        run.write_json("curation.json", report.to_json())
+        ctx.run.write_json("curation.json", report.to_json())
         page = f"<!doctype html><meta charset='utf-8'><title>curation: {task.name}</title>{report.html_section()}"
-        run.file("curation.html").write_text(page, encoding="utf-8")
+        ctx.run.file("curation.html").write_text(page, encoding="utf-8")
 
         table = Table("finding", "value", title=f"curation of {task.name} ({len(task.examples)} rows)")
         for name, value in report.summary_rows():
             table.add_row(name, value)
         out.print(table)
-        for reason in report.blocking(max_leakage, max_conflicts):
+        for reason in report.blocking():
             out.print(f"[bold red]would stop the ladder:[/] {reason}", highlight=False)
         if write:
-            rows, log = apply_fixes_logged(task, report, opts, _builder(task, tokenizer, engine))
+            rows, log = apply_fixes_logged(task, report, opts, _builder(task, ctx))
             path = write_clean(write, rows, task)
             n_train = sum(ex.meta.get("split") == "train" for ex in rows)
             changes = ", ".join(f"{k} {v}" for k, v in log.items() if v) or "no changes"
             out.print(f"wrote {path}: {len(rows)} rows ({n_train} train); {changes}", highlight=False)
-            run.write_json("fixes.json", {"path": str(path), "rows": len(rows), "train_rows": n_train, "log": log})
-        out.print(f"run directory: {run.path}  ({time.perf_counter() - t0:.1f} s)")
-    finally:
-        run.close()
+            ctx.run.write_json("fixes.json", {"path": str(path), "rows": len(rows), "train_rows": n_train, "log": log})
+        out.print(f"run directory: {ctx.path}  ({time.perf_counter() - t0:.1f} s)")
 
 
-def _builder(task, tokenizer, engine):
+def _builder(task, ctx):
     from ..prompts import builder_for
-    tok = tokenizer or engine.tok
-    return builder_for(task, tok, getattr(engine.model, "config", None) if engine else None)
+    return builder_for(task, ctx.tokenizer, ctx.base.model.config if ctx.base else None)

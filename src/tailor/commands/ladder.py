@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..cli import app, out
+from . import out
 
 DEMO_ARMS = [
     "zero-shot",
@@ -16,7 +16,6 @@ DEMO_ARMS = [
 ]
 
 
-@app.command("run")
 def run_(
     experiment: str = typer.Argument(..., help="experiment YAML: model, task, arms, prices"),
     limit: Optional[int] = typer.Option(None, help="override: evaluate on the first N test rows"),
@@ -32,7 +31,6 @@ def run_(
     _run_and_print(exp)
 
 
-@app.command()
 def demo(
     limit: Optional[int] = typer.Option(None, help="test rows (default: the whole 300-row test split)"),
     runs_dir: str = typer.Option("runs"),
@@ -55,21 +53,15 @@ def demo(
     _run_and_print(exp)
 
 
-@app.command()
 def advise(
     answers: Optional[str] = typer.Option(None, help="YAML file of answers (keys as in `advice:`); asks interactively if omitted"),
 ) -> None:
-    """Answer seed 002's questions; get the arms worth running, cheapest first."""
+    """Answer the decision questions of Meta's guide to adapting LLMs; get the arms worth
+    running, cheapest first."""
     from ..advise import QUESTIONS, advise as decide
     if answers:
-        import yaml
-        from ..errors import DataError
-        try:
-            given = yaml.safe_load(open(answers, encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise DataError(answers, f"cannot read answers ({e})") from None
-        if not isinstance(given, dict):
-            raise DataError(answers, "expected a mapping of question: answer")
+        from ..schema import read_yaml
+        given, _ = read_yaml(answers, "question: answer pairs")
         given = given.get("advice", given)
     else:
         given = {key: typer.prompt(f"{q} [{'/'.join(choices)}]", default=choices[-1 if key == 'external_knowledge' else 0])
@@ -82,41 +74,39 @@ def advise(
         out.print(f"- {note}")
 
 
-def _forgetting_cell(arm: dict) -> str:
+def _forgetting_cell(arm) -> str:
     """The general-benchmark delta that matters most (a significant drop first, else the
     largest), red when significant; blank for arms that change no weights."""
-    from ..report.sections import worst_forgetting
-    worst = worst_forgetting(arm)
+    worst = arm.forgetting.worst() if arm.forgetting else None
     if worst is None:
         return ""
     name, row = worst
-    text = f"{100 * row['delta']:+.1f} pt {name}"
-    return f"[red]{text}[/]" if row["significant_drop"] else text
+    text = f"{100 * row.delta:+.1f} pt {name}"
+    return f"[red]{text}[/]" if row.significant_drop else text
 
 
 def _run_and_print(exp) -> None:
     from ..ladder import run_ladder
     results = run_ladder(exp)
-    metric = results["primary_metric"]
-    forgetting = any(a.get("forgetting") for a in results["arms"])
+    metric = results.primary_metric
+    forgetting = any(a.forgetting for a in results.arms)
     table = Table("arm", metric, "tok/req", "latency p50", "train s", "trainable",
                   "$ / 1k req", "$ 1st month", *(["general Δ (worst)"] if forgetting else []),
-                  title=f"{results['experiment']['name']} "
-                  f"({results['experiment']['test_rows']} test rows, {exp.model})")
-    for a in results["arms"]:
-        if a["status"] != "ok":
-            table.add_row(a["name"], "[red]failed[/]", a["error"][:90], "", "", "", "", "")
+                  title=f"{results.experiment.name} ({results.experiment.test_rows} test rows, {exp.model})")
+    for a in results.arms:
+        if not a.ok:
+            table.add_row(a.name, "[red]failed[/]", (a.error or "")[:90], "", "", "", "", "")
             continue
-        c = a["cost"]
-        table.add_row(a["name"], f"{a['metrics'][metric]:.3f}",
-                      f"{c['prompt_tokens_per_request'] + c['completion_tokens_per_request']:.0f}",
-                      f"{c['latency_p50_s'] * 1000:.0f} ms", f"{c['train_time_s']:.0f}",
-                      f"{c['trainable_params']:,}", f"{c['cost_per_1k_requests']:.4f}",
-                      f"{c['first_month_cost']:.2f}", *([_forgetting_cell(a)] if forgetting else []))
+        c = a.cost
+        table.add_row(a.name, f"{a.metrics[metric]:.3f}",
+                      f"{c.prompt_tokens_per_request + c.completion_tokens_per_request:.0f}",
+                      f"{c.latency_p50_s * 1000:.0f} ms" if c.latency_p50_s is not None else "",
+                      f"{c.train_time_s:.0f}", f"{c.trainable_params:,}", f"{c.cost_per_1k_requests:.4f}",
+                      f"{c.first_month_cost:.2f}", *([_forgetting_cell(a)] if forgetting else []))
     out.print(table)
-    out.print(f"[bold green]Recommendation:[/] {results['recommendation']['text']}")
-    report = results.get("report") or {}
-    out.print(f"results: {results['run_dir']}/results.json")
-    if report.get("html"):
-        out.print(f"report:  {report['html']}")
-    out.print(f"total time {results['wall_s']:.0f} s")
+    out.print("latency: one request at a time, uncached, on this machine")
+    out.print(f"[bold green]Recommendation:[/] {results.recommendation.text}")
+    out.print(f"results: {results.run_dir}/results.json   arms: {results.run_dir}/arms/")
+    if results.report and results.report.get("html"):
+        out.print(f"report:  {results.report['html']}")
+    out.print(f"total time {results.wall_s:.0f} s")

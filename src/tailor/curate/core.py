@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
-from ..engine import Engine
 from ..progress import Meter
 from ..prompts import PromptBuilder, builder_for
 from ..task import Task
@@ -15,13 +15,16 @@ from .outputs import balance, output_checks
 from .report import CurationReport
 from .text import split_rows, text_checks
 
+if TYPE_CHECKING:
+    from ..engine import Engine
+
 log = logging.getLogger("tailor")
 
 
 def default_max_tokens() -> int:
     """The training loop's row length, so 'over max tokens' means 'the trainer would drop it'."""
-    from ..train.loop import TrainConfig
-    return TrainConfig.__dataclass_fields__["seq_len"].default
+    from ..train.options import TrainConfig
+    return TrainConfig.model_fields["seq_len"].default
 
 
 def curate_task(task: Task, tokenizer=None, max_tokens: int | None = None, engine: Engine | None = None,

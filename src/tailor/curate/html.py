@@ -23,7 +23,7 @@ def render_section(report) -> str:
     if reasons:
         parts.append("".join(f'<p class="block">&#9888; {escape(r)}</p>' for r in reasons))
     else:
-        parts.append('<p class="ok">No leakage or conflicts above the default limits.</p>')
+        parts.append('<p class="ok">No leakage or conflicts above the limits.</p>')
     parts.append(_table(["finding", "value"], report.summary_rows()))
     parts.append(_duplicates(report))
     parts.append(_conflicts(report))

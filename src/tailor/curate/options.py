@@ -41,6 +41,11 @@ class CurateOptions:
     standardize_outputs: bool = False  # strip outputs, map label variants to one spelling
     balance: str = "none"           # none | downsample (to the expected shares)
     drop_noise: bool = False        # drop label-noise candidates (default: list them for a person)
+    # ---- when the data stops a ladder: a share of rows when below 1 (leakage: of test rows;
+    # conflicts: of train rows), else a row count. The one default for the ladder, `tailor
+    # curate` and the report.
+    max_leakage: float = 0.01
+    max_conflicts: float = 0.05
 
     def __post_init__(self):
         checks = [(0 < self.near_threshold <= 1, "near_threshold must be in (0, 1]"),

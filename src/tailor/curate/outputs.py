@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 from ..task import Example, Task
 from .text import normalize
 
-# Boilerplate that makes a model refuse or dodge (seed 002: 60% "I can't answer that").
+# Boilerplate that makes a model refuse or dodge (Meta's guide: if 60% of answers refuse, the model will refuse too often).
 REFUSAL = re.compile(
     r"^\s*(i('m| am) sorry|sorry,|i (can('|no)?t|cannot|am unable to|'m unable to|am not able to|"
     r"don'?t know)|as an ai|i do not (know|have)|unfortunately,? i|n/?a\b|none\b|no answer)", re.I)

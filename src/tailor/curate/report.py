@@ -64,9 +64,10 @@ class CurationReport:
             out["synthetic_rows"] = self.augmentation["kept"]
         return out
 
-    def blocking(self, max_leakage: float = 0.01, max_conflicts: float = 0.05) -> list[str]:
-        """One-line reasons to stop a ladder run. Each limit is a share of rows when below 1
-        (leakage: of test rows; conflicts: of train rows), else a row count."""
+    def blocking(self) -> list[str]:
+        """One-line reasons to stop a ladder run, at the limits of the options it was checked
+        with (`max_leakage`, `max_conflicts`)."""
+        max_leakage, max_conflicts = self.options["max_leakage"], self.options["max_conflicts"]
         reasons = []
         tt = self.leakage.get("train-test")
         if tt:

@@ -1,34 +1,25 @@
 """The arms of the adaptation ladder. A plain dict maps each method name to its class; a method
-owns its options (dataclass fields) and its `fit`, and reuses the shared prompt builder, training
-loop and engine."""
+owns its options (typed fields), its `fit`, and its family's saving and loading, and reuses the
+shared prompt builder, training loop and engine. Importing this package is light (no torch):
+an experiment file is validated against these classes before anything heavy loads."""
 
 from __future__ import annotations
 
-import dataclasses
-
 from ..errors import TailorError
-from .base import Adapted
+from .base import Adapted, Method, load_adapted, save_adapted
 from .finetune import FINETUNE_METHODS
 from .prompting import ICL, FewShot, ZeroShot
 
-METHODS: dict[str, type] = {
-    "zero-shot": ZeroShot,
-    "few-shot": FewShot,
-    "icl": ICL,
-}
-# Fine-tuning arms (one training loop: tailor.train).
+METHODS: dict[str, type[Method]] = {cls.method: cls for cls in (ZeroShot, FewShot, ICL)}
 METHODS.update(FINETUNE_METHODS)
 
 
-def make_method(name: str, options: dict | None = None):
+def make_method(name: str, options: dict | None = None) -> Method:
+    """The method `name` with `options`, validated (errors name the option)."""
+    from ..schema import validate
     if name not in METHODS:
         raise TailorError(f"unknown method '{name}' (known: {', '.join(METHODS)})")
-    cls = METHODS[name]
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in options or {}:
-        if key not in known:
-            raise TailorError(f"method '{name}' has no option '{key}' (options: {', '.join(sorted(known)) or 'none'})")
-    return cls(**(options or {}))
+    return validate(METHODS[name], options or {}, f"method '{name}'")
 
 
-__all__ = ["Adapted", "METHODS", "make_method"]
+__all__ = ["Adapted", "METHODS", "Method", "load_adapted", "make_method", "save_adapted"]

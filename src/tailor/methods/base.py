@@ -1,37 +1,157 @@
-"""What `fit` returns: a model to run plus the prompt recipe, with its costs."""
+"""What every arm shares: `Method` (typed options plus `fit`, and how its family saves and loads
+weights) and `Adapted` (what `fit` returns: a model to run and the recipe that prompts it).
+
+A family file (prompting.py, finetune.py, ...) owns its arms' options, fitting, saving and
+loading; nothing else switches on method names, so a new method touches one file.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..engine import Engine, ResultCache
-from ..evaluate import Prediction, predict
-from ..prompts import PromptBuilder
-from ..task import Example, Task
+from ..recipe import Recipe, find_arm, read_recipe, save_recipe
+from ..schema import Options
+
+if TYPE_CHECKING:
+    from ..engine import Engine, ResultCache
+    from ..evaluate import Prediction
+    from ..models import Base
+    from ..prompts import PromptBuilder
+    from ..task import Example, Task
+
+
+class Method(Options):
+    """An arm's options (validated from an experiment file) and how it adapts the base."""
+
+    method: ClassVar[str] = ""
+    changes_weights: ClassVar[bool] = False
+
+    def fit(self, task: Task, base: Base, out: Path | None = None, *, progress: bool = True,
+            budget_s: float | None = None, resume: str | None = None) -> Adapted:
+        """Adapt `base` to `task`. `out`: the arm folder (training logs and checkpoints go there);
+        `budget_s`: wall-clock seconds training may take; `resume`: a checkpoint to continue."""
+        raise NotImplementedError
+
+    # ---- the family's artifact: weights beside the recipe (prompting arms have none)
+    @classmethod
+    def save_weights(cls, adapted: Adapted, folder: Path) -> dict | None:
+        return None
+
+    @classmethod
+    def load(cls, recipe: Recipe, pool: list[Example], folder: Path, base: Base) -> Adapted:
+        """The arm as it was fitted, from its recipe (and weights in `folder`)."""
+        raise NotImplementedError
 
 
 @dataclass
 class Adapted:
-    method: str
-    model: object            # the base model, a PEFT-wrapped model, or a new model
-    tokenizer: object
-    weights_id: str           # content id of the weights actually used: part of cache keys
+    recipe: Recipe
+    model: Any                   # the base model, a PEFT-wrapped model, or a new model
+    tokenizer: Any
+    weights_id: str              # content id of the weights actually used: part of cache keys
     builder: PromptBuilder
-    shots_for: Callable[[Example], list[Example]] | None = None
-    passages_for: Callable[[Example], list[str]] | None = None
-    trainable_params: int = 0
-    artifact_bytes: int = 0
-    train_time_s: float = 0.0
-    train_tokens: int = 0
+    shots: Any = None            # callable(example) -> in-context examples, built from recipe.shots
+    pool: list = field(default_factory=list)   # the examples recipe.shots names
     artifact_dir: Path | None = None
-    info: dict = field(default_factory=dict)
+    artifact_bytes: int = 0
+
+    @property
+    def method(self) -> str:
+        return self.recipe.method
+
+    @property
+    def trainable_params(self) -> int:
+        return self.recipe.trainable_params
+
+    @property
+    def train_time_s(self) -> float:
+        return (self.recipe.train or {}).get("train_time_s", 0.0)
+
+    @property
+    def train_tokens(self) -> int:
+        return (self.recipe.train or {}).get("train_tokens", 0)
 
     def engine(self, cache: ResultCache | None = None, **options) -> Engine:
+        from ..engine import Engine
         return Engine(self.model, self.tokenizer, self.weights_id, cache, **options)
 
     def predict(self, engine: Engine, task: Task, examples: list[Example],
                 max_new_tokens: int = 64) -> list[Prediction]:
-        return predict(engine, self.builder, task, examples, self.shots_for, self.passages_for,
-                       max_new_tokens)
+        from ..evaluate import predict
+        return predict(engine, self.builder, task, examples, self.shots, None, max_new_tokens)
+
+
+def method_class(name: str) -> type[Method]:
+    from . import METHODS
+    from ..errors import TailorError
+    if name not in METHODS:
+        raise TailorError(f"unknown method '{name}' (known: {', '.join(METHODS)})")
+    return METHODS[name]
+
+
+def save_adapted(adapted: Adapted, folder: Path) -> int:
+    """Writes the arm folder (weights through the method's family, then the recipe); returns
+    the artifact's size in bytes."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = method_class(adapted.method).save_weights(adapted, folder)
+    if saved is not None:   # what fit recorded (the digest) and what the family wrote (its files)
+        adapted.recipe = adapted.recipe.model_copy(update={"weights": {**(adapted.recipe.weights or {}), **saved}})
+    save_recipe(folder, adapted.recipe, adapted.pool)
+    adapted.artifact_dir = folder
+    adapted.artifact_bytes = artifact_bytes(folder, adapted.recipe)
+    return adapted.artifact_bytes
+
+
+def artifact_bytes(folder: Path, recipe: Recipe) -> int:
+    """What serving the arm needs: the recipe, its pool and the weight files (not the
+    training run's logs and checkpoints beside them)."""
+    from ..recipe import POOL, RECIPE
+    files = [RECIPE, POOL] + list((recipe.weights or {}).get("files", []))
+    return sum((folder / f).stat().st_size for f in files if (folder / f).is_file())
+
+
+def copy_artifact(adapted: Adapted, folder: Path) -> None:
+    """The arm's artifact (recipe, pool, weight files) copied into `folder`, which it then lives
+    in: a run that reuses an earlier fit still holds every arm it measured."""
+    import shutil
+
+    from ..recipe import POOL, RECIPE
+    src = adapted.artifact_dir
+    for rel in [RECIPE, POOL] + list((adapted.recipe.weights or {}).get("files", [])):
+        if (src / rel).is_file():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / rel, folder / rel)
+    adapted.artifact_dir = folder
+
+
+def load_adapted(path: str | Path, base: Base) -> Adapted:
+    """Any arm, rebuilt from its folder (see `find_arm`) on a loaded base."""
+    import logging
+    folder = find_arm(path)
+    recipe, pool = read_recipe(folder)
+    trained_on = (recipe.base or {}).get("weights_id", "")
+    if trained_on and trained_on.rsplit(":", 1)[0] != base.weights_id.rsplit(":", 1)[0]:  # dtype aside
+        logging.getLogger("tailor").warning("arm %s was fitted on %s, loading it on %s", folder, trained_on,
+                                            base.weights_id)
+    adapted = method_class(recipe.method).load(recipe, pool, folder, base)
+    adapted.artifact_dir = folder
+    adapted.artifact_bytes = artifact_bytes(folder, recipe)
+    return adapted
+
+
+def base_recipe(method: Method, task: Task, base: Base, builder: PromptBuilder, **fields) -> Recipe:
+    """The recipe fields every arm fills the same way."""
+    return Recipe(method=method.method, options=method.model_dump(), kind=task.kind,
+                  instruction=builder.instruction, labels=task.labels, list_options=builder.list_options,
+                  max_prompt_tokens=builder.max_prompt_tokens, chat_template=builder.chat_template,
+                  base={"name": base.name, "path": str(base.path), "weights_id": base.weights_id},
+                  task={"name": task.name, "data_hash": task.data_hash}, **fields)
+
+
+def recipe_builder(recipe: Recipe, tokenizer) -> PromptBuilder:
+    from ..prompts import PromptBuilder
+    return PromptBuilder(tokenizer, recipe.kind, recipe.instruction, recipe.max_prompt_tokens,
+                         recipe.list_options, recipe.chat_template)

@@ -1,44 +1,59 @@
-"""Prompting arms: no training, only what goes into the prompt."""
+"""Prompting arms: no training, only what goes into the prompt. Their recipe is the whole arm:
+the instruction, and the shots (fixed ones, or the pool an in-context selector picks from)."""
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
 
 from ..errors import TailorError
-from ..models import Base
-from ..prompts import builder_for
+from ..recipe import Recipe, ShotSpec
 from ..task import Example, Task
-from .base import Adapted
+from .base import Adapted, Method, base_recipe, recipe_builder
+
+SelectorKind = Literal["similarity", "mmr", "ngram", "balanced", "budget", "random"]
 
 
-@dataclass
-class ZeroShot:
+class _Prompting(Method):
+    @classmethod
+    def load(cls, recipe: Recipe, pool: list[Example], folder: Path | None, base) -> Adapted:
+        builder = recipe_builder(recipe, base.tokenizer)
+        return Adapted(recipe, base.model, base.tokenizer, base.weights_id, builder,
+                       shots=make_shots(recipe.shots, pool, builder, recipe.labels), pool=pool)
+
+    def _adapted(self, task: Task, base, shots: ShotSpec | None = None, pool: list[Example] = ()) -> Adapted:
+        """The arm built through its recipe, exactly as `load` rebuilds it."""
+        from ..prompts import builder_for
+        builder = builder_for(task, base.tokenizer, base.model.config)
+        return self.load(base_recipe(self, task, base, builder, shots=shots), list(pool), None, base)
+
+
+class ZeroShot(_Prompting):
     """The instruction and the input, nothing else: the floor every other arm must beat."""
 
-    def fit(self, task: Task, base: Base, run=None) -> Adapted:
-        return Adapted("zero-shot", base.model, base.tokenizer, base.weights_id,
-                       builder_for(task, base.tokenizer, base.model.config))
+    method: ClassVar[str] = "zero-shot"
+
+    def fit(self, task: Task, base, out=None, **_) -> Adapted:
+        return self._adapted(task, base)
 
 
-@dataclass
-class FewShot:
+class FewShot(_Prompting):
     """k fixed training examples, drawn once with a seed (label-balanced for classification),
     shown before every input."""
 
+    method: ClassVar[str] = "few-shot"
     k: int = 4
     seed: int = 0
     balanced: bool = True
 
-    def fit(self, task: Task, base: Base, run=None) -> Adapted:
+    def fit(self, task: Task, base, out=None, **_) -> Adapted:
         shots = fixed_shots(task, self.k, self.seed, self.balanced)
-        return Adapted("few-shot", base.model, base.tokenizer, base.weights_id,
-                       builder_for(task, base.tokenizer, base.model.config),
-                       shots_for=lambda ex: shots, info={"shot_ids": [s.id for s in shots]})
+        return self._adapted(task, base, ShotSpec(selector="fixed", k=self.k, ids=[s.id for s in shots]), shots)
 
 
 def fixed_shots(task: Task, k: int, seed: int, balanced: bool) -> list[Example]:
-    pool = _train_pool(task)
+    pool = train_pool(task)
     rng = random.Random(seed)
     if not (balanced and task.kind == "classify" and task.labels):
         return rng.sample(pool, min(k, len(pool)))
@@ -57,38 +72,61 @@ def fixed_shots(task: Task, k: int, seed: int, balanced: bool) -> list[Example]:
     return shots
 
 
-@dataclass
-class ICL:
-    """In-context learning with examples chosen per input (seed 000's dynamic example
-    selection). The pool is a seeded sample of the train split, embedded once and cached."""
+class ICL(_Prompting):
+    """In-context learning with examples chosen per input (dynamic example selection, as
+    LangChain's example selectors do). The pool is a seeded sample of the train split."""
 
+    method: ClassVar[str] = "icl"
     k: int = 4
-    selector: str = "similarity"
+    selector: SelectorKind = "similarity"
     pool_size: int = 2000
     seed: int = 0
     mmr_lambda: float = 0.5
     ngram: int = 1
     token_budget: int = 600
 
-    def fit(self, task: Task, base: Base, run=None) -> Adapted:
-        from ..select import Selector
-        pool = _train_pool(task)
+    def fit(self, task: Task, base, out=None, **_) -> Adapted:
+        pool = train_pool(task)
         if self.pool_size and len(pool) > self.pool_size:
             pool = random.Random(self.seed).sample(pool, self.pool_size)
-        builder = builder_for(task, base.tokenizer, base.model.config)
-        # The tokens one shot adds: its input and answer plus the turn markers around them.
-        overhead = builder.count(builder.render([{"role": "user", "content": ""}]))
-
-        def shot_tokens(ex: Example) -> int:
-            return builder.count(ex.input_text) + builder.count(builder.target_text(ex.target)) + overhead
-
-        selector = Selector(pool, self.selector, self.k, self.seed, self.mmr_lambda, self.ngram,
-                            self.token_budget, shot_tokens, task.labels)
-        return Adapted("icl", base.model, base.tokenizer, base.weights_id, builder, shots_for=selector,
-                       info={"selector": self.selector, "pool": len(pool)})
+        spec = ShotSpec(selector=self.selector, k=self.k, ids=[ex.id for ex in pool],
+                        options={"seed": self.seed, "mmr_lambda": self.mmr_lambda, "ngram": self.ngram,
+                                 "token_budget": self.token_budget})
+        return self._adapted(task, base, spec, pool)
 
 
-def _train_pool(task: Task) -> list[Example]:
+class FixedShots:
+    def __init__(self, shots: list[Example]):
+        self.shots = shots
+
+    def __call__(self, example: Example) -> list[Example]:
+        return self.shots
+
+
+def make_shots(spec: ShotSpec | None, pool: list[Example], builder, labels: list[str] | None):
+    """The shot chooser a recipe describes, over the examples its ids name."""
+    if spec is None:
+        return None
+    by_id = {ex.id: ex for ex in pool}
+    missing = [i for i in spec.ids if i not in by_id]
+    if missing:
+        raise TailorError(f"the recipe's shots name {len(missing)} examples its pool lacks (e.g. '{missing[0]}')")
+    chosen = [by_id[i] for i in spec.ids]
+    if spec.selector == "fixed":
+        return FixedShots(chosen)
+    from ..selectors import Selector
+    # The tokens one shot adds: its input and answer plus the turn markers around them.
+    overhead = builder.count(builder.render([{"role": "user", "content": ""}]))
+
+    def shot_tokens(ex: Example) -> int:
+        return builder.count(ex.input_text) + builder.count(builder.target_text(ex.target)) + overhead
+
+    o = spec.options
+    return Selector(chosen, spec.selector, spec.k, o.get("seed", 0), o.get("mmr_lambda", 0.5), o.get("ngram", 1),
+                    o.get("token_budget", 600), shot_tokens, labels)
+
+
+def train_pool(task: Task) -> list[Example]:
     """Shots come from the train split only: falling back to all rows would show the model
     test rows with their answers."""
     pool = list(task.splits.get("train") or [])

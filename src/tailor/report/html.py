@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import TailorError
+from ..results import LadderResult
 from ..utils import atomic_write_text
 from . import sections
 from .fmt import esc
@@ -18,19 +19,18 @@ CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src d
        "script-src 'none'")
 
 
-def write_report(results: dict, out_dir: str | Path) -> Path:
-    """Write `out_dir/report.html` from a ladder results dict (the results.json schema)."""
-    if not isinstance(results, dict):
-        raise TailorError(f"report: results must be a dict (results.json), got {type(results).__name__}")
+def write_report(results: LadderResult, out_dir: str | Path) -> Path:
+    """Write `out_dir/report.html` from a ladder's typed result (see `results.read_results`)."""
+    if not isinstance(results, LadderResult):
+        raise TailorError(f"report: expected a ladder result, got {type(results).__name__}")
     path = Path(out_dir) / "report.html"
     atomic_write_text(path, render_html(results))
     return path
 
 
-def render_html(results: dict) -> str:
+def render_html(results: LadderResult) -> str:
     v = sections.View.of(results)
-    exp = results.get("experiment") or {}
-    title = f"{exp.get('name') or (results.get('task') or {}).get('name') or 'experiment'} · Tailor report"
+    title = f"{results.experiment.name or results.task.get('name') or 'experiment'} · Tailor report"
     body = [sections.header(v), _nav(v), sections.recommendation(v), sections.comparison_table(v),
             sections.charts(v), sections.forgetting(v), sections.confusions(v), sections.examples(v),
             sections.data_check(v), sections.manifest(v)]
@@ -47,11 +47,11 @@ def render_html(results: dict) -> str:
 def _nav(v: sections.View) -> str:
     links = [("recommendation", "Recommendation"), ("comparison", "Comparison"),
              ("quality-cost", "Quality vs cost"), ("latency", "Latency")]
-    if any(a.get("forgetting") for a in v.arms):
+    if any(a.forgetting for a in v.arms):
         links.append(("forgetting", "Forgetting"))
-    if any(a.get("confusion") for a in v.ok):
+    if any(a.confusion for a in v.ok):
         links.append(("confusion", "Confusion"))
-    if any(a.get("examples") for a in v.arms):
+    if any(a.examples for a in v.arms):
         links.append(("examples", "Examples"))
     links += [("data", "Data"), ("manifest", "Manifest")]
     return '<nav>' + "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t in links) + "</nav>"

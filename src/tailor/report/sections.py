@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from ..results import ArmResult, LadderResult
 from . import fmt
 from .fmt import DASH, esc
 from .plots import Point, color, hbars, intervals, scatter
@@ -16,10 +17,10 @@ N_EXAMPLES = 8
 
 @dataclass
 class View:
-    """What every section needs, computed once from results.json (tolerating missing keys)."""
-    results: dict
-    arms: list[dict] = field(default_factory=list)
-    ok: list[dict] = field(default_factory=list)
+    """What every section needs, computed once from the typed ladder result."""
+    results: LadderResult
+    arms: list[ArmResult] = field(default_factory=list)
+    ok: list[ArmResult] = field(default_factory=list)
     primary: str = "accuracy"
     metric_keys: list[str] = field(default_factory=list)
     colors: dict[str, str] = field(default_factory=dict)
@@ -27,28 +28,19 @@ class View:
     kind: str = ""
 
     @classmethod
-    def of(cls, results: dict) -> View:
-        arms = [a for a in (results.get("arms") or []) if isinstance(a, dict)]
-        for i, a in enumerate(arms):
-            a.setdefault("name", f"arm {i + 1}")
-        ok = [a for a in arms if a.get("status", "ok") == "ok"]
-        keys: list[str] = []
-        for a in arms:
-            for k in (a.get("metrics") or {}):
-                if k not in keys:
-                    keys.append(k)
-        primary = results.get("primary_metric") or (keys[0] if keys else "accuracy")
+    def of(cls, results: LadderResult) -> View:
+        keys = list(dict.fromkeys(k for a in results.arms for k in a.metrics))
+        primary = results.primary_metric
         keys = [primary] + [k for k in keys if k != primary]
-        rec = (results.get("recommendation") or {}).get("arm")
-        kind = (results.get("task") or {}).get("kind") or (results.get("experiment") or {}).get("kind", "")
-        return cls(results, arms, ok, primary, keys,
-                   {a["name"]: color(i) for i, a in enumerate(arms)}, rec, kind or "")
+        return cls(results, results.arms, results.ok_arms, primary, keys,
+                   {a.name: color(i) for i, a in enumerate(results.arms)}, results.recommendation.arm,
+                   results.task.get("kind") or "")
 
-    def m(self, arm: dict, key: str):
-        return fmt.num((arm.get("metrics") or {}).get(key))
+    def m(self, arm: ArmResult, key: str):
+        return fmt.num(arm.metrics.get(key))
 
-    def c(self, arm: dict, key: str):
-        return fmt.num((arm.get("cost") or {}).get(key))
+    def c(self, arm: ArmResult, key: str):
+        return fmt.num(getattr(arm.cost, key, None)) if arm.ok else None
 
 
 def _section(anchor: str, title: str, body: str, note: str = "") -> str:
@@ -65,13 +57,13 @@ def _badge(status: str) -> str:
 
 
 def header(v: View) -> str:
-    exp, task = v.results.get("experiment") or {}, v.results.get("task") or {}
-    name = exp.get("name") or task.get("name") or "experiment"
+    exp, task = v.results.experiment, v.results.task
+    name = exp.name or task.get("name") or "experiment"
     failed = len(v.arms) - len(v.ok)
-    chips = [("model", exp.get("model")), ("task", exp.get("task") or task.get("name")),
+    chips = [("model", exp.model), ("task", exp.task or task.get("name")),
              ("kind", task.get("kind")), ("test rows", fmt.count(task.get("test_rows"))
                                           if task.get("test_rows") is not None else None),
-             ("created", exp.get("created"))]
+             ("created", exp.created)]
     chip_html = "".join(f'<span class="chip"><b>{esc(k)}</b> {esc(val)}</span>'
                         for k, val in chips if val not in (None, ""))
     status = f"{len(v.arms)} arms · {len(v.ok)} finished" + (f" · {failed} failed" if failed else "")
@@ -81,9 +73,9 @@ def header(v: View) -> str:
 
 
 def recommendation(v: View) -> str:
-    rec = v.results.get("recommendation") or {}
-    arm = next((a for a in v.arms if a["name"] == rec.get("arm")), None)
-    if not rec:
+    rec = v.results.recommendation
+    arm = next((a for a in v.arms if a.name == rec.arm), None)
+    if not rec.text:
         body = '<p class="rec-text">No recommendation was made (no arm finished).</p>'
         return f'<section id="recommendation" class="rec none">{body}</section>'
     stats = ""
@@ -95,7 +87,7 @@ def recommendation(v: View) -> str:
                  ("train time", fmt.seconds(v.c(arm, "train_time_s")))]
         stats = '<dl class="stats">' + "".join(
             f"<div><dt>{esc(k)}</dt><dd>{esc(val)}</dd></div>" for k, val in items if val != DASH) + "</dl>"
-    advice = v.results.get("advice") or {}
+    advice = v.results.advice or {}
     advice_html = ""
     if advice:
         arms = "".join(f'<span class="chip">{esc(a)}</span>' for a in advice.get("suggested_arms") or [])
@@ -107,34 +99,16 @@ def recommendation(v: View) -> str:
                        + (f'<details><summary>Answers to the decision questions</summary>'
                           f'<table class="kv">{rows}</table></details>' if rows else "") + "</div>")
     return (f'<section id="recommendation" class="rec"><div class="eyebrow">Recommendation</div>'
-            f'<h2 class="rec-arm">{esc(rec.get("arm") or DASH)}</h2>'
-            f'<p class="rec-text">{esc(rec.get("text", ""))}</p>{stats}{advice_html}</section>')
+            f'<h2 class="rec-arm">{esc(rec.arm or DASH)}</h2>'
+            f'<p class="rec-text">{esc(rec.text)}</p>{stats}{advice_html}</section>')
 
 
 # ---------------------------------------------------------------- the comparison table
 
 
-def forgetting_rows(arm: dict, with_mean: bool = False) -> list[tuple[str, dict]]:
-    """(benchmark, row) of an arm's forgetting result (`tailor.benchmarks.compare`'s shape:
-    {"benchmarks": {name: {base_accuracy, adapted_accuracy, delta, ci_low, ci_high,
-    significant_drop, ...}}, "overall": {...}}), and the mean over benchmarks last if asked."""
-    f = arm.get("forgetting") or {}
-    rows = [(name, r) for name, r in (f.get("benchmarks") or {}).items()
-            if isinstance(r, dict) and fmt.num(r.get("delta")) is not None]
-    if with_mean and rows and isinstance(f.get("overall"), dict):
-        rows.append(("mean of all", f["overall"]))
-    return rows
-
-
-def worst_forgetting(arm: dict) -> tuple[str, dict] | None:
-    """The benchmark that dropped most, a significant drop before any other."""
-    rows = forgetting_rows(arm)
-    return min(rows, key=lambda nr: (not nr[1].get("significant_drop"), nr[1]["delta"])) if rows else None
-
-
-def _worst_forgetting(arm: dict):
-    worst = worst_forgetting(arm)
-    return (None, False) if worst is None else (worst[1]["delta"], bool(worst[1].get("significant_drop")))
+def _worst_forgetting(arm: ArmResult):
+    worst = arm.forgetting.worst() if arm.forgetting else None
+    return (None, False) if worst is None else (worst[1].delta, worst[1].significant_drop)
 
 
 def _times(x: float | None, factor: float) -> float | None:
@@ -149,9 +123,9 @@ def _best(values: list[float | None], lower: bool) -> float | None:
 
 
 def comparison_table(v: View) -> str:
-    exp = v.results.get("experiment") or {}
-    per_month = fmt.num(exp.get("requests_per_month"))
-    has_forgetting = any(a.get("forgetting") for a in v.arms)
+    exp = v.results.experiment
+    per_month = fmt.num(exp.requests_per_month)
+    has_forgetting = any(a.forgetting for a in v.arms)
     # (header, getter, formatter, lower_is_better or None = no highlight, css class)
     shown = _headline_metrics(v)
     cols = [(k, (lambda a, k=k: v.m(a, k)), fmt.metric, k in fmt.LOWER_IS_BETTER,
@@ -188,41 +162,40 @@ def comparison_table(v: View) -> str:
         for h, *_, cls in cols)
     rows = []
     for a in v.arms:
-        ok = a.get("status", "ok") == "ok"
-        rec = ' class="recommended"' if a["name"] == v.recommended else ""
-        swatch = f'<i class="swatch" style="background:{v.colors[a["name"]]}"></i>'
-        star = '<span class="star" title="recommended">★</span>' if a["name"] == v.recommended else ""
-        method = a.get("method")
-        method_html = (f'<div class="method">{esc(method)}</div>'
-                       if method and method != a["name"] else "")
-        name = esc(a["name"]).replace("_", "_<wbr>")  # long arm names wrap at underscores
+        rec = ' class="recommended"' if a.name == v.recommended else ""
+        swatch = f'<i class="swatch" style="background:{v.colors[a.name]}"></i>'
+        star = '<span class="star" title="recommended">★</span>' if a.name == v.recommended else ""
+        method_html = f'<div class="method">{esc(a.method)}</div>' if a.method != a.name else ""
+        name = esc(a.name).replace("_", "_<wbr>")  # long arm names wrap at underscores
         cells = [f'<td class="arm">{swatch}<b>{name}</b>{star}{method_html}</td>',
-                 f"<td>{_badge(a.get('status', 'ok'))}</td>"]
+                 f"<td>{_badge(a.status)}</td>"]
         for h, get, show, low, cls in cols:
             x = get(a)
             text = esc(show(x))
             if h == v.primary and baseline is not None and a is not baseline and x is not None:
                 d = x - (v.m(baseline, v.primary) or 0)
-                text += (f'<div class="delta" title="change vs {esc(baseline["name"])}">'
+                text += (f'<div class="delta" title="change vs {esc(baseline.name)}">'
                          f'{esc(fmt.points(d))}</div>')
             if h.startswith("forgetting") and _worst_forgetting(a)[1]:
                 text += ' <span class="warn" title="significant drop on a general benchmark">⚠</span>'
             hit = " best" if best[h] is not None and x == best[h] else (" zero" if x == 0 else "")
             cells.append(f'<td class="{cls}{hit}">{text}</td>')
         rows.append(f"<tr{rec}>{''.join(cells)}</tr>")
-        if not ok:
-            reason = a.get("error") or "no reason recorded"
-            rows.append(f'<tr class="failure"><td colspan="{len(cols) + 2}"><b>{esc(a["name"])} failed:</b> '
+        if not a.ok:
+            reason = a.error or "no reason recorded"
+            rows.append(f'<tr class="failure"><td colspan="{len(cols) + 2}"><b>{esc(a.name)} failed:</b> '
                         f'<code>{esc(fmt.clip(reason, 2000))}</code></td></tr>')
-    price = fmt.num(exp.get("price_per_1k_tokens"))
+    price = fmt.num(exp.price_per_1k_tokens)
     notes = ["<b>Bold green</b> marks the best value among finished arms; the ★ row is the recommendation."]
     if baseline is not None and len(v.ok) > 1:
-        notes.append(f"Small figures under {esc(v.primary)} are the change vs {esc(baseline['name'])}.")
+        notes.append(f"Small figures under {esc(v.primary)} are the change vs {esc(baseline.name)}.")
     if price is not None:
         notes.append(f"Cost assumes {esc(fmt.money(price))} per 1k tokens (prompt + generated).")
     if not priced:
         notes.append("No cost per request: set <code>price_per_1k_tokens</code> in the experiment.")
-    notes.append("Latency is per request on this machine; training cost is not part of cost per request.")
+    timed = max((a.cost.latency_requests for a in v.ok), default=0)
+    notes.append(f"Latency is what one caller waits: requests served one at a time, uncached, on this machine "
+                 f"({timed} per arm); training cost is not part of cost per request.")
     if v.ok and not trained:
         notes.append("No arm trained weights (no training time, parameters or artifacts).")
     return _section("comparison", "Comparison of arms",
@@ -247,15 +220,18 @@ def _more_detail(v: View, shown: list[str]) -> str:
     head = "".join(f'<th class="num" title="{esc(fmt.metric_title(k))}">{esc(fmt.metric_label(k))}</th>'
                    for k in extra)
     rows = "".join(
-        f"<tr><td>{esc(a['name'])}</td>"
+        f"<tr><td>{esc(a.name)}</td>"
         + "".join(f"<td class='num'>{esc(fmt.metric(v.m(a, k)))}</td>" for k in extra)
         + f"<td class='num'>{esc(fmt.count(v.c(a, 'train_tokens')))}</td>"
         f"<td class='num'>{esc(fmt.seconds(v.c(a, 'eval_wall_s')))}</td>"
+        f"<td class='num'>{esc(fmt.seconds(v.c(a, 'batch_s_per_request')))}</td>"
         f"<td class='num'>{esc(fmt.pct(v.c(a, 'cached_share'), 0))}</td></tr>" for a in v.arms)
-    what = ("all metrics, " if extra else "") + "training tokens, evaluation wall time, cache"
+    what = ("all metrics, " if extra else "") + "training tokens, evaluation time, cache"
     return (f'<details><summary>More detail ({what})</summary>'
             f'<table class="grid small"><thead><tr><th>arm</th>{head}<th class="num">train tokens</th>'
-            '<th class="num">eval wall time</th><th class="num">served from cache</th></tr></thead>'
+            '<th class="num">eval wall time</th><th class="num" title="batched evaluation time per computed '
+            'request: throughput, not what one caller waits">batched s / request</th>'
+            '<th class="num">served from cache</th></tr></thead>'
             f"<tbody>{rows}</tbody></table></details>")
 
 
@@ -266,36 +242,36 @@ def charts(v: View) -> str:
     use_cost = any(v.c(a, "cost_per_1k_requests") for a in v.ok)
     x_key, x_title = (("cost_per_1k_requests", "cost per 1k requests") if use_cost
                       else ("prompt_tokens_per_request", "prompt tokens per request"))
-    pts = [Point(a["name"], v.c(a, x_key), v.m(a, v.primary), v.colors[a["name"]],
-                 a["name"] == v.recommended) for a in v.ok]
+    pts = [Point(a.name, v.c(a, x_key), v.m(a, v.primary), v.colors[a.name], a.name == v.recommended)
+           for a in v.ok]
     plot = scatter(pts, x_title, v.primary)
-    lat_rows = [(a["name"], [v.c(a, "latency_p50_s"), v.c(a, "latency_p95_s")]) for a in v.ok]
+    lat_rows = [(a.name, [v.c(a, "latency_p50_s"), v.c(a, "latency_p95_s")]) for a in v.ok]
     lat = hbars(lat_rows, [("p50", "#2563eb"), ("p95", "#93c5fd")], fmt.seconds,
                 "latency per request")
     return ('<div class="two">'
             + _section("quality-cost", "Quality against cost", plot,
                        f"Up and to the left is better. The dashed line joins the arms no other arm "
                        f"beats on both {esc(v.primary)} and cost.")
-            + _section("latency", "Latency per request", lat, "Median (p50) and tail (p95) on this machine.")
+            + _section("latency", "Latency per request", lat, "Median (p50) and tail (p95) of requests served one "
+                       "at a time without the cache, prompt building and example selection included.")
             + "</div>")
 
 
 def forgetting(v: View) -> str:
-    arms = [a for a in v.arms if a.get("forgetting")]
+    arms = [a for a in v.arms if a.forgetting]
     if not arms:
         return ""
     plot_rows, rows = [], []
     for a in arms:
-        for bench, r in forgetting_rows(a, with_mean=True):
-            delta, lo, hi = fmt.num(r.get("delta")), fmt.num(r.get("ci_low")), fmt.num(r.get("ci_high"))
-            drop = bool(r.get("significant_drop"))
-            plot_rows.append((f"{a['name']} · {bench}", delta, lo, hi, drop))
+        for bench, r in a.forgetting.rows(with_mean=True):
+            delta, lo, hi, drop = fmt.num(r.delta), fmt.num(r.ci_low), fmt.num(r.ci_high), r.significant_drop
+            plot_rows.append((f"{a.name} · {bench}", delta, lo, hi, drop))
             verdict = ('<span class="badge bad">significant drop</span>' if drop
                        else '<span class="badge ok">no significant drop</span>')
             ci = f"{fmt.points(lo)} … {fmt.points(hi)}" if lo is not None and hi is not None else DASH
-            rows.append(f"<tr><td>{esc(a['name'])}</td><td>{esc(bench)}</td>"
-                        f"<td class='num'>{esc(fmt.metric(r.get('base_accuracy')))}</td>"
-                        f"<td class='num'>{esc(fmt.metric(r.get('adapted_accuracy')))}</td>"
+            rows.append(f"<tr><td>{esc(a.name)}</td><td>{esc(bench)}</td>"
+                        f"<td class='num'>{esc(fmt.metric(r.base_accuracy))}</td>"
+                        f"<td class='num'>{esc(fmt.metric(r.adapted_accuracy))}</td>"
                         f"<td class='num'>{esc(fmt.points(delta))}</td><td class='num'>{esc(ci)}</td>"
                         f"<td>{verdict}</td></tr>")
     table = ('<table class="grid"><thead><tr><th>arm</th><th>benchmark</th><th class="num">base</th>'
@@ -314,7 +290,7 @@ def forgetting(v: View) -> str:
 def confusions(v: View) -> str:
     cards = []
     for a in v.ok:
-        m, labels = a.get("confusion"), a.get("labels") or (v.results.get("task") or {}).get("labels")
+        m, labels = a.confusion, a.labels or v.results.task.get("labels")
         if not m or not labels or len(m) != len(labels):
             continue
         head = "".join(f'<th title="{esc(l)}">{esc(fmt.clip(l, 12))}</th>' for l in labels)
@@ -331,7 +307,7 @@ def confusions(v: View) -> str:
                              f'({share:.0%} of the row)">{esc(fmt.count(n))}</td>')
             body.append(f'<tr><th title="{esc(gold)}">{esc(fmt.clip(gold, 12))}</th>{"".join(cells)}</tr>')
         cards.append(f'<figure class="cm"><figcaption><i class="swatch" style="background:'
-                     f'{v.colors[a["name"]]}"></i>{esc(a["name"])} <span class="muted">'
+                     f'{v.colors[a.name]}"></i>{esc(a.name)} <span class="muted">'
                      f'{esc(fmt.metric(v.m(a, v.primary)))} {esc(v.primary)}</span></figcaption>'
                      f'<table><thead><tr><th class="corner">gold ↓<br>predicted →</th>{head}</tr></thead>'
                      f'<tbody>{"".join(body)}</tbody></table></figure>')
@@ -345,14 +321,11 @@ def _pick_examples(v: View) -> tuple[list[str], dict, dict]:
     """Example ids to show (where the arms disagree first), their rows, and arm -> id -> prediction."""
     rows, preds, order = {}, {}, []
     for a in v.arms:
-        for ex in a.get("examples") or []:
-            if not isinstance(ex, dict):
-                continue
-            key = str(ex.get("id", len(order)))
-            if key not in rows:
-                rows[key] = ex
-                order.append(key)
-            preds.setdefault(a["name"], {})[key] = ex.get("prediction")
+        for ex in a.examples:
+            if ex.id not in rows:
+                rows[ex.id] = ex
+                order.append(ex.id)
+            preds.setdefault(a.name, {})[ex.id] = ex.prediction
     def disagree(key):
         return len({str(p.get(key)) for p in preds.values() if key in p}) > 1
     chosen = sorted(order, key=lambda k: (not disagree(k), order.index(k)))[:N_EXAMPLES]
@@ -363,7 +336,7 @@ def examples(v: View) -> str:
     ids, rows, preds = _pick_examples(v)
     if not ids:
         return ""
-    arms = [a for a in v.arms if a["name"] in preds]
+    arms = [a for a in v.arms if a.name in preds]
     exact = v.kind in ("classify", "choice")
     if exact:  # scored by exact label match, as evaluate.accuracy does
         def same(p, t):
@@ -374,16 +347,16 @@ def examples(v: View) -> str:
         def same(p, t):
             return normalize(p) == normalize(t)
     head = "<th>input</th><th>target</th>" + "".join(
-        f'<th><i class="swatch" style="background:{v.colors[a["name"]]}"></i>{esc(a["name"])}</th>'
+        f'<th><i class="swatch" style="background:{v.colors[a.name]}"></i>{esc(a.name)}</th>'
         for a in arms)
     body = []
     for key in ids:
         ex = rows[key]
-        text, target = fmt.as_text(ex.get("input")), fmt.as_text(ex.get("target"))
+        text, target = ex.input, ex.target
         cells = [(f'<td class="input" title="{esc(fmt.clip(text, 3000))}"><div class="id">{esc(key)}</div>'
                   f'{esc(fmt.clip(text, 280))}</td>'), f'<td class="target">{esc(fmt.clip(target, 400))}</td>']
         for a in arms:
-            p = preds[a["name"]].get(key)
+            p = preds[a.name].get(key)
             if p is None:
                 cells.append(f'<td class="muted">{DASH}</td>')
                 continue
@@ -403,7 +376,7 @@ def examples(v: View) -> str:
 
 
 def data_check(v: View) -> str:
-    task = v.results.get("task") or {}
+    task = v.results.task
     facts = [("task", task.get("name")), ("kind", task.get("kind")), ("rows", fmt.count(task.get("rows"))),
              ("train / dev / test", " / ".join(fmt.count(task.get(k)) for k in
                                               ("train_rows", "dev_rows", "test_rows"))),
@@ -415,17 +388,15 @@ def data_check(v: View) -> str:
     if notes:
         items = notes if isinstance(notes, list) else [notes]
         parts.append("<ul class='notes'>" + "".join(f"<li>{esc(n)}</li>" for n in items) + "</ul>")
-    cur = v.results.get("curation") or {}
-    summary = cur.get("summary") or []
-    if isinstance(summary, dict):
-        summary = list(summary.items())
+    cur = v.results.curation
+    summary = cur.summary if cur else []
     if summary:
         srows = "".join(f"<tr><th>{esc(r[0])}</th><td>{esc(r[1] if len(r) > 1 else '')}</td></tr>"
                         for r in summary if isinstance(r, (list, tuple)) and r)
         parts.append(f'<h3>Data checks</h3><table class="kv">{srows}</table>')
     body = f'<div class="two inner">{"".join(parts[:2])}</div>{"".join(parts[2:])}'
-    if cur.get("html"):
-        body += f'<div class="curation">{cur["html"]}</div>'  # Tailor's own curate report, trusted
+    if cur and cur.html:
+        body += f'<div class="curation">{cur.html}</div>'  # Tailor's own curate report, trusted
     elif not summary:
         body += '<p class="muted">No data check report was attached to this run.</p>'
     return _section("data", "Data", body)
@@ -451,9 +422,8 @@ def _label_counts(counts) -> str:
 
 
 def manifest(v: View) -> str:
-    man = v.results.get("manifest")
-    exp = v.results.get("experiment") or {}
-    text = json.dumps({"experiment": exp, "manifest": man}, indent=2, ensure_ascii=False, default=str)
+    exp = v.results.experiment.model_dump(mode="json")
+    text = json.dumps({"experiment": exp, "manifest": v.results.manifest}, indent=2, ensure_ascii=False, default=str)
     return _section("manifest", "Run manifest",
                     f"<details><summary>Versions, seeds, data hashes and settings of this run</summary>"
                     f"<pre>{esc(text)}</pre></details>")

@@ -1,7 +1,4 @@
-"""THE training loop and its pieces: data encoding and packing (data.py), checkpoints
-(checkpoint.py), metrics logging (logs.py), the loop itself (loop.py) and the `tailor train`
-runner (run.py). Every fine-tuning arm trains through `train()`."""
-
-from .loop import TrainConfig, TrainResult, train
-
-__all__ = ["TrainConfig", "TrainResult", "train"]
+"""THE training loop and its pieces: options (options.py), data encoding and packing (data.py),
+losses (losses.py), the CPU kernels policy (kernels.py), checkpoints (checkpoint.py), metrics
+logging (logs.py) and the loop itself (loop.py: `train()`). Importing this package is light:
+the loop and torch load only when used."""

@@ -23,16 +23,21 @@ log = logging.getLogger("tailor")
 
 @dataclass
 class Encoded:
+    """One training example: a prompt and one continuation (SFT) or several continuations of the
+    same prompt (a chosen and a rejected answer). `extra` holds what a loss needs besides the
+    tokens (a teacher's scores, a reference log-probability)."""
+
     id: str
     prompt: list[int]
-    target: list[int]
+    targets: list[list[int]]
+    extra: dict = field(default_factory=dict)
 
     @property
-    def ids(self) -> list[int]:
-        return self.prompt + self.target
+    def target(self) -> list[int]:
+        return self.targets[0]
 
     def __len__(self) -> int:
-        return len(self.prompt) + len(self.target)
+        return len(self.prompt) + sum(map(len, self.targets))
 
 
 @dataclass
@@ -59,7 +64,7 @@ def encode_examples(builder: PromptBuilder, examples: list[Example], seq_len: in
     out, report = [], EncodeReport()
     for ex in examples:
         prompt = builder.build(ex)
-        enc = Encoded(ex.id, builder.encode(prompt.text), builder.encode(builder.target_text(ex.target)))
+        enc = Encoded(ex.id, builder.encode(prompt.text), [builder.encode(builder.target_text(ex.target))])
         if not ex.target.strip():
             report.empty_target.append(ex.id)
             continue
@@ -101,23 +106,30 @@ def step_examples(data: list[Encoded], batch_size: int, seed: int, step: int) ->
 @dataclass
 class Batch:
     """One forward pass worth of rows. `select` holds (row, position) of every hidden state that
-    predicts a target token and `labels` the token it predicts."""
+    predicts a target token, `labels` the token it predicts and `sequence` which continuation it
+    belongs to (an index into `sequences`: (example index in `examples`, continuation index)),
+    so a loss can sum log-probabilities per sequence."""
 
     input_ids: torch.Tensor
     position_ids: torch.Tensor | None
-    attention_mask: torch.Tensor | None
+    attention_mask: torch.Tensor | None   # None (packed by position ids), [rows, width] or [rows, width, width]
     select: tuple[torch.Tensor, torch.Tensor]
     labels: torch.Tensor
+    sequence: torch.Tensor
+    sequences: list[tuple[int, int]]
+    examples: list[Encoded]
     real_tokens: int
     padded_tokens: int
-    examples: int
+    soft_tokens: int = 0                  # virtual tokens a prompt-learning model prepends (padded rows)
 
 
 def pack(examples: list[Encoded], seq_len: int, pad_id: int, max_rows: int) -> list[Batch]:
-    """First-fit-decreasing packing into rows of at most `seq_len` tokens. Position ids restart
-    at 0 for every example, and no attention mask is passed: transformers then builds a
-    block-diagonal causal mask from the position ids, so no token attends across examples.
-    Rows are trimmed to the longest row of their batch; that is the only padding."""
+    """First-fit-decreasing packing into rows of at most `seq_len` tokens. With one continuation
+    per example, positions restart at 0 for every example and no attention mask is passed:
+    transformers then builds a block-diagonal causal mask from the position ids. With several
+    continuations of a prompt, rows carry the tree mask of `tailor.tree` (each continuation
+    sees its prompt and itself). Rows are trimmed to the longest row of their batch; that is
+    the only padding."""
     rows = _first_fit(examples, seq_len)
     # Balance: the fewest rows at seq_len, refilled at the smallest capacity that still needs no
     # more rows, so the rows of a batch end up about equally long (little padding to trim).
@@ -146,50 +158,45 @@ def _first_fit(examples: list[Encoded], capacity: int) -> list[list[Encoded]]:
 
 
 def _packed_batch(rows: list[list[Encoded]], pad_id: int) -> Batch:
-    width = max(sum(len(e) for e in row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    pos = torch.zeros((len(rows), width), dtype=torch.long)
-    sel_r, sel_p, labels = [], [], []
-    real = 0
-    for r, row in enumerate(rows):
-        at = 0
-        for ex in row:
-            n = len(ex)
-            ids[r, at:at + n] = torch.tensor(ex.ids)
-            pos[r, at:at + n] = torch.arange(n)
-            # the hidden state at position t predicts token t+1: targets start at len(prompt)
-            for j in range(len(ex.target)):
-                sel_r.append(r)
-                sel_p.append(at + len(ex.prompt) - 1 + j)
-                labels.append(ex.target[j])
-            at += n
-        real += at
-        # Padding continues the row's last example: it attends to that example (its outputs carry
-        # no loss) but nothing attends to it, and it adds no example of its own to attend over.
-        pos[r, at:] = torch.arange(len(row[-1]), len(row[-1]) + width - at)
-    return Batch(ids, pos, None, (torch.tensor(sel_r), torch.tensor(sel_p)), torch.tensor(labels),
-                 real, len(rows) * width - real, sum(len(row) for row in rows))
+    from ..tree import tree_rows
+    examples = [ex for row in rows for ex in row]
+    tree = any(len(ex.targets) > 1 for ex in examples)
+    t = tree_rows([[(ex.prompt, ex.targets) for ex in row] for row in rows], pad_id, mask=tree)
+    sequences = [(i, j) for i, ex in enumerate(examples) for j in range(len(ex.targets))]
+    return Batch(t.ids, t.positions, t.allowed, (t.rows, t.cols), t.labels, t.sequence, sequences, examples,
+                 t.real_tokens, t.ids.numel() - t.real_tokens)
 
 
-def padded(examples: list[Encoded], pad_id: int, max_rows: int) -> list[Batch]:
-    """One example per row, right-padded, length-sorted: for methods that must see each example
-    alone (a soft prompt or prefix is prepended to every sequence)."""
+def padded(examples: list[Encoded], pad_id: int, max_rows: int, soft_tokens: int = 0) -> list[Batch]:
+    """One sequence per row, right-padded, length-sorted: for methods that must see each
+    sequence alone (a soft prompt or prefix is prepended to every sequence). An example with
+    several continuations takes one row for each, all in the same batch (a pairwise loss needs
+    both sides of a pair together)."""
     examples = sorted(examples, key=len)
-    out = []
-    for i in range(0, len(examples), max_rows):
-        chunk = examples[i:i + max_rows]
-        width = max(len(e) for e in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        sel_r, sel_p, labels = [], [], []
-        for r, ex in enumerate(chunk):
-            ids[r, :len(ex)] = torch.tensor(ex.ids)
-            mask[r, :len(ex)] = 1
-            for j in range(len(ex.target)):
-                sel_r.append(r)
-                sel_p.append(len(ex.prompt) - 1 + j)
-                labels.append(ex.target[j])
-        real = sum(len(e) for e in chunk)
-        out.append(Batch(ids, None, mask, (torch.tensor(sel_r), torch.tensor(sel_p)), torch.tensor(labels),
-                         real, len(chunk) * width - real, len(chunk)))
-    return out
+    chunks, chunk = [], []
+    for ex in examples:
+        if chunk and sum(len(e.targets) for e in chunk) + len(ex.targets) > max_rows:
+            chunks.append(chunk)
+            chunk = []
+        chunk.append(ex)
+    chunks.append(chunk)
+    return [_padded_batch(c, pad_id, soft_tokens) for c in chunks]
+
+
+def _padded_batch(examples: list[Encoded], pad_id: int, soft_tokens: int) -> Batch:
+    seqs = [(i, j) for i, ex in enumerate(examples) for j in range(len(ex.targets))]
+    lengths = [len(examples[i].prompt) + len(examples[i].targets[j]) for i, j in seqs]
+    width = max(lengths)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    sel_r, sel_p, labels, owner = [], [], [], []
+    for r, (i, j) in enumerate(seqs):
+        prompt, target = examples[i].prompt, examples[i].targets[j]
+        ids[r, :lengths[r]] = torch.tensor(prompt + target)
+        mask[r, :lengths[r]] = 1
+        sel_r += [r] * len(target)
+        sel_p += range(len(prompt) - 1, len(prompt) - 1 + len(target))
+        labels += target
+        owner += [r] * len(target)
+    return Batch(ids, None, mask, (torch.tensor(sel_r), torch.tensor(sel_p)), torch.tensor(labels),
+                 torch.tensor(owner), seqs, examples, sum(lengths), len(seqs) * width - sum(lengths), soft_tokens)

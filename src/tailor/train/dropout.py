@@ -71,14 +71,3 @@ class SparseDropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
-
-
-def use_sparse_dropout(model: nn.Module) -> int:
-    """Replaces the `nn.Dropout` modules of a model on CPU by `SparseDropout`; returns how many."""
-    if next(model.parameters()).device.type != "cpu":
-        return 0
-    swaps = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-             if type(child) is nn.Dropout and 0 < child.p < 1]
-    for parent, name, child in swaps:
-        setattr(parent, name, SparseDropout(child.p))
-    return len(swaps)

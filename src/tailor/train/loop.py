@@ -1,20 +1,22 @@
-"""THE training loop. Every fine-tuning arm runs through `train()`.
+"""THE training loop. Every training arm runs through `train()`; what it optimises is the `loss`
+it passes (cross-entropy on targets by default; see losses.py).
 
 What makes it cheaper than a generic trainer on short-target tasks:
 - sequences are packed (no compute spent on padding), with position ids restarting per example,
-  so no attention crosses examples; where rows hold many short examples, attention runs example
-  by example (`segment_attention`) and skips the masked-out blocks of a packed row;
+  so no attention crosses examples; several continuations of one prompt share a row under a
+  tree mask, so a pair's prompt runs once;
 - the loss is on target tokens only, and the vocabulary projection is computed only for the
   hidden states that predict a target token (with a 49k vocabulary and 2-token labels this
   skips most of the head's work);
-- bf16 compute (AMX on this CPU, tensor cores on CUDA) with fp32 master copies of the trainable
-  weights; frozen weights stay in the base dtype, so nothing is cast back and forth needlessly;
-- LoRA layers run one fused autograd function each (`fused_lora`), and dropout draws random
-  numbers only for the elements it drops (`dropout`).
+- bf16 compute (AVX512-BF16/AMX on CPUs that have them, tensor cores on CUDA) with fp32 master
+  copies of the trainable weights; frozen weights stay in the base dtype;
+- on a single-process CPU run, Tailor's kernels (kernels.py).
 
 The lr schedule is a pure function of the step, so the scheduler's whole state is the step; the
 data order is a pure function of (seed, epoch); together with the RNG states in the checkpoint a
-resumed run repeats an uninterrupted one exactly.
+resumed run repeats an uninterrupted one exactly. Before the first step the loop times one
+step's forward and backward (weights and RNG left as they were), prints the estimated time, and
+fits the number of steps to a wall-clock budget when one is given.
 """
 
 from __future__ import annotations
@@ -29,56 +31,19 @@ from pathlib import Path
 
 import torch
 
-from ..engine import causal_lm_of, head_logits
 from ..errors import TailorError
-from ..progress import Meter
+from ..progress import Meter, console
 from ..prompts import PromptBuilder
 from ..task import Task
 from .checkpoint import load_checkpoint, load_weights_into, save_checkpoint, save_weights, trainable_state
-from .dropout import use_sparse_dropout
-from .fused_lora import fused_lora
-from .segment_attention import segment_attention, take_counts
-from .data import encode_examples, pack, padded, step_examples
+from .data import Batch, Encoded, encode_examples, pack, padded, step_examples
+from .kernels import TrainingKernels, wanted
 from .logs import MetricsLog
+from .losses import SFT, Loss
+from .options import TrainConfig
+from .segment_attention import take_counts
 
 log = logging.getLogger("tailor")
-
-
-@dataclass
-class TrainConfig:
-    """Options every training arm shares (each arm adds its own fields)."""
-
-    steps: int = 0                 # optimiser steps; 0 = derive from epochs
-    epochs: float = 1.0
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.05
-    schedule: str = "cosine"       # cosine | linear | constant (after warmup)
-    min_lr_ratio: float = 0.1
-    batch_size: int = 16           # examples per optimiser step
-    micro_batch_tokens: int = 4096  # tokens per forward pass (gradient accumulation beyond)
-    seq_len: int = 1024            # longest example allowed; longer ones follow `overlong`
-    pack_len: int = 256            # packed row length (attention cost per token grows with it)
-    pack: bool = True
-    overlong: str = "drop"         # drop (counted and reported) | error
-    max_train_examples: int | None = 2000
-    max_grad_norm: float = 1.0
-    precision: str = "auto"        # auto (bf16 where the hardware has it) | bf16 | fp32
-    grad_checkpointing: bool = False
-    seed: int = 0
-    eval_every: int = 0            # dev evaluation every N steps (0: only at the end if patience)
-    eval_examples: int = 200
-    patience: int = 0              # evals without improvement before stopping (0: never stop)
-    load_best: bool = True
-    save_every: int = 0            # checkpoint every N steps (0: none except the best)
-    keep_checkpoints: int = 1
-    log_every: int = 10
-    report_to: list = field(default_factory=list)  # tensorboard, mlflow
-    resume: str | None = None      # a run directory or checkpoint to continue from
-    progress: bool = True
-
-    def train_options(self) -> dict:
-        return {f: getattr(self, f) for f in TrainConfig.__dataclass_fields__}
 
 
 @dataclass
@@ -90,6 +55,11 @@ class TrainResult:
     final_loss: float
     padding_fraction: float
     data: dict
+    planned_steps: int = 0     # what epochs / steps asked for, before a budget
+    budget_s: float | None = None
+    probe_s_per_step: float | None = None
+    kernels: bool = False
+    attention_calls: dict = field(default_factory=dict)
     best_metric: float | None = None
     best_step: int | None = None
     stopped_early: bool = False
@@ -100,13 +70,28 @@ class TrainResult:
         return asdict(self)
 
 
+@dataclass
+class LoopState:
+    """Everything the loop carries from step to step; a checkpoint saves it whole."""
+
+    total: int = 0
+    step: int = 0
+    tokens: int = 0
+    target_tokens: int = 0
+    padded_tokens: int = 0
+    elapsed_s: float = 0.0
+    best: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    last_loss: float = float("nan")
+    dev_history: list = field(default_factory=list)
+
+
 def use_bf16(precision: str, device: torch.device) -> bool:
     if precision == "fp32":
         return False
     if precision == "bf16":
         return True
-    if precision != "auto":
-        raise TailorError(f"precision '{precision}' is not one of auto, bf16, fp32")
     from ..models import cpu_has_bf16_units
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
@@ -143,195 +128,295 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: floa
     progress = (step - warmup) / max(1, total - warmup)
     if schedule == "linear":
         return 1.0 - (1.0 - min_ratio) * progress
-    if schedule == "cosine":
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise TailorError(f"schedule '{schedule}' is not one of cosine, linear, constant")
-
-
-def batch_loss(model, batch, layout: str, soft_tokens: int) -> torch.Tensor:
-    """Summed cross-entropy over the batch's target tokens."""
-    device = next(model.parameters()).device
-    rows, cols = (t.to(device) for t in batch.select)
-    labels = batch.labels.to(device)
-    causal = causal_lm_of(model)
-    if layout == "packed":
-        hidden = causal.get_decoder()(input_ids=batch.input_ids.to(device),
-                                      position_ids=batch.position_ids.to(device), use_cache=False).last_hidden_state
-        logits = head_logits(causal, hidden[rows, cols])
-    else:
-        # A soft prompt or prefix must run through PEFT's own forward (which soft-caps); only the
-        # columns that predict a target are projected onto the vocabulary (logits_to_keep as indices).
-        keep = torch.unique(cols) + soft_tokens
-        out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                    logits_to_keep=keep, use_cache=False)
-        logits = out.logits[rows, torch.searchsorted(keep, cols + soft_tokens)]
-    return torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
-
-
-def dev_metric(model, tokenizer, builder: PromptBuilder, task: Task, examples, metric: str, tag: str,
-               autocast) -> float:
-    from ..engine import Engine
-    from ..evaluate import predict, score_predictions
-    model.eval()
-    try:
-        with autocast():
-            engine = Engine(model, tokenizer, f"dev-eval:{tag}", cache=None, progress=False)
-            report = score_predictions(task, predict(engine, builder, task, examples))
-    finally:
-        model.train()
-    return report.metrics[metric]
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def default_metric(task: Task) -> str:
     return "rougeL" if task.kind == "generate" else "accuracy"
 
 
-def train(model, tokenizer, builder: PromptBuilder, task: Task, cfg: TrainConfig, run=None, *,
-          layout: str = "packed", soft_tokens: int = 0, tag: str = "train") -> TrainResult:
-    """Trains the parameters of `model` that require grad, in place."""
-    device = next(model.parameters()).device
-    bf16 = use_bf16(cfg.precision, device)
-    prepare_precision(model, bf16)
-    use_sparse_dropout(model)
-    causal = causal_lm_of(model)
-    if cfg.grad_checkpointing:
-        causal.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+def train(model, tokenizer, builder: PromptBuilder, task: Task, cfg: TrainConfig, out: Path | None = None, *,
+          loss: Loss | None = None, data: list[Encoded] | None = None, layout: str = "packed",
+          soft_tokens: int = 0, tag: str = "train", progress: bool = True, resume: str | None = None,
+          budget_s: float | None = None) -> TrainResult:
+    """Trains the parameters of `model` that require grad, in place. `data`: pre-encoded
+    examples (default: the task's train split, encoded for SFT); `out`: where the metrics log,
+    checkpoints and best weights go."""
+    return Trainer(model, tokenizer, builder, task, cfg, out, loss=loss or SFT(), data=data, layout=layout,
+                   soft_tokens=soft_tokens, tag=tag, progress=progress, resume=resume, budget_s=budget_s).run()
 
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    pool = list(task.splits.get("train") or task.examples)
-    if cfg.max_train_examples and len(pool) > cfg.max_train_examples:
-        pool = random.Random(cfg.seed).sample(pool, cfg.max_train_examples)
-    data, report = encode_examples(builder, pool, cfg.seq_len, cfg.overlong, soft_tokens)
-    per_epoch = math.ceil(len(data) / cfg.batch_size)
-    total = cfg.steps or max(1, math.ceil(cfg.epochs * per_epoch))
-    warmup = int(cfg.warmup_ratio * total)
-    dev = (task.splits.get("dev") or [])[: cfg.eval_examples]
-    metric = default_metric(task)
-    if (cfg.eval_every or cfg.patience) and not dev:
-        log.warning("no dev split: dev evaluation and early stopping are off")
 
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not trainable:
-        raise TailorError("nothing to train: no parameter requires grad")
-    decay = [p for p in trainable if p.ndim >= 2]
-    no_decay = [p for p in trainable if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.999))
-    state = {"step": 0, "tokens": 0, "target_tokens": 0, "padded_tokens": 0, "elapsed_s": 0.0,
-             "best": None, "best_step": None, "bad_evals": 0, "last_loss": float("nan"), "dev_history": []}
-    if cfg.resume:
-        state.update(load_checkpoint(Path(cfg.resume), model, optimizer))
-        log.info("resumed from %s at step %d", state["checkpoint"], state["step"])
-    root = run.path if run is not None else None
-    ckpt_root = root / "checkpoints" if root else None
-    best_path = root / "best.safetensors" if root else None
-    best_memory: dict | None = None
-    metrics = MetricsLog(root / "train_metrics.jsonl" if root else None, cfg.report_to, tag)
-    if cfg.resume:
-        metrics.rewind(state["step"])
-    log.info("training %d steps (%d examples, %d per step, %d dropped as too long), bf16=%s, layout=%s",
-             total, len(data), cfg.batch_size, len(report.too_long), bf16, layout)
+class Trainer:
+    """One training run in named steps: `plan`, then for each step `batches` ->
+    `forward_backward` -> `update` -> `record` -> `evaluate` -> `checkpoint`, then `finish`."""
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    stopped_early = False
-    model.train()
-    meter = Meter(total - state["step"], "training", cfg.progress)
-    t_start = time.perf_counter() - state["elapsed_s"]
-    lora_kernels = contextlib.ExitStack()   # LoRA layers run the fused function until training ends
-    lora_kernels.enter_context(fused_lora(model))
-    take_counts()
-    try:
-        while state["step"] < total:
-            step = state["step"]
-            lr = cfg.lr * lr_factor(step, total, warmup, cfg.schedule, cfg.min_lr_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            examples = step_examples(data, cfg.batch_size, cfg.seed, step)
-            n_target = sum(len(e.target) for e in examples)
-            if layout == "packed" and cfg.pack:
-                row_len = max(cfg.pack_len, max(len(e) for e in examples))
-                batches = pack(examples, row_len, pad_id, max(1, cfg.micro_batch_tokens // row_len))
-            else:
-                batches = padded(examples, pad_id, max(1, cfg.micro_batch_tokens // max(len(e) for e in examples)))
-            loss_sum = 0.0
-            for batch in batches:
-                # backward too: a checkpointed layer recomputes its attention there
-                with segment_attention(causal) if layout == "packed" else contextlib.nullcontext():
-                    with autocast(), no_input_upcast(model, bf16):
-                        loss = batch_loss(model, batch, layout, soft_tokens)
-                    if not torch.isfinite(loss):
-                        last = state.get("checkpoint") or (ckpt_root and ckpt_root.exists() and str(ckpt_root))
-                        raise TailorError(f"loss is {loss.item()} at step {step + 1}: training stopped; weights "
-                                          f"are left as after step {step}; last good checkpoint: "
-                                          f"{last or 'none saved'} (lower lr, or use precision: fp32)")
-                    (loss / n_target).backward()
-                loss_sum += loss.item()
-                state["tokens"] += batch.real_tokens
-                state["padded_tokens"] += batch.padded_tokens
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm) if cfg.max_grad_norm else None
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"] = step = step + 1
-            state["target_tokens"] += n_target
-            state["last_loss"] = loss_sum / n_target
-            state["elapsed_s"] = time.perf_counter() - t_start
-            meter.update(1, sum(b.real_tokens for b in batches), loss=f"{state['last_loss']:.4f}")
-            row = {"step": step, "loss": state["last_loss"], "lr": lr,
-                   "tokens_per_s": state["tokens"] / max(state["elapsed_s"], 1e-9),
-                   "elapsed_s": state["elapsed_s"]}
+    def __init__(self, model, tokenizer, builder, task, cfg: TrainConfig, out: Path | None, *, loss: Loss,
+                 data: list[Encoded] | None, layout: str, soft_tokens: int, tag: str, progress: bool,
+                 resume: str | None, budget_s: float | None):
+        self.model, self.tokenizer, self.builder, self.task, self.cfg = model, tokenizer, builder, task, cfg
+        self.loss, self.layout, self.soft_tokens, self.tag, self.progress = loss, layout, soft_tokens, tag, progress
+        self.resume, self.budget_s = resume, budget_s
+        self.device = next(model.parameters()).device
+        self.bf16 = use_bf16(cfg.precision, self.device)
+        prepare_precision(model, self.bf16)
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        if data is None:
+            pool = list(task.splits.get("train") or [])
+            if not pool:   # never fall back to all rows: dev and test rows would be trained on
+                raise TailorError(f"{task.name}: the train split is empty, so there is nothing to train on")
+            if cfg.max_train_examples and len(pool) > cfg.max_train_examples:
+                pool = random.Random(cfg.seed).sample(pool, cfg.max_train_examples)
+            data, self.report = encode_examples(builder, pool, cfg.seq_len, cfg.overlong, soft_tokens)
+        else:
+            self.report = None
+        self.data = data
+        self.dev = (task.splits.get("dev") or [])[: cfg.eval_examples]
+        self.metric = default_metric(task)
+        if (cfg.eval_every or cfg.patience) and not self.dev:
+            log.warning("no dev split: dev evaluation and early stopping are off")
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        if not self.trainable:
+            raise TailorError("nothing to train: no parameter requires grad")
+        decay = [p for p in self.trainable if p.ndim >= 2]
+        no_decay = [p for p in self.trainable if p.ndim < 2]
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                            {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.999))
+        self.state = LoopState()
+        self.resumed_from = None
+        if resume:
+            saved = load_checkpoint(Path(resume), model, self.optimizer)
+            self.resumed_from = saved.pop("checkpoint")
+            self.state = LoopState(**{k: v for k, v in saved.items() if k in LoopState.__dataclass_fields__})
+            log.info("resumed from %s at step %d", self.resumed_from, self.state.step)
+        self.out = out
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+        self.best_path = out / "best.safetensors" if out else None
+        self.best_memory: dict | None = None
+        self.metrics = MetricsLog(out / "train_metrics.jsonl" if out else None, cfg.report_to, tag)
+        if resume:
+            self.metrics.rewind(self.state.step)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.kernels = TrainingKernels(model, wanted(cfg.kernels, self.device))
+        self.stopped_early = False
+        self.planned = self.probe_s = None
+
+    # ---------------------------------------------------------------- named steps
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+
+    def batches(self, step: int) -> tuple[list[Batch], int]:
+        """The step's micro-batches and the number of loss units the step averages over."""
+        cfg = self.cfg
+        examples = step_examples(self.data, cfg.batch_size, cfg.seed, step)
+        if self.layout == "packed" and cfg.pack:
+            row_len = max(cfg.pack_len, max(len(e) for e in examples))
+            out = pack(examples, row_len, self.pad_id, max(1, cfg.micro_batch_tokens // row_len))
+        else:
+            out = padded(examples, self.pad_id, max(1, cfg.micro_batch_tokens // max(len(e) for e in examples)),
+                         self.soft_tokens)
+        return out, self.loss.units(examples)
+
+    def forward_backward(self, batches: list[Batch], units: int) -> tuple[float, dict]:
+        """Gradients of the step's mean loss, accumulated over its micro-batches."""
+        loss_sum, logs = 0.0, {}
+        for batch in batches:
+            with self.autocast(), no_input_upcast(self.model, self.bf16):
+                loss, extra = self.loss(self.model, batch)
+            if not torch.isfinite(loss):
+                raise TailorError(f"loss is {loss.item()} at step {self.state.step + 1}: training stopped; weights "
+                                  f"are left as after step {self.state.step}; last good checkpoint: "
+                                  f"{self.resumed_from or self._last_checkpoint() or 'none saved'} "
+                                  "(lower lr, or use precision: fp32)")
+            (loss / units).backward()
+            loss_sum += loss.item()
+            for k, v in extra.items():
+                logs[k] = logs.get(k, 0.0) + float(v)
+            self.state.tokens += batch.real_tokens
+            self.state.padded_tokens += batch.padded_tokens
+        return loss_sum / units, {k: v / units for k, v in logs.items()}
+
+    def update(self, step: int) -> float | None:
+        cfg = self.cfg
+        lr = cfg.lr * lr_factor(step, self.state.total, self.warmup, cfg.schedule, cfg.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm) if cfg.max_grad_norm else None
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return None if norm is None else float(norm)
+
+    def record(self, step: int, loss: float, logs: dict, grad_norm: float | None, tokens: int) -> None:
+        s = self.state
+        s.last_loss = loss
+        s.elapsed_s = time.perf_counter() - self.t_start
+        self.meter.update(1, tokens, loss=f"{loss:.4f}")
+        if step % self.cfg.log_every == 0 or step == s.total:
+            row = {"step": step, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
+                   "tokens_per_s": s.tokens / max(s.elapsed_s, 1e-9), "elapsed_s": s.elapsed_s, **logs}
             if grad_norm is not None:
-                row["grad_norm"] = float(grad_norm)
-            if step % cfg.log_every == 0 or step == total:
-                metrics.write(row)
-                log.info("step %d/%d loss %.4f lr %.2e %.0f tok/s", step, total, row["loss"], lr, row["tokens_per_s"])
-            due = (cfg.eval_every and step % cfg.eval_every == 0) or (step == total and (cfg.eval_every or cfg.patience))
-            if dev and due:
-                value = dev_metric(model, tokenizer, builder, task, dev, metric, f"{tag}:{step}", autocast)
-                state["dev_history"].append({"step": step, metric: value})
-                metrics.write({"step": step, f"dev_{metric}": value})
-                log.info("step %d dev %s %.4f", step, metric, value)
-                if state["best"] is None or value > state["best"]:
-                    state.update(best=value, best_step=step, bad_evals=0)
-                    if best_path:
-                        save_weights(best_path, trainable_state(model))
-                    else:
-                        best_memory = {k: v.clone() for k, v in trainable_state(model).items()}
-                else:
-                    state["bad_evals"] += 1
-                    if cfg.patience and state["bad_evals"] >= cfg.patience:
-                        log.info("early stop at step %d: dev %s did not improve for %d evals", step, metric, cfg.patience)
-                        stopped_early = True
-            if ckpt_root and ((cfg.save_every and step % cfg.save_every == 0) or (cfg.save_every and step == total)):
-                save_checkpoint(ckpt_root, model, optimizer, {k: v for k, v in state.items() if k != "checkpoint"},
-                                cfg.keep_checkpoints)
-            if stopped_early:
-                break
-    finally:
-        lora_kernels.close()
-        meter.close()
-        metrics.close()
+                row["grad_norm"] = grad_norm
+            self.metrics.write(row)
+            log.info("step %d/%d loss %.4f lr %.2e %.0f tok/s", step, s.total, loss, row["lr"], row["tokens_per_s"])
+
+    def evaluate(self, step: int) -> None:
+        cfg, s = self.cfg, self.state
+        due = (cfg.eval_every and step % cfg.eval_every == 0) or (step == s.total and (cfg.eval_every or cfg.patience))
+        if not (self.dev and due):
+            return
+        value = self._dev_metric(step)
+        s.dev_history.append({"step": step, self.metric: value})
+        self.metrics.write({"step": step, f"dev_{self.metric}": value})
+        log.info("step %d dev %s %.4f", step, self.metric, value)
+        if s.best is None or value > s.best:
+            s.best, s.best_step, s.bad_evals = value, step, 0
+            if self.best_path:
+                save_weights(self.best_path, trainable_state(self.model))
+            else:
+                self.best_memory = {k: v.clone() for k, v in trainable_state(self.model).items()}
+        else:
+            s.bad_evals += 1
+            if cfg.patience and s.bad_evals >= cfg.patience:
+                log.info("early stop at step %d: dev %s did not improve for %d evals", step, self.metric, cfg.patience)
+                self.stopped_early = True
+
+    def checkpoint(self, step: int) -> None:
+        cfg = self.cfg
+        if self.out and cfg.save_every and (step % cfg.save_every == 0 or step == self.state.total):
+            save_checkpoint(self.out / "checkpoints", self.model, self.optimizer, asdict(self.state),
+                            cfg.keep_checkpoints)
+
+    # ---------------------------------------------------------------- the run
+
+    def plan(self) -> None:
+        """The number of steps: from steps / epochs, cut to the budget if one is given (a resumed
+        run keeps the plan it started with); the estimated time is printed either way."""
+        cfg, s = self.cfg, self.state
+        per_epoch = math.ceil(len(self.data) / cfg.batch_size)
+        self.planned = cfg.steps or max(1, math.ceil(cfg.epochs * per_epoch))
+        self.probe_s = self._probe()
+        budgets = [b for b in (cfg.budget_minutes and cfg.budget_minutes * 60, self.budget_s) if b]
+        self.budget = min(budgets) if budgets else None
+        if not s.total:
+            s.total = self.planned
+            if self.budget and self.planned * self.probe_s > self.budget:
+                s.total = max(1, int(self.budget / self.probe_s))
+        self.warmup = int(cfg.warmup_ratio * s.total)
+        examples = min(len(self.data), s.total * cfg.batch_size)
+        fitted = (f"; budget {self.budget / 60:.1f} min: {s.total} of {self.planned} steps, {examples:,} of "
+                  f"{len(self.data):,} examples" if s.total < self.planned else "")
+        eta = (s.total - s.step) * self.probe_s
+        text = (f"{self.tag}: {s.total - s.step} steps of {cfg.batch_size} examples, about {_duration(eta)} "
+                f"({self.probe_s:.2f} s a step, measured){fitted}")
+        log.info("%s", text)
+        if self.progress:
+            console.print(f"  {text}", highlight=False)
+
+    def run(self) -> TrainResult:
+        cfg, model = self.cfg, self.model
+        causal = _causal(model)
+        if cfg.grad_checkpointing:
+            causal.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        take_counts()
+        try:
+            with self.kernels:
+                self.plan()
+                log.info("training %d steps (%d examples, %d per step), bf16=%s, layout=%s, kernels=%s",
+                         self.state.total, len(self.data), cfg.batch_size, self.bf16, self.layout, self.kernels.enabled)
+                self.meter = Meter(self.state.total - self.state.step, f"training {self.tag}", self.progress, "steps")
+                self.t_start = time.perf_counter() - self.state.elapsed_s
+                try:
+                    while self.state.step < self.state.total and not self.stopped_early:
+                        step = self.state.step
+                        batches, units = self.batches(step)
+                        loss, logs = self.forward_backward(batches, units)
+                        grad_norm = self.update(step)
+                        self.state.step = step + 1
+                        self.state.target_tokens += sum(len(b.labels) for b in batches)
+                        self.record(step + 1, loss, logs, grad_norm, sum(b.real_tokens for b in batches))
+                        self.evaluate(step + 1)
+                        self.checkpoint(step + 1)
+                finally:
+                    self.meter.close()
+                    self.metrics.close()
+        finally:
+            if cfg.grad_checkpointing:
+                causal.gradient_checkpointing_disable()
+        return self.finish()
+
+    def finish(self) -> TrainResult:
+        s = self.state
         counts = take_counts()
         if any(counts.values()):
             log.info("attention over packed rows, calls of this run: %d per example, %d sdpa over the rows (fewer "
                      "scores there), %d sdpa as fallback (rows not packed with restarting positions: correct, "
                      "slower)", counts["per_example"], counts["packed"], counts["fallback"])
-    if cfg.grad_checkpointing:
-        causal.gradient_checkpointing_disable()
-    if cfg.load_best and state["best_step"] is not None and state["best_step"] != state["step"]:
-        if best_path and best_path.exists():
-            load_weights_into(model, best_path)
-        elif best_memory:
-            with torch.no_grad():
-                for n, p in model.named_parameters():
-                    if n in best_memory:
-                        p.copy_(best_memory[n])
-        log.info("loaded the best dev checkpoint (step %d, %s %.4f)", state["best_step"], metric, state["best"])
-    model.eval()
-    all_tokens = state["tokens"] + state["padded_tokens"]
-    return TrainResult(steps=state["step"], train_tokens=state["tokens"], target_tokens=state["target_tokens"],
-                       train_time_s=state["elapsed_s"], final_loss=state["last_loss"],
-                       padding_fraction=state["padded_tokens"] / max(all_tokens, 1), data=report.to_json(),
-                       best_metric=state["best"], best_step=state["best_step"], stopped_early=stopped_early,
-                       dev_history=state["dev_history"], resumed_from=state.get("checkpoint"))
+        if self.cfg.load_best and s.best_step is not None and s.best_step != s.step:
+            if self.best_path and self.best_path.exists():
+                load_weights_into(self.model, self.best_path)
+            elif self.best_memory:
+                with torch.no_grad():
+                    for n, p in self.model.named_parameters():
+                        if n in self.best_memory:
+                            p.copy_(self.best_memory[n])
+            log.info("loaded the best dev checkpoint (step %d, %s %.4f)", s.best_step, self.metric, s.best)
+        self.model.eval()
+        return TrainResult(steps=s.step, train_tokens=s.tokens, target_tokens=s.target_tokens,
+                           train_time_s=s.elapsed_s, final_loss=s.last_loss,
+                           padding_fraction=s.padded_tokens / max(s.tokens + s.padded_tokens, 1),
+                           data=self.report.to_json() if self.report else {"kept": len(self.data)},
+                           planned_steps=self.planned, budget_s=self.budget, probe_s_per_step=self.probe_s,
+                           kernels=self.kernels.enabled, attention_calls=counts, best_metric=s.best,
+                           best_step=s.best_step, stopped_early=self.stopped_early, dev_history=s.dev_history,
+                           resumed_from=self.resumed_from)
+
+    # ---------------------------------------------------------------- helpers
+
+    def _probe(self) -> float:
+        """Seconds one step takes: the forward and backward of the next step's micro-batches,
+        timed, then undone (gradients dropped, RNG restored), so the run is the one it would
+        have been without the measurement. The optimizer step is small beside it and not timed."""
+        cpu, cuda = torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        python = random.getstate()
+        tokens, padded_tokens = self.state.tokens, self.state.padded_tokens
+        t0 = time.perf_counter()
+        batches, units = self.batches(self.state.step)
+        self.forward_backward(batches, units)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        took = time.perf_counter() - t0
+        self.optimizer.zero_grad(set_to_none=True)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        random.setstate(python)
+        self.state.tokens, self.state.padded_tokens = tokens, padded_tokens
+        return took
+
+    def _dev_metric(self, step: int) -> float:
+        from ..engine import Engine
+        from ..evaluate import predict, score_predictions
+        self.model.eval()
+        try:
+            with self.kernels.paused(), self.autocast():
+                engine = Engine(self.model, self.tokenizer, f"dev-eval:{self.tag}:{step}", cache=None, progress=False)
+                report = score_predictions(self.task, predict(engine, self.builder, self.task, self.dev))
+        finally:
+            self.model.train()
+        return report.metrics[self.metric]
+
+    def _last_checkpoint(self) -> str | None:
+        root = self.out / "checkpoints" if self.out else None
+        return str(root) if root and root.exists() else None
+
+
+def _causal(model):
+    from ..engine import causal_lm_of
+    return causal_lm_of(model)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"

@@ -17,7 +17,6 @@ dropout) falls back to sdpa with the block mask transformers built.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import torch
@@ -138,39 +137,25 @@ def segment_attention_forward(module, query, key, value, attention_mask, scaling
 
 
 @functools.cache
-def _register() -> None:
-    """transformers dispatches on config._attn_implementation: the name gets this function and
-    sdpa's mask (built once per forward, and what the fallback uses)."""
+def register() -> None:
+    """transformers dispatches on the attention implementation's name: the name gets this
+    function and sdpa's mask (built once per forward, and what the fallback uses). Training
+    selects it with `set_attn_implementation` (train/kernels.py)."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
     AttentionInterface.register(NAME, segment_attention_forward)
     AttentionMaskInterface.register(NAME, sdpa_mask)
 
 
+def forget_layout() -> None:
+    """Drops the last batch's layout (its index tensors) once training is done with it."""
+    _cache.clear()
+
+
 def usable(model) -> bool:
     config = model.config
     return (config._attn_implementation == "sdpa" and getattr(config, "sliding_window", None) is None
             and not getattr(config, "attn_logit_softcapping", None))
-
-
-@contextlib.contextmanager
-def segment_attention(model):
-    """Within the block a (transformers, not peft-wrapped) model that uses sdpa attends
-    example by example over packed rows."""
-    if not usable(model):
-        yield False
-        return
-    _register()
-    configs = [m.config for m in model.modules() if getattr(getattr(m, "config", None), "_attn_implementation", None)
-               == "sdpa"]
-    for c in configs:
-        c._attn_implementation = NAME
-    try:
-        yield True
-    finally:
-        for c in configs:
-            c._attn_implementation = "sdpa"
-        _cache.clear()
 
 
 def take_counts() -> dict:

@@ -1,5 +1,5 @@
 """Reading a trained soft prompt back as words: each virtual token's nearest vocabulary tokens
-by cosine similarity to the input embedding matrix (seed 003)."""
+by cosine similarity to the input embedding matrix (as Lester et al. 2021 read their soft prompts)."""
 
 from __future__ import annotations
 

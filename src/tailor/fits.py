@@ -1,0 +1,103 @@
+"""Reusing an earlier identical fit instead of training again.
+
+Training is deterministic, so the same base weights, method options, training and dev rows, and
+the same code on the same library versions give the same weights. The key holds all of it:
+- the content of the train and dev rows actually split off (ids, inputs, targets), so two
+  experiments that split one file differently never share a fit (one's test rows would be the
+  other's training rows);
+- the method's resolved options and the wall-clock budget it was fitted under;
+- torch, transformers and peft versions;
+- a fingerprint of every Tailor module the method's code can import (found by reading the
+  imports of its module, transitively: engine, models, task splitting, the loop, ...).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import json
+import logging
+from importlib import metadata
+from pathlib import Path
+
+from .errors import TailorError
+from .task import Task, hash_examples
+from .utils import atomic_write_json, cache_dir, sha256_text
+
+log = logging.getLogger("tailor")
+LIBRARIES = ("torch", "transformers", "peft")
+
+
+def fit_key(method, task: Task, base_weights_id: str, budget_s: float | None = None) -> str:
+    splits = {name: hash_examples(task.splits.get(name) or []) for name in ("train", "dev")}
+    return sha256_text(json.dumps({
+        "base": base_weights_id, "method": method.method, "options": method.model_dump(), "budget_s": budget_s,
+        "task": {"kind": task.kind, "instruction": task.instruction, "labels": task.labels, "splits": splits},
+        "libraries": {name: _version(name) for name in LIBRARIES},
+        "code": code_fingerprint(type(method).__module__)}, sort_keys=True, default=str))
+
+
+def reuse(key: str, base):
+    """The arm an identical earlier fit saved, or None (with a warning when it was recorded but
+    can no longer be loaded)."""
+    memo = cache_dir("fits") / f"{key}.json"
+    if not memo.exists():
+        return None
+    folder = json.loads(memo.read_text())["arm"]
+    try:
+        from .methods import load_adapted
+        return load_adapted(folder, base)
+    except (TailorError, OSError) as e:  # the run directory was deleted or moved: train again
+        log.warning("cannot reuse the fit in %s (%s); training again", folder, e)
+        return None
+
+
+def remember(key: str, folder: Path) -> None:
+    atomic_write_json(cache_dir("fits") / f"{key}.json", {"arm": str(Path(folder).resolve())})
+
+
+@functools.cache
+def code_fingerprint(module: str) -> str:
+    """Hash of the source of `module` and of every `tailor` module it imports, at any depth and
+    wherever the import stands (inside functions too)."""
+    root = Path(__file__).resolve().parent
+    seen: dict[str, str] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen or not (name == "tailor" or name.startswith("tailor.")):
+            continue
+        path = _source(root, name)
+        if path is None:
+            continue
+        text = path.read_text(encoding="utf-8")
+        seen[name] = sha256_text(text)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]   # importing a module runs its packages
+        package = parts if path.name == "__init__.py" else parts[:-1]
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else [])) \
+                    if node.level else (node.module or "")
+                todo += [base] + [f"{base}.{a.name}" for a in node.names]   # a name may be a submodule
+    return sha256_text(json.dumps(sorted(seen.items())))[:16]
+
+
+def _source(root: Path, name: str) -> Path | None:
+    parts = name.split(".")[1:]
+    if not parts:
+        return root / "__init__.py"
+    rel = Path(*parts)
+    for path in (root / rel.with_suffix(".py"), root / rel / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None

@@ -1,0 +1,169 @@
+"""The typed results of a ladder: what `results.json` holds (with its `schema_version`), what the
+terminal table and the HTML report read. One measurement path fills them (`measure.py`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .errors import TailorError
+
+SCHEMA_VERSION = 1
+
+
+class Result(BaseModel):
+    # NaN is a real value here (ECE of an empty bin, a metric on no rows): written as NaN, as
+    # Python's json module does, not dropped.
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants", protected_namespaces=())
+
+
+class Cost(Result):
+    requests: int = 0
+    prompt_tokens_per_request: float = 0.0
+    completion_tokens_per_request: float = 0.0
+    latency_p50_s: float | None = None   # one request at a time, uncached: what a caller waits
+    latency_p95_s: float | None = None
+    latency_requests: int = 0            # how many requests were timed that way
+    batch_s_per_request: float | None = None   # batched evaluation's compute time per computed request
+    cached_share: float = 0.0
+    shots_dropped: int = 0               # in-context examples dropped to fit the prompt budget
+    eval_wall_s: float = 0.0
+    fit_wall_s: float = 0.0
+    train_time_s: float = 0.0
+    train_tokens: int = 0
+    trainable_params: int = 0
+    artifact_bytes: int = 0
+    cost_per_1k_requests: float = 0.0
+    train_cost: float = 0.0
+    first_month_cost: float = 0.0
+
+
+class Delta(Result):
+    """Adapted minus base accuracy on the same items, with its paired-bootstrap interval."""
+    n: int | None = None
+    base_accuracy: float | None = None
+    adapted_accuracy: float | None = None
+    delta: float
+    ci_low: float
+    ci_high: float
+    significant: bool = False
+    significant_drop: bool = False
+    base_ece: float | None = None
+    adapted_ece: float | None = None
+
+
+class Forgetting(Result):
+    base: str
+    adapted: str
+    level: float = 0.95
+    benchmarks: dict[str, Delta]
+    overall: Delta
+    any_significant_drop: bool = False
+
+    def rows(self, with_mean: bool = False) -> list[tuple[str, Delta]]:
+        rows = list(self.benchmarks.items())
+        return rows + [("mean of all", self.overall)] if with_mean and rows else rows
+
+    def worst(self) -> tuple[str, Delta] | None:
+        """The benchmark that dropped most, a significant drop before any other."""
+        rows = self.rows()
+        return min(rows, key=lambda nr: (not nr[1].significant_drop, nr[1].delta)) if rows else None
+
+
+class ExampleRow(Result):
+    id: str
+    input: str
+    target: str
+    prediction: str
+
+
+class ArmResult(Result):
+    name: str
+    method: str
+    options: dict[str, Any] = {}
+    status: Literal["ok", "failed"] = "ok"
+    error: str | None = None
+    metrics: dict[str, float] = {}
+    cost: Cost = Cost()
+    confusion: list[list[int]] | None = None
+    labels: list[str] | None = None
+    examples: list[ExampleRow] = []
+    forgetting: Forgetting | None = None
+    changes_weights: bool = False
+    weights_id: str | None = None
+    arm_dir: str | None = None           # the saved arm: `tailor eval --adapter` / serve load it from here
+    fit_reused_from: str | None = None
+    train: dict[str, Any] | None = None  # the training run's result (steps, budget, loss, ...)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+class Recommendation(Result):
+    arm: str | None = None
+    best_arm: str | None = None
+    text: str = ""
+
+
+class ExperimentInfo(Result):
+    name: str = ""
+    model: str = ""
+    task: str = ""
+    created: str = ""
+    test_rows: int = 0
+    price_per_1k_tokens: float | None = None
+    price_per_train_hour: float | None = None
+    requests_per_month: int | None = None
+    tolerance: float | None = None
+    budget_minutes: float | None = None
+
+
+class Curation(Result):
+    summary: list[list[Any]] = []
+    html: str = ""
+    problems: list[str] = []
+
+
+class LadderResult(Result):
+    schema_version: int = SCHEMA_VERSION
+    experiment: ExperimentInfo = ExperimentInfo()
+    task: dict[str, Any] = {}            # the task's summary: name, kind, rows, splits, labels, notes
+    curation: Curation | None = None
+    primary_metric: str = "accuracy"
+    arms: list[ArmResult] = []
+    recommendation: Recommendation = Recommendation()
+    advice: dict[str, Any] | None = None
+    manifest: dict[str, Any] = {}
+    wall_s: float = 0.0
+    run_dir: str = ""
+    report: dict[str, Any] | None = None
+
+    @property
+    def ok_arms(self) -> list[ArmResult]:
+        return [a for a in self.arms if a.ok]
+
+    def to_json(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+def read_results(path: str | Path) -> LadderResult:
+    """A ladder's results.json (or its run directory), validated."""
+    path = Path(path)
+    file = path / "results.json" if path.is_dir() else path
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise TailorError(f"{file}: cannot read results ({e})") from None
+    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+        found = data.get("schema_version") if isinstance(data, dict) else None
+        raise TailorError(f"{file}: results schema {found} is not the {SCHEMA_VERSION} this Tailor reads")
+    from .schema import located_error
+    from pydantic import ValidationError
+    try:
+        return LadderResult.model_validate(data)
+    except ValidationError as e:
+        raise located_error(e, LadderResult, data, file, {}) from None

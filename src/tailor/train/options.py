@@ -1,0 +1,42 @@
+"""The options every training arm shares (each arm adds its own). Light: reading an experiment
+file validates them without importing torch."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from ..schema import Options
+
+
+class TrainConfig(Options):
+    steps: int = 0                 # optimiser steps; 0 = derive from epochs (or the budget)
+    epochs: float = 1.0
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"   # after warmup
+    min_lr_ratio: float = 0.1
+    batch_size: int = 16           # examples per optimiser step
+    micro_batch_tokens: int = 4096  # tokens per forward pass (gradient accumulation beyond)
+    seq_len: int = 1024            # longest example allowed; longer ones follow `overlong`
+    pack_len: int = 256            # packed row length (attention cost per token grows with it)
+    pack: bool = True
+    overlong: Literal["drop", "error"] = "drop"   # drop: counted and reported
+    max_train_examples: int | None = 2000
+    max_grad_norm: float = 1.0
+    precision: Literal["auto", "bf16", "fp32"] = "auto"   # auto: bf16 where the hardware has it
+    grad_checkpointing: bool = False
+    kernels: Literal["auto", "on", "off"] = "auto"   # Tailor's CPU training kernels (see train/kernels.py)
+    seed: int = 0
+    eval_every: int = 0            # dev evaluation every N steps (0: only at the end if patience)
+    eval_examples: int = 200
+    patience: int = 0              # evals without improvement before stopping (0: never stop)
+    load_best: bool = True
+    save_every: int = 0            # checkpoint every N steps (0: none except the best)
+    keep_checkpoints: int = 1
+    log_every: int = 10
+    report_to: list[Literal["tensorboard", "mlflow"]] = []
+    budget_minutes: float | None = None   # wall-clock budget for training: sizes the steps to fit
+
+    def train_options(self) -> dict:
+        return {name: getattr(self, name) for name in TrainConfig.model_fields}
