@@ -74,15 +74,16 @@ def main() -> None:
     print(head)
     for n in names:
         line = f"{n:14s} {100 * base_suite['benchmarks'][n]['accuracy']:6.1f}"
-        for arm, r in rows.items():
+        for r in rows.values():
             d = r["deltas"][n]
             flag = " DROP" if d["significant_drop"] else ""
             line += f" | {100 * d['delta']:+6.1f} [{100 * d['ci_low']:+5.1f}, {100 * d['ci_high']:+5.1f}]{flag:5s}"
         print(line)
     line = f"{'mean':14s} {'':6s}"
-    for arm, r in rows.items():
+    for r in rows.values():
         m = r["mean_delta"]
-        line += f" | {100 * m['delta']:+6.1f} [{100 * m['ci_low']:+5.1f}, {100 * m['ci_high']:+5.1f}]{' DROP' if m['significant_drop'] else '':5s}"
+        flag = " DROP" if m["significant_drop"] else ""
+        line += f" | {100 * m['delta']:+6.1f} [{100 * m['ci_low']:+5.1f}, {100 * m['ci_high']:+5.1f}]{flag:5s}"
     print(line)
     print(json.dumps({"steps": args.steps, "size": args.size, "task": args.task, "arms": rows}))
 

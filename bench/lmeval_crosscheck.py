@@ -29,8 +29,8 @@ accuracy, is unchanged.
 from __future__ import annotations
 
 import argparse
-import math
 import json
+import math
 import os
 import sys
 import tempfile
@@ -135,7 +135,8 @@ def main() -> None:
     gap = max(abs(a - b) for p, s in zip(preds, samples)
               for a, b in zip(_log_normalise([s_[0] for s_ in s["filtered_resps"]]),
                               [math.log(max(v, 1e-300)) for v in p.probs.values()]))
-    print(f"lm-eval: accuracy {acc_lm:.4f} (acc_norm, per byte: {acc_lm_norm:.4f})  {wall_lm:.1f} s  {len(items) / wall_lm:.2f} items/s", flush=True)
+    print(f"lm-eval: accuracy {acc_lm:.4f} (acc_norm, per byte: {acc_lm_norm:.4f})  {wall_lm:.1f} s  "
+          f"{len(items) / wall_lm:.2f} items/s", flush=True)
     print(f"same option picked on {agreement:.1%} of items; largest gap of normalised option "
           f"log-probabilities {gap:.3g}", flush=True)
 

@@ -10,8 +10,12 @@ import pytest
 
 from tailor.benchmarks import BENCHMARKS, NOT_AVAILABLE, compare, load_benchmark, run_suite
 from tailor.benchmarks.loaders import parse_options
-from tailor.benchmarks.stats import (bootstrap_ci, items_for_halfwidth, paired_bootstrap_delta,
-                                     paired_bootstrap_mean_delta)
+from tailor.benchmarks.stats import (
+    bootstrap_ci,
+    items_for_halfwidth,
+    paired_bootstrap_delta,
+    paired_bootstrap_mean_delta,
+)
 from tailor.errors import DataError, TailorError
 
 
@@ -133,7 +137,7 @@ def test_run_suite_on_tiny_model(tiny_base, engine_cache):
     first = run_suite(tiny_base.model, tiny_base.tokenizer, tiny_base.weights_id, cache=engine_cache,
                       progress=False, sizes=sizes)
     assert set(first["benchmarks"]) == set(BENCHMARKS)
-    for name, r in first["benchmarks"].items():
+    for r in first["benchmarks"].values():
         assert r["n"] == 6 and len(r["correct"]) == 6
         assert r["accuracy"] == r["correct"].count("1") / 6
         assert r["ci_low"] <= r["accuracy"] <= r["ci_high"]

@@ -7,8 +7,16 @@ import random
 
 import pytest
 
-from tailor.curate import (CurateOptions, CurationReport, apply_fixes, apply_fixes_logged, curate_task,
-                           curated_task, parse_expected, write_clean)
+from tailor.curate import (
+    CurateOptions,
+    CurationReport,
+    apply_fixes,
+    apply_fixes_logged,
+    curate_task,
+    curated_task,
+    parse_expected,
+    write_clean,
+)
 from tailor.curate.text import near_groups
 from tailor.errors import TailorError
 from tailor.task import Example, Task, load_task_file
@@ -295,6 +303,7 @@ def test_paraphrase_with_smollm2(smol_base):
 
 def test_cli_writes_report_and_clean_file(tmp_path, planted):
     from typer.testing import CliRunner
+
     from tailor.cli import app
     src = tmp_path / "data.jsonl"
     src.write_text("".join(json.dumps({"id": ex.id, "text": ex.input, "label": ex.target,

@@ -102,9 +102,9 @@ def test_lora_adapter_is_a_standard_peft_folder(tiny_base, task, tmp_path):
 
 @pytest.mark.parametrize("arm", ["lora", "bitfit"])
 def test_merged_model_predicts_like_the_adapter_on_the_test_split(arm, tiny_base, task, tmp_path):
-    from transformers import AutoModelForCausalLM
-
     from dataclasses import replace
+
+    from transformers import AutoModelForCausalLM
     adapted = make_method(arm, {**QUICK, "lr": 5e-2, "steps": 6}).fit(task, tiny_base, progress=False)
     save_adapted(adapted, tmp_path / "arm")
     out = merge_arm(load_adapted(tmp_path / "arm", tiny_base), tmp_path / "merged")

@@ -6,8 +6,21 @@ import math
 
 import pytest
 
-from tailor.evaluate import (Prediction, accuracy, bleu, chrf, confusion_matrix, ece, exact_match, macro_f1,
-                             percentile, predict, rouge, rouge_pair, score_predictions)
+from tailor.evaluate import (
+    Prediction,
+    accuracy,
+    bleu,
+    chrf,
+    confusion_matrix,
+    ece,
+    exact_match,
+    macro_f1,
+    percentile,
+    predict,
+    rouge,
+    rouge_pair,
+    score_predictions,
+)
 from tailor.task import Example, Task
 
 

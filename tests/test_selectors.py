@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tailor.errors import TailorError
-from tailor.selectors import Selector, jaccard, _words
+from tailor.selectors import Selector, _words, jaccard
 from tailor.task import Example
 
 POOL = [

@@ -199,8 +199,8 @@ def test_resume_after_sigkill_gives_the_same_final_loss(tmp_path):
     ("- just a list\n", r"train.yaml: expected a mapping of training settings at the top level"),
 ])
 def test_train_config_errors_name_the_file_and_field(tmp_path, text, message):
-    from tailor.errors import DataError
     from tailor.config import load_train_config
+    from tailor.errors import DataError
     path = tmp_path / "train.yaml"
     path.write_text(text)
     with pytest.raises(DataError, match=message):

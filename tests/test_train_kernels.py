@@ -215,7 +215,7 @@ def test_training_kernels_are_given_back_when_training_ends(tiny_base):
                                                                    if "forward" in vars(m)),
                 causal.config._attn_implementation)
     before = state()
-    with TrainingKernels(model, enabled=True) as kernels:
+    with TrainingKernels(model) as kernels:
         during = state()
         with kernels.paused():   # dev evaluation runs the engine's own masks on stock attention
             assert causal.config._attn_implementation == "sdpa"

@@ -42,7 +42,8 @@ def advise(answers: dict) -> dict:
     n = a.get("labelled_examples", "100-1000")
     if n != "none":
         arms.append(("few-shot", "a handful of labelled examples in the prompt costs no training"))
-        arms.append(("icl", "examples chosen per input often match fine-tuning with no training cost (dynamic example selection)"))
+        arms.append(("icl", "examples chosen per input (dynamic example selection) often match fine-tuning with "
+                            "no training cost"))
     retrieval = (a.get("external_knowledge") == "yes" or a.get("data_dynamics") in ("monthly", "daily")
                  or a.get("transparency") == "yes" or a.get("hallucination_tolerance") == "low")
     if retrieval:
@@ -56,7 +57,8 @@ def advise(answers: dict) -> dict:
     if tune:
         arms.append(("lora", "PEFT: a small adapter, forgets less than full fine-tuning, many adapters share one base"))
         if n == "over-1000" and a.get("task_count", "one") == "one" and a.get("team_skills") in ("fine-tuning", "both"):
-            arms.append(("full", "with plenty of data, one task and a team that has done it, full fine-tuning is worth measuring"))
+            arms.append(("full", "with plenty of data, one task and a team that has done it, full fine-tuning is "
+                                 "worth measuring"))
     elif n in ("none", "under-100"):
         notes.append("With fewer than 100 labelled examples, fine-tuning is unlikely to beat in-context learning; "
                      "collect and curate data first (Meta's guide: quality beats quantity).")

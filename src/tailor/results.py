@@ -161,8 +161,9 @@ def read_results(path: str | Path) -> LadderResult:
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
         found = data.get("schema_version") if isinstance(data, dict) else None
         raise TailorError(f"{file}: results schema {found} is not the {SCHEMA_VERSION} this Tailor reads")
-    from .schema import located_error
     from pydantic import ValidationError
+
+    from .schema import located_error
     try:
         return LadderResult.model_validate(data)
     except ValidationError as e:

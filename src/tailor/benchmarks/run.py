@@ -8,9 +8,9 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..context import open_run
 from ..errors import TailorError
 from ..models import load_base
-from ..context import open_run
 from .loaders import BENCHMARKS, load_benchmark
 from .suite import compare, run_suite, suite_names
 

@@ -54,11 +54,13 @@ def demo(
 
 
 def advise(
-    answers: Optional[str] = typer.Option(None, help="YAML file of answers (keys as in `advice:`); asks interactively if omitted"),
+    answers: Optional[str] = typer.Option(None, help="YAML file of answers (keys as in `advice:`); "
+                                                     "asks interactively if omitted"),
 ) -> None:
     """Answer the decision questions of Meta's guide to adapting LLMs; get the arms worth
     running, cheapest first."""
-    from ..advise import QUESTIONS, advise as decide
+    from ..advise import QUESTIONS
+    from ..advise import advise as decide
     if answers:
         from ..schema import read_yaml
         given, _ = read_yaml(answers, "question: answer pairs")

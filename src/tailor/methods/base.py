@@ -84,8 +84,8 @@ class Adapted:
 
 
 def method_class(name: str) -> type[Method]:
-    from . import METHODS
     from ..errors import TailorError
+    from . import METHODS
     if name not in METHODS:
         raise TailorError(f"unknown method '{name}' (known: {', '.join(METHODS)})")
     return METHODS[name]

@@ -169,7 +169,7 @@ def comparison_table(v: View) -> str:
         name = esc(a.name).replace("_", "_<wbr>")  # long arm names wrap at underscores
         cells = [f'<td class="arm">{swatch}<b>{name}</b>{star}{method_html}</td>',
                  f"<td>{_badge(a.status)}</td>"]
-        for h, get, show, low, cls in cols:
+        for h, get, show, _, cls in cols:
             x = get(a)
             text = esc(show(x))
             if h == v.primary and baseline is not None and a is not baseline and x is not None:

@@ -23,29 +23,40 @@ from torch import nn
 log = logging.getLogger("tailor")
 
 
-def wanted(setting: str, device: torch.device, processes: int = 1) -> bool:
-    if setting == "on":
-        return True
-    return setting == "auto" and device.type == "cpu" and processes == 1
+KERNELS = ("attention", "lora", "dropout")
+
+
+def wanted(setting, device: torch.device, processes: int = 1) -> tuple[str, ...]:
+    """The kernels a run uses: a list names them; on = all; auto = all on a single-process CPU run."""
+    if isinstance(setting, list):
+        return tuple(k for k in KERNELS if k in setting)
+    if setting == "on" or (setting == "auto" and device.type == "cpu" and processes == 1):
+        return KERNELS
+    return ()
 
 
 class TrainingKernels:
     """Applies the kernels on entry and gives everything back on exit; `paused()` restores the
     stock attention for a while (dev evaluation runs the engine's own masks)."""
 
-    def __init__(self, model: nn.Module, enabled: bool):
-        self.model, self.enabled = model, enabled
+    def __init__(self, model: nn.Module, kernels: tuple[str, ...] = KERNELS):
+        self.model, self.kernels = model, tuple(kernels)
         self._stack = contextlib.ExitStack()
         self._attention: tuple | None = None   # (model, the implementation it had)
 
+    @property
+    def enabled(self) -> bool:
+        return bool(self.kernels)
+
     def __enter__(self):
-        if not self.enabled:
-            return self
         from .fused_lora import fused_lora
-        self._stack.enter_context(_sparse_dropout(self.model))
-        self._stack.enter_context(fused_lora(self.model))
-        self._set_attention()
-        self._stack.callback(self._unset_attention)
+        if "dropout" in self.kernels:
+            self._stack.enter_context(_sparse_dropout(self.model))
+        if "lora" in self.kernels:
+            self._stack.enter_context(fused_lora(self.model))
+        if "attention" in self.kernels:
+            self._set_attention()
+            self._stack.callback(self._unset_attention)
         return self
 
     def __exit__(self, *exc):

@@ -58,7 +58,7 @@ class TrainResult:
     planned_steps: int = 0     # what epochs / steps asked for, before a budget
     budget_s: float | None = None
     probe_s_per_step: float | None = None
-    kernels: bool = False
+    kernels: list = field(default_factory=list)   # the CPU kernels it ran (train/kernels.py)
     attention_calls: dict = field(default_factory=dict)
     best_metric: float | None = None
     best_step: int | None = None
@@ -325,7 +325,8 @@ class Trainer:
             with self.kernels:
                 self.plan()
                 log.info("training %d steps (%d examples, %d per step), bf16=%s, layout=%s, kernels=%s",
-                         self.state.total, len(self.data), cfg.batch_size, self.bf16, self.layout, self.kernels.enabled)
+                         self.state.total, len(self.data), cfg.batch_size, self.bf16, self.layout,
+                         ",".join(self.kernels.kernels) or "none")
                 self.meter = Meter(self.state.total - self.state.step, f"training {self.tag}", self.progress, "steps")
                 self.t_start = time.perf_counter() - self.state.elapsed_s
                 try:
@@ -369,7 +370,7 @@ class Trainer:
                            padding_fraction=s.padded_tokens / max(s.tokens + s.padded_tokens, 1),
                            data=self.report.to_json() if self.report else {"kept": len(self.data)},
                            planned_steps=self.planned, budget_s=self.budget, probe_s_per_step=self.probe_s,
-                           kernels=self.kernels.enabled, attention_calls=counts, best_metric=s.best,
+                           kernels=list(self.kernels.kernels), attention_calls=counts, best_metric=s.best,
                            best_step=s.best_step, stopped_early=self.stopped_early, dev_history=s.dev_history,
                            resumed_from=self.resumed_from)
 

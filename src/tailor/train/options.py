@@ -26,7 +26,9 @@ class TrainConfig(Options):
     max_grad_norm: float = 1.0
     precision: Literal["auto", "bf16", "fp32"] = "auto"   # auto: bf16 where the hardware has it
     grad_checkpointing: bool = False
-    kernels: Literal["auto", "on", "off"] = "auto"   # Tailor's CPU training kernels (see train/kernels.py)
+    # Tailor's CPU training kernels (train/kernels.py): auto = all of them on a single-process CPU
+    # run; on | off; or a list of the ones to use (attention, lora, dropout)
+    kernels: Literal["auto", "on", "off"] | list[Literal["attention", "lora", "dropout"]] = "auto"
     seed: int = 0
     eval_every: int = 0            # dev evaluation every N steps (0: only at the end if patience)
     eval_examples: int = 200

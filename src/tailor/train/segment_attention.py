@@ -10,8 +10,9 @@ copies), and the outputs are gathered back.
 Per score it costs about what flash does over short rows (twice as much over long ones), so it
 is used only where it computes fewer scores than the packed rows would (examples x longest
 example^2 <= rows x row length^2: many short examples per row); rows of one or two long examples
-keep sdpa, which also keeps no score matrix for the backward (`bench/packed_attention.py`). Used only by the training loop, only for packed rows whose position ids restart at 0
-and count up by one per example; anything else (a 4D mask, sliding windows, soft-capping,
+keep sdpa, which also keeps no score matrix for the backward (`bench/packed_attention.py`).
+Used only by the training loop, only for packed rows whose position ids restart at 0 and count
+up by one per example; anything else (a 4D mask, sliding windows, soft-capping,
 dropout) falls back to sdpa with the block mask transformers built.
 """
 
