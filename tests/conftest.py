@@ -41,3 +41,18 @@ def smol_base():
 def engine_cache(tmp_path):
     from tailor.engine import ResultCache
     return ResultCache(tmp_path / "engine.sqlite")
+
+
+WORDS = {"billing": "invoice charge refund", "bug": "crash error freeze", "other": "hello thanks question"}
+
+
+def write_tickets(path, rows: int, labels=("billing", "bug"), seed: int = 0):
+    """A small support-ticket classification file (text, label) whose words give the label away."""
+    import json
+    import random
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for i in range(rows):
+            label = rng.choice(labels)
+            f.write(json.dumps({"text": f"ticket {i}: {WORDS[label]} {rng.randint(0, 999)}", "label": label}) + "\n")
+    return path

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import random
 from pathlib import Path
 
 import pytest
 
+from conftest import write_tickets
 from tailor.config import experiment_from_dict
 from tailor.fits import code_fingerprint, fit_key
 from tailor.ladder import run_ladder
@@ -15,14 +14,7 @@ from tailor.ladder import run_ladder
 
 @pytest.fixture
 def task_file(tmp_path):
-    rng = random.Random(1)
-    path = tmp_path / "tickets.jsonl"
-    with path.open("w") as f:
-        for i in range(120):
-            label = rng.choice(["billing", "bug"])
-            word = "invoice refund" if label == "billing" else "crash freeze"
-            f.write(json.dumps({"text": f"ticket {i}: {word} {rng.randint(0, 99)}", "label": label}) + "\n")
-    return path
+    return write_tickets(tmp_path / "tickets.jsonl", 120, seed=1)
 
 
 def _lora_ladder(task_file, tmp_path, test: int, dev: int):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 
+from conftest import write_tickets
 from tailor.advise import advise
 from tailor.config import experiment_from_dict, load_experiment
 from tailor.errors import DataError, TailorError
@@ -16,14 +16,7 @@ from tailor.results import ArmResult, Cost, read_results
 
 @pytest.fixture
 def task_file(tmp_path):
-    rng = random.Random(0)
-    path = tmp_path / "tickets.jsonl"
-    with path.open("w") as f:
-        for i in range(60):
-            label = rng.choice(["billing", "bug"])
-            word = "invoice charge refund" if label == "billing" else "crash error freeze"
-            f.write(json.dumps({"text": f"ticket {i}: {word} {rng.randint(0, 999)}", "label": label}) + "\n")
-    return path
+    return write_tickets(tmp_path / "tickets.jsonl", 60)
 
 
 def _exp(task_file, tmp_path, **over):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import copy
 import json
-import random
 
 import pytest
 from typer.testing import CliRunner
 
+from conftest import write_tickets
 from tailor.cli import app
 from tailor.errors import TailorError
 from tailor.methods import load_adapted, make_method, save_adapted
@@ -19,13 +19,7 @@ from tailor.task import load_task_file
 
 @pytest.fixture
 def task_file(tmp_path):
-    rng = random.Random(2)
-    path = tmp_path / "tickets.jsonl"
-    with path.open("w") as f:
-        for i in range(80):
-            label = rng.choice(["billing", "bug", "other"])
-            f.write(json.dumps({"text": f"ticket {i}: {label} words {rng.randint(0, 99)}", "label": label}) + "\n")
-    return path
+    return write_tickets(tmp_path / "tickets.jsonl", 80, ("billing", "bug", "other"), seed=2)
 
 
 def _predictions(run) -> list[dict]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import re
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +42,9 @@ class Embedder:
         if path.exists():
             return np.load(path, allow_pickle=False)
         vecs = self.model.encode(texts, batch_size=64, normalize_embeddings=True,
-                                 convert_to_numpy=True, show_progress_bar=len(texts) > 500)
+                                 convert_to_numpy=True,
+                                 # a bar on a terminal only: in a log its redraws are noise
+                                 show_progress_bar=len(texts) > 500 and sys.stderr.isatty())
         vecs = vecs.astype(np.float32)
         tmp = path.with_suffix(".tmp.npy")
         np.save(tmp, vecs)

@@ -45,7 +45,7 @@ def curate_task(task: Task, tokenizer=None, max_tokens: int | None = None, engin
 
     # Tokenising runs in a thread while the text checks run here: the tokenizer's batch
     # encoder releases the GIL, so the two overlap on a 2-core machine.
-    with ThreadPoolExecutor(1) as pool, Meter(3 if builder else 2, "curating (text checks)", opts.progress) as meter:
+    with ThreadPoolExecutor(1) as pool, Meter(3 if builder else 2, "curating", opts.progress, "checks") as meter:
         t0 = time.perf_counter()
         lengths_job = pool.submit(_timed, _lengths, rows, builder, max_tokens) if builder else None
         text = text_checks(task, opts.near_threshold, opts.shingle_chars, opts.num_perm)

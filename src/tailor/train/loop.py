@@ -161,16 +161,7 @@ class Trainer:
         prepare_precision(model, self.bf16)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
-        if data is None:
-            pool = list(task.splits.get("train") or [])
-            if not pool:   # never fall back to all rows: dev and test rows would be trained on
-                raise TailorError(f"{task.name}: the train split is empty, so there is nothing to train on")
-            if cfg.max_train_examples and len(pool) > cfg.max_train_examples:
-                pool = random.Random(cfg.seed).sample(pool, cfg.max_train_examples)
-            data, self.report = encode_examples(builder, pool, cfg.seq_len, cfg.overlong, soft_tokens)
-        else:
-            self.report = None
-        self.data = data
+        self.data, self.report = (data, None) if data is not None else self._encode_train_split()
         self.dev = (task.splits.get("dev") or [])[: cfg.eval_examples]
         self.metric = default_metric(task)
         if (cfg.eval_every or cfg.patience) and not self.dev:
@@ -178,12 +169,10 @@ class Trainer:
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         if not self.trainable:
             raise TailorError("nothing to train: no parameter requires grad")
-        decay = [p for p in self.trainable if p.ndim >= 2]
-        no_decay = [p for p in self.trainable if p.ndim < 2]
-        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                            {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.999))
-        self.state = LoopState()
-        self.resumed_from = None
+        self.optimizer = torch.optim.AdamW(
+            [{"params": [p for p in self.trainable if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+             {"params": [p for p in self.trainable if p.ndim < 2], "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.999))
+        self.state, self.resumed_from = LoopState(), None
         if resume:
             saved = load_checkpoint(Path(resume), model, self.optimizer)
             self.resumed_from = saved.pop("checkpoint")
@@ -375,6 +364,15 @@ class Trainer:
                            resumed_from=self.resumed_from)
 
     # ---------------------------------------------------------------- helpers
+
+    def _encode_train_split(self):
+        cfg, task = self.cfg, self.task
+        pool = list(task.splits.get("train") or [])
+        if not pool:   # never fall back to all rows: dev and test rows would be trained on
+            raise TailorError(f"{task.name}: the train split is empty, so there is nothing to train on")
+        if cfg.max_train_examples and len(pool) > cfg.max_train_examples:
+            pool = random.Random(cfg.seed).sample(pool, cfg.max_train_examples)
+        return encode_examples(self.builder, pool, cfg.seq_len, cfg.overlong, self.soft_tokens)
 
     def _probe(self) -> float:
         """Seconds one step takes: the forward and backward of the next step's micro-batches,
