@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from pathlib import Path
 
 from tailor.datasets import load_task
 from tailor.errors import TailorError
-from tailor.methods import make_method
+from tailor.methods import make_method, save_adapted
 from tailor.methods.finetune import FINETUNE_METHODS
 from tailor.models import load_base
-from tailor.runs import RunDir
 
 
 def main() -> None:
@@ -29,15 +29,14 @@ def main() -> None:
     sizes = {}
     with tempfile.TemporaryDirectory() as tmp:
         for arm in FINETUNE_METHODS:
-            run = RunDir(tmp, "sizes", arm)
+            folder = Path(tmp) / arm
             try:
-                adapted = make_method(arm, {"steps": 1, "batch_size": 4, "max_train_examples": 16,
-                                            "progress": False}).fit(task, base, run)
+                adapted = make_method(arm, {"steps": 1, "batch_size": 4, "max_train_examples": 16}).fit(
+                    task, base, folder, progress=False)
+                save_adapted(adapted, folder)
                 sizes[arm] = {"trainable_params": adapted.trainable_params, "artifact_bytes": adapted.artifact_bytes}
             except TailorError as e:  # e.g. qlora where bitsandbytes cannot run: shown, not hidden
                 sizes[arm] = {"error": str(e)}
-            finally:
-                run.close()
             print(f"{arm:14}", json.dumps(sizes[arm]), flush=True)
     print(json.dumps(sizes))
 

@@ -38,9 +38,9 @@ def main() -> None:
     results = {}
     for name, task in (("raw", raw), ("curated", cur)):
         method = make_method("lora", {"max_train_examples": args.examples, "epochs": args.epochs,
-                                      "seed": args.seed, "progress": False})
+                                      "seed": args.seed})
         t0 = time.perf_counter()
-        adapted = method.fit(task, base, None)
+        adapted = method.fit(task, base, None, progress=False)
         engine = adapted.engine(ResultCache(), batch_size=32, progress=False)
         preds = adapted.predict(engine, task, task.splits["test"])
         clean = [p for p in preds if p.id not in leaked]

@@ -50,8 +50,8 @@ def main() -> None:
     for arm in args.arms.split(","):
         run = RunDir(args.runs_dir, "train", f"forgetting-{arm}")
         try:
-            opts = {"steps": args.steps, "batch_size": args.batch_size, "progress": False, "seed": 0}
-            adapted = make_method(arm, opts).fit(task, base, run)
+            opts = {"steps": args.steps, "batch_size": args.batch_size, "seed": 0}
+            adapted = make_method(arm, opts).fit(task, base, run.path, progress=False)
             preds = adapted.predict(adapted.engine(cache, progress=False), task, test)
             task_acc = score_predictions(task, preds).metrics["accuracy"]
             suite = run_suite(adapted.model, adapted.tokenizer, adapted.weights_id, cache=cache,

@@ -67,12 +67,12 @@ def data(n: int):
 
 def held_out_loss(model, held) -> float:
     from tailor.train.data import pack
-    from tailor.train.loop import batch_loss
+    from tailor.train.losses import SFT
     model.eval()
     total, n = 0.0, 0
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         for b in pack(held, 256, 2, 16):
-            total += batch_loss(model, b, "packed", 0).item()
+            total += SFT()(model, b)[0].item()
             n += len(b.labels)
     return total / n
 
@@ -84,7 +84,7 @@ def peak_rss_mb() -> float:
 def tailor_arm(batch: int, seed: int = 0, gc: bool = False):
     from tailor.methods import make_method
     return make_method("lora", {**LORA, "lr": LR, "epochs": 1, "batch_size": batch, "max_train_examples": None,
-                                "warmup_ratio": 0.1, "min_lr_ratio": 0.0, "seed": seed, "progress": False,
+                                "warmup_ratio": 0.1, "min_lr_ratio": 0.0, "seed": seed,
                                 "log_every": 1000, "grad_checkpointing": gc})
 
 
@@ -99,9 +99,9 @@ def tailor_setup(examples: int):
 
 def side_tailor(args) -> dict:
     task, base, enc, held = tailor_setup(args.examples)
-    adapted = tailor_arm(args.batch, args.seed, args.gc).fit(task, base)
+    adapted = tailor_arm(args.batch, args.seed, args.gc).fit(task, base, progress=False)
     peak = peak_rss_mb()   # training's peak: the held-out evaluation below is the bench's, not the trainer's
-    t = adapted.info["train"]
+    t = adapted.recipe.train
     return {"tokens": t["train_tokens"], "train_s": t["train_time_s"], "steps": t["steps"],
             "padding_fraction": t["padding_fraction"], "target_tokens": t["target_tokens"],
             "loss": held_out_loss(adapted.model, held),
