@@ -291,3 +291,53 @@ def test_one_engine_serves_three_adapters_and_the_base_in_mixed_batches(tiny_bas
             assert mixed[i].logprobs == pytest.approx(w.logprobs, abs=1e-5)
     with pytest.raises(KeyError, match="unknown adapter"):
         engine.score(prompts[:1], options[:1], adapters=["nope"])
+
+
+# ---------------------------------------------------------------- the decoder (continuous batching)
+
+
+def _decode(engine, prompts, **kw):
+    from tailor.decode import Decoder, Sequence
+    seqs = [Sequence(engine.encode(p), **kw) for p in prompts]
+    return Decoder(engine).run(seqs)
+
+
+def test_a_row_that_joins_mid_generation_gets_what_it_gets_alone(tiny_base):
+    from tailor.decode import Decoder, Sequence
+    engine = make_engine(tiny_base)
+    early = [Sequence(engine.encode(p), max_new_tokens=12) for p in PROMPTS[:3]]
+    late = [Sequence(engine.encode(p), max_new_tokens=12) for p in PROMPTS[3:]]
+    decoder = Decoder(engine)
+    decoder.join(early)
+    for _ in range(4):
+        decoder.step()
+    decoder.join(late)                          # joins rows that are 5 tokens in, of other lengths
+    assert len(decoder.rows) == 5
+    while decoder.busy:
+        decoder.step()
+    for seq, prompt in zip(early + late, PROMPTS):
+        alone = _decode(engine, [prompt], max_new_tokens=12)[0]
+        assert seq.tokens == alone.tokens and seq.finish_reason == alone.finish_reason
+        assert seq.tokens == greedy_reference(tiny_base, prompt, len(seq.tokens))
+
+
+def test_sampling_draws_from_each_row_s_own_seed(tiny_base):
+    engine = make_engine(tiny_base)
+    together = _decode(engine, PROMPTS, max_new_tokens=10, temperature=1.0, top_p=0.9, seed=7)
+    for seq, prompt in zip(together, PROMPTS):
+        assert seq.tokens == _decode(engine, [prompt], max_new_tokens=10, temperature=1.0, top_p=0.9, seed=7)[0].tokens
+    other = _decode(engine, PROMPTS, max_new_tokens=10, temperature=1.0, top_p=0.9, seed=8)
+    assert [s.tokens for s in other] != [s.tokens for s in together]
+
+
+def test_streamed_text_is_the_final_text_and_never_shows_a_stop_string(tiny_base):
+    from tailor.decode import Decoder, Sequence
+    engine = make_engine(tiny_base)
+    free = _decode(engine, PROMPTS[:1], max_new_tokens=16)[0]
+    stop = free.text[len(free.text) // 2:][:3]           # a stop string the model will produce
+    assert len(stop) == 3
+    deltas: list[str] = []
+    seq = Sequence(engine.encode(PROMPTS[0]), max_new_tokens=16, stop=[stop], on_text=deltas.append)
+    Decoder(engine).run([seq])
+    assert seq.finish_reason == "stop" and seq.text == free.text[:free.text.index(stop)]
+    assert "".join(deltas) == seq.text and all(stop not in d for d in deltas)

@@ -34,7 +34,8 @@ class Generation:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    latency_s: float  # wall time of the batch that computed this request
+    latency_s: float  # from the request joining the decoder to its last token (the batch's wall time
+                      # where transformers' generate runs)
     finish_reason: str = "stop"
     cached: bool = False
 
@@ -284,8 +285,36 @@ class Engine:
                                 lambda todo, meter: self._generate(prompts, names, todo, params, meter),
                                 Generation, "generating")
 
-    @torch.inference_mode()
     def _generate(self, prompts, names, todo, params, meter) -> list[Generation]:
+        from .decode import Decoder, Sequence, supported
+        if not supported(self.model):
+            return self._generate_static(prompts, names, todo, params, meter)
+        # Continuous batching: up to batch_size rows decode together, and a finished row's place
+        # goes to the next prompt at once (shortest prompts first), not when the batch ends.
+        queue = sorted(todo, key=lambda i: len(prompts[i]))
+        decoder, out, started, rows = Decoder(self), {}, {}, {}
+        while queue or decoder.busy:
+            room = self.batch_size - len(decoder.rows)
+            if queue and room > 0:
+                joining = queue[:room]
+                queue = queue[room:]
+                for i in joining:
+                    rows[i] = Sequence(self.encode(prompts[i]), names[i], params["max_new_tokens"], params["temperature"],
+                                       params["top_p"], params["seed"], params["stop"])
+                    started[i] = time.perf_counter()
+                decoder.join([rows[i] for i in joining])
+            else:
+                decoder.step()
+            for i in [i for i in rows if i not in out and rows[i].done]:
+                s = rows[i]
+                out[i] = Generation(s.text, len(s.prompt), len(s.tokens), time.perf_counter() - started[i], s.finish_reason)
+                meter.update(1, len(s.tokens))
+        return [out[i] for i in todo]
+
+    @torch.inference_mode()
+    def _generate_static(self, prompts, names, todo, params, meter) -> list[Generation]:
+        """transformers' generate, batch by batch: for models the decoder does not run (prompt
+        learning adapters, sliding-window attention)."""
         enc = {i: self.encode(prompts[i]) for i in todo}
         cost = {i: len(enc[i]) + params["max_new_tokens"] for i in todo}
         eos = {self.tok.eos_token_id} | set(_as_list(getattr(self.model.generation_config, "eos_token_id", None)))

@@ -33,6 +33,9 @@ FORMATS = {
     "choice": ("question", "choices", "answer"),
     "text_label": ("text", "label"),
 }
+# The fields that carry the input of each format: a file to predict on needs no targets.
+INPUT_FIELDS = {"chat": ("messages",), "prompt_completion": ("prompt",), "alpaca": ("instruction",),
+                "choice": ("question", "choices"), "text_label": ("text",)}
 FORMAT_KIND = {"chat": "generate", "prompt_completion": "generate", "alpaca": "generate",
                "choice": "choice", "text_label": "classify"}
 SPLIT_NAMES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "test": "test"}
@@ -340,8 +343,15 @@ def detect_format(path, records: list[tuple[int, dict]], unit: str = "line") -> 
 class _Row:
     """Field access for one record that raises located errors."""
 
-    def __init__(self, path, no, rec, unit, fields):
+    def __init__(self, path, no, rec, unit, fields, optional_target=False):
         self.path, self.no, self.rec, self.unit, self.fields = path, no, rec, unit, fields
+        self.optional_target = optional_target
+
+    def target(self, name, **kw) -> str:
+        """A target field; "" when targets are optional (inputs to predict on) and it is absent."""
+        if self.optional_target and self.get(name) is None:
+            return ""
+        return self.text(name, **kw)
 
     def err(self, name, problem):
         return DataError(self.path, problem, self.no, self.fields.get(name, name), self.unit)
@@ -363,12 +373,12 @@ class _Row:
         return self.rec.get(self.fields.get(name, name))
 
 
-def records_to_examples(path, records, unit, fmt, fields=None) -> list[Example]:
+def records_to_examples(path, records, unit, fmt, fields=None, optional_target=False) -> list[Example]:
     fields = fields or {}
     out, seen = [], {}
     used = {fields.get(k, k) for k in FORMATS[fmt]} | {fields.get("id", "id")}
     for no, rec in records:
-        row = _Row(path, no, rec, unit, fields)
+        row = _Row(path, no, rec, unit, fields, optional_target)
         ex = _convert(row, fmt)
         raw_id = row.get("id")
         if raw_id is not None and raw_id != "":
@@ -390,16 +400,16 @@ def records_to_examples(path, records, unit, fmt, fields=None) -> list[Example]:
 
 def _convert(row: _Row, fmt: str) -> Example:
     if fmt == "text_label":
-        return Example("", row.text("text"), row.text("label", label=True).strip())
+        return Example("", row.text("text"), row.target("label", label=True).strip())
     if fmt == "prompt_completion":
-        return Example("", row.text("prompt"), row.text("completion"))
+        return Example("", row.text("prompt"), row.target("completion"))
     if fmt == "alpaca":
         instr = row.text("instruction")
         extra = row.get("input")
         if extra is not None and not isinstance(extra, str):
             raise row.err("input", f"expected a string, got {_type(extra)}")
         return Example("", instr + (f"\n\n{extra}" if extra and extra.strip() else ""),
-                       row.text("output"))
+                       row.target("output"))
     if fmt == "chat":
         return _chat(row)
     if fmt == "choice":
@@ -418,7 +428,7 @@ def _chat(row: _Row) -> Example:
             raise row.err("messages", problem)
     if not isinstance(msgs, list):
         raise row.err("messages", f"expected an array of messages, got {_type(msgs)}")
-    if len(msgs) < 2:
+    if len(msgs) < (1 if row.optional_target else 2):
         raise row.err("messages", "needs at least a user and an assistant message")
     for i, m in enumerate(msgs):
         name = f"messages[{i}]"
@@ -430,6 +440,8 @@ def _chat(row: _Row) -> Example:
             raise row.err(f"{name}.content", f"expected a string, got {_type(m.get('content'))}")
         if not m["content"].strip() and m["role"] != "system":
             raise row.err(f"{name}.content", "is empty")
+    if msgs[-1]["role"] != "assistant" and row.optional_target:   # a conversation to answer
+        return Example("", [{"role": m["role"], "content": m["content"]} for m in msgs], "")
     if msgs[-1]["role"] != "assistant":
         raise row.err(f"messages[{len(msgs) - 1}].role", "the last message must be the assistant's answer")
     return Example("", [{"role": m["role"], "content": m["content"]} for m in msgs[:-1]],
@@ -455,6 +467,8 @@ def _choice(row: _Row) -> Example:
         if not isinstance(c, str) or not c.strip():
             raise row.err(f"choices[{i}]", "expected a non-empty string")
     ans = row.get("answer")
+    if ans is None and row.optional_target:
+        return Example("", q, "", choices=[str(c) for c in choices])
     # The text of a choice wins over reading it as an index: with choices ["1", "2", "3"] the
     # answer "1" is the first choice, not choices[1]. isdecimal, not isdigit: int() refuses "²";
     # and past 9 digits it is no index (int() refuses past 4300).
@@ -511,6 +525,21 @@ def load_task_file(path: str | Path, *, name: str | None = None, kind: str | Non
     return Task(name=name or path.stem, kind=kind, instruction=instruction or default_instruction(kind, labels),
                 examples=examples, labels=labels if kind == "classify" else None,
                 metrics=metrics or [], source=str(path))
+
+
+def load_inputs(path: str | Path, *, fields: dict | None = None, encoding: str = "utf-8") -> list[Example]:
+    """The rows of a file to predict on: any format `load_task_file` reads, targets optional
+    (an absent target is ""; a chat may end with the user's turn). Errors name file, line, field."""
+    path = Path(path)
+    records, unit = read_records(path, encoding)
+    fields = fields or {}
+    first = {next((k for k, v in fields.items() if v == key), key) for key in records[0][1]}
+    fmt = next((name for name, keys in INPUT_FIELDS.items() if all(k in first for k in keys)), None)
+    if fmt is None:
+        expected = " | ".join("+".join(k) for k in INPUT_FIELDS.values())
+        raise DataError(path, f"cannot tell the input from fields {sorted(first)}; expected one of: {expected}",
+                        records[0][0], unit=unit)
+    return records_to_examples(path, records, unit, fmt, fields, optional_target=True)
 
 
 def default_instruction(kind: str, labels: list[str] | None = None) -> str:

@@ -1,0 +1,199 @@
+"""Decoding many sequences at once, with sequences joining and leaving between steps.
+
+A `Decoder` holds the running batch: one KV cache, left-padded, with an attention mask marking
+each row's real tokens. `join` prefills new sequences together (one forward) and merges their
+cache into the running batch; `step` runs one forward over every row's last token and picks each
+row's next token (greedy, or sampled with the row's own seeded generator); rows that finish leave.
+So a server can let a new request join a batch that is mid-generation (continuous batching) and
+a batch job runs the same code; rows of different LoRA adapters share every forward (the
+engine's mixed-adapter rows).
+
+What a row gets is what it would get alone: its positions count its own tokens only, padding is
+masked, and its sampling draws from its own generator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+
+@dataclass
+class Sequence:
+    prompt: list[int]
+    adapter: str | None = None
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    on_text: Callable[[str], None] | None = None   # receives the text as it grows (streaming)
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    finish_reason: str | None = None               # "stop" (EOS or a stop string) | "length"
+    _sent: int = 0
+    _gen: torch.Generator | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+
+class Decoder:
+    def __init__(self, engine):
+        self.engine, self.model, self.tok = engine, engine.model, engine.tok
+        eos = {self.tok.eos_token_id} | set(_as_list(getattr(self.model.generation_config, "eos_token_id", None)))
+        self.eos = {t for t in eos if t is not None}
+        self.rows: list[Sequence] = []
+        self.cache = None
+        self.mask: torch.Tensor | None = None   # [rows, width]: 1 on real tokens
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.rows)
+
+    @torch.inference_mode()
+    def join(self, seqs: list[Sequence]) -> None:
+        """Prefills `seqs` (one forward, left-padded) and adds them to the running batch."""
+        seqs = [s for s in seqs if not s.done]
+        if not seqs:
+            return
+        from transformers import DynamicCache
+        for s in seqs:
+            if s.max_new_tokens < 1:
+                s.finish_reason = "length"
+        seqs = [s for s in seqs if not s.done]
+        if not seqs:
+            return
+        ids, mask = self.engine._left_pad([s.prompt for s in seqs])
+        cache = DynamicCache(config=self.model.config)
+        with self.engine._rows([s.adapter for s in seqs]):
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), cache=cache,
+                             use_cache=True, logits_to_keep=1)
+        for s in seqs:
+            if s.temperature > 0:
+                s._gen = torch.Generator(device=ids.device).manual_seed(s.seed if s.seed is not None else 0)
+        self._merge(out.cache, mask, seqs)
+        self._advance(out.logits[:, -1], seqs)
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        """One token for every running row."""
+        if not self.rows:
+            return
+        last = torch.tensor([[s.tokens[-1]] for s in self.rows], device=self.mask.device)
+        positions = self.mask.sum(-1, keepdim=True)
+        self.mask = torch.cat([self.mask, torch.ones_like(last)], -1)
+        with self.engine._rows([s.adapter for s in self.rows]):
+            out = self.model(input_ids=last, attention_mask=self.mask, position_ids=positions, cache=self.cache,
+                             use_cache=True)
+        self._advance(out.logits[:, -1], self.rows)
+
+    def run(self, seqs: list[Sequence]) -> list[Sequence]:
+        """Decodes `seqs` to the end (the batch path: everything joins at once)."""
+        self.join(seqs)
+        while self.busy:
+            self.step()
+        return seqs
+
+    # ------------------------------------------------------------ internals
+
+    def _advance(self, logits: torch.Tensor, seqs: list[Sequence]) -> None:
+        """The next token of each of `seqs` (aligned with `logits`); finished rows leave."""
+        for s, t in zip(seqs, self._choose(logits, seqs)):
+            self._append(s, t)
+        keep = [i for i, s in enumerate(self.rows) if not s.done]
+        if len(keep) < len(self.rows):
+            self._keep(keep)
+
+    def _choose(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
+        logits = logits.float()
+        out = logits.argmax(-1).tolist()
+        for i, s in enumerate(seqs):
+            if s.temperature > 0:
+                probs = torch.softmax(logits[i] / s.temperature, -1)
+                if s.top_p < 1.0:
+                    sorted_p, order = probs.sort(descending=True)
+                    # keep the smallest set whose mass reaches top_p (the first token always)
+                    drop = sorted_p.cumsum(0) - sorted_p > s.top_p
+                    probs[order[drop]] = 0
+                out[i] = int(torch.multinomial(probs, 1, generator=s._gen))
+        return out
+
+    def _append(self, s: Sequence, token: int) -> None:
+        if token in self.eos:
+            s.finish_reason = "stop"
+        else:
+            s.tokens.append(token)
+            s.text = self.tok.decode(s.tokens, skip_special_tokens=True)
+            for stop in s.stop:
+                if stop and stop in s.text:
+                    s.text, s.finish_reason = s.text[:s.text.index(stop)], "stop"
+            if not s.done and len(s.tokens) >= s.max_new_tokens:
+                s.finish_reason = "length"
+        if s.on_text is not None:
+            # Hold back what could still become a stop string, and a half-decoded character.
+            hold = 0 if s.done else max((len(x) - 1 for x in s.stop), default=0)
+            upto = len(s.text) - hold
+            while not s.done and upto > s._sent and s.text[upto - 1] == "\ufffd":
+                upto -= 1
+            if upto > s._sent:
+                s.on_text(s.text[s._sent:upto])
+                s._sent = upto
+
+    def _merge(self, cache, mask: torch.Tensor, seqs: list[Sequence]) -> None:
+        """Adds a prefilled batch to the running one: both are left-padded to one width."""
+        if not self.rows:
+            self.cache, self.mask, self.rows = cache, mask, list(seqs)
+            return
+        width = max(self.mask.shape[1], mask.shape[1])
+        for ours, theirs in zip(self.cache.layers, cache.layers):
+            ours.keys = torch.cat([_pad_left(ours.keys, width), _pad_left(theirs.keys, width)])
+            ours.values = torch.cat([_pad_left(ours.values, width), _pad_left(theirs.values, width)])
+        self.mask = torch.cat([_pad_left(self.mask, width, dim=1), _pad_left(mask, width, dim=1)])
+        self.rows += seqs
+
+    def _keep(self, keep: list[int]) -> None:
+        """Drops finished rows, and the columns no remaining row needs."""
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            self.cache = self.mask = None
+            return
+        index = torch.tensor(keep, device=self.mask.device)
+        mask = self.mask.index_select(0, index)
+        first = int((mask.cumsum(-1) == 0).sum(-1).min())   # leading columns that are padding in every row
+        self.mask = mask[:, first:]
+        for layer in self.cache.layers:
+            layer.keys = layer.keys.index_select(0, index)[:, :, first:]
+            layer.values = layer.values.index_select(0, index)[:, :, first:]
+
+
+def supported(model) -> bool:
+    """Rows can join and leave a running batch when every layer's cache is a plain one (sliding-
+    window layers keep a rolling buffer that cannot be padded and merged this way) and the model
+    is no prompt-learning adapter (peft prepends its virtual tokens inside its own forward)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+    if getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False):
+        return False
+    config = getattr(model, "get_base_model", lambda: model)().config
+    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=config).layers)
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def _pad_left(t: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:
+    missing = width - t.shape[dim]
+    if missing <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim)
+
+
+def _as_list(v) -> list:
+    return [] if v is None else list(v) if isinstance(v, (list, tuple)) else [v]
