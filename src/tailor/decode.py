@@ -32,9 +32,11 @@ class Sequence:
     on_text: Callable[[str], None] | None = None   # receives the text as it grows (streaming)
     tokens: list[int] = field(default_factory=list)
     text: str = ""
-    finish_reason: str | None = None               # "stop" (EOS or a stop string) | "length"
+    finish_reason: str | None = None               # "stop" (EOS or a stop string) | "length" | "cancelled"
     _sent: int = 0
     _gen: torch.Generator | None = None
+    _prefix: int = 0     # incremental detokenising: tokens[_prefix:_read] were decoded last time
+    _read: int = 0
 
     @property
     def done(self) -> bool:
@@ -74,13 +76,17 @@ class Decoder:
                              use_cache=True, logits_to_keep=1)
         for s in seqs:
             if s.temperature > 0:
-                s._gen = torch.Generator(device=ids.device).manual_seed(s.seed if s.seed is not None else 0)
+                # any integer a client sends is a seed; torch takes 64 bits
+                s._gen = torch.Generator(device=ids.device).manual_seed((s.seed or 0) % (1 << 63))
         self._merge(out.cache, mask, seqs)
         self._advance(out.logits[:, -1], seqs)
 
     @torch.inference_mode()
     def step(self) -> None:
-        """One token for every running row."""
+        """One token for every running row (a row finished from outside, e.g. cancelled because
+        its client left, is dropped first)."""
+        if any(s.done for s in self.rows):
+            self._keep([i for i, s in enumerate(self.rows) if not s.done])
         if not self.rows:
             return
         last = torch.tensor([[s.tokens[-1]] for s in self.rows], device=self.mask.device)
@@ -127,21 +133,29 @@ class Decoder:
             s.finish_reason = "stop"
         else:
             s.tokens.append(token)
-            s.text = self.tok.decode(s.tokens, skip_special_tokens=True)
-            for stop in s.stop:
-                if stop and stop in s.text:
-                    s.text, s.finish_reason = s.text[:s.text.index(stop)], "stop"
-            if not s.done and len(s.tokens) >= s.max_new_tokens:
+            if len(s.tokens) >= s.max_new_tokens:
                 s.finish_reason = "length"
+        self._detokenize(s, final=s.done)
+        for stop in s.stop:
+            if stop and stop in s.text:
+                s.text, s.finish_reason = s.text[:s.text.index(stop)], "stop"
         if s.on_text is not None:
-            # Hold back what could still become a stop string, and a half-decoded character.
+            # Hold back what could still become a stop string.
             hold = 0 if s.done else max((len(x) - 1 for x in s.stop), default=0)
             upto = len(s.text) - hold
-            while not s.done and upto > s._sent and s.text[upto - 1] == "\ufffd":
-                upto -= 1
             if upto > s._sent:
                 s.on_text(s.text[s._sent:upto])
                 s._sent = upto
+
+    def _detokenize(self, s: Sequence, final: bool = False) -> None:
+        """Appends the new tokens' text. Decoding all tokens at every step would cost O(n^2) per
+        row; decoding from the last token boundary gives the same text, and a half-decoded
+        character (U+FFFD) waits for the token that completes it (unless the row is done)."""
+        before = self.tok.decode(s.tokens[s._prefix:s._read], skip_special_tokens=True)
+        after = self.tok.decode(s.tokens[s._prefix:], skip_special_tokens=True)
+        if len(after) > len(before) and (final or not after.endswith("\ufffd")):
+            s.text += after[len(before):]
+            s._prefix, s._read = s._read, len(s.tokens)
 
     def _merge(self, cache, mask: torch.Tensor, seqs: list[Sequence]) -> None:
         """Adds a prefilled batch to the running one: both are left-padded to one width."""

@@ -1,0 +1,189 @@
+"""Batches requests from a bounded queue: one worker thread per engine owns its model.
+
+Each turn the worker takes what has arrived: classification requests are scored together in one
+engine call (rows of different adapters share the forward); generation requests join the
+engine's decoder, which is mid-generation for the others (continuous batching: a new request
+waits for one decoding step, not for a whole batch). A full queue refuses at once (the server
+answers 429), a cancelled request (its client left) gives its row up at the next step, and a
+failing batch fails its own requests only: the worker goes on serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable
+
+log = logging.getLogger("tailor")
+
+
+class QueueFull(Exception):
+    pass
+
+
+@dataclass
+class Answer:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class Job:
+    arm: object                      # serve.arms.ServedArm
+    prompt: str
+    max_tokens: int = 16
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    on_text: Callable[[str], None] | None = None   # streamed text, called from the worker thread
+    future: Future = field(default_factory=Future)
+    cancelled: bool = False
+    _seq: object = None
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self._seq is not None and not self._seq.done:
+            self._seq.finish_reason = "cancelled"
+
+
+class Scheduler:
+    def __init__(self, engines, batch_size: int = 16, max_queue: int = 256):
+        self.batch_size, self.max_queue = batch_size, max_queue
+        self._inboxes = {id(e): queue.Queue() for e in engines}
+        self._engines = {id(e): e for e in engines}
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._work, args=(e,), name=f"tailor-engine-{i}", daemon=True)
+                         for i, e in enumerate(engines)]
+
+    def start(self) -> Scheduler:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=10)
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    def submit(self, jobs: list[Job]) -> None:
+        """All of a request's jobs are queued, or none (QueueFull)."""
+        with self._lock:
+            if self._waiting + len(jobs) > self.max_queue:
+                raise QueueFull(f"{self._waiting} requests are waiting (the limit is {self.max_queue})")
+            self._waiting += len(jobs)
+        for job in jobs:
+            self._inboxes[id(job.arm.engine)].put(job)
+
+    # ------------------------------------------------------------ the worker
+
+    def _work(self, engine) -> None:
+        from ..decode import Decoder, supported
+        inbox = self._inboxes[id(engine)]
+        decoder = Decoder(engine) if supported(engine.model) else None
+        pending: list[Job] = []
+        live: list[Job] = []
+        while not self._stop.is_set():
+            busy = bool(pending or live)
+            pending += self._take(inbox, block=not busy)
+            pending = [j for j in pending if not self._drop_cancelled(j)]
+            scoring = [j for j in pending if j.arm.kind == "classify"]
+            generating = [j for j in pending if j.arm.kind != "classify"]
+            if scoring:
+                self._score(engine, scoring)
+            if decoder is None:
+                if generating:
+                    self._generate_static(engine, generating[: self.batch_size])
+                pending = generating[self.batch_size:]
+                continue
+            room = self.batch_size - len(live)
+            joining, pending = generating[:room], generating[room:]
+            try:
+                if joining:
+                    self._join(decoder, joining)
+                    live += joining
+                decoder.step()
+            except Exception as e:   # a broken batch fails its requests; the server keeps serving
+                log.exception("decoding failed")
+                for job in live:
+                    self._fail(job, e)
+                decoder, live = Decoder(engine), []
+                continue
+            for job in [j for j in live if j._seq.done]:
+                live.remove(job)
+                self._finish(job, Answer(job._seq.text, job._seq.finish_reason, len(job._seq.prompt),
+                                         len(job._seq.tokens)))
+
+    def _take(self, inbox: queue.Queue, block: bool) -> list[Job]:
+        out = []
+        try:
+            out.append(inbox.get(timeout=0.05) if block else inbox.get_nowait())
+            while len(out) < 4 * self.batch_size:
+                out.append(inbox.get_nowait())
+        except queue.Empty:
+            pass
+        return out
+
+    def _drop_cancelled(self, job: Job) -> bool:
+        if job.cancelled:
+            self._finish(job, None)
+        return job.cancelled
+
+    def _score(self, engine, jobs: list[Job]) -> None:
+        try:
+            scores = engine.score([j.prompt for j in jobs], [j.arm.options() for j in jobs],
+                                  adapters=[j.arm.adapter for j in jobs])
+        except Exception as e:
+            log.exception("scoring failed")
+            for job in jobs:
+                self._fail(job, e)
+            return
+        for job, s in zip(jobs, scores):
+            best = max(range(len(s.logprobs)), key=s.logprobs.__getitem__)
+            label = job.arm.labels[best]
+            if job.on_text is not None:
+                job.on_text(label)
+            self._finish(job, Answer(label, "stop", s.prompt_tokens, len(engine.encode(label))))
+
+    def _join(self, decoder, jobs: list[Job]) -> None:
+        from ..decode import Sequence
+        for job in jobs:
+            job._seq = Sequence(decoder.engine.encode(job.prompt), job.arm.adapter, job.max_tokens, job.temperature,
+                                job.top_p, job.seed, job.stop, job.on_text)
+        decoder.join([j._seq for j in jobs])
+
+    def _generate_static(self, engine, jobs: list[Job]) -> None:
+        """Models the decoder cannot run: one transformers batch, answered whole."""
+        for job in jobs:
+            try:
+                g = engine.generate([job.prompt], job.max_tokens, job.temperature, job.top_p, job.stop,
+                                    job.seed or 0, adapters=[job.arm.adapter])[0]
+            except Exception as e:
+                self._fail(job, e)
+                continue
+            if job.on_text is not None and g.text:
+                job.on_text(g.text)
+            self._finish(job, Answer(g.text, g.finish_reason, g.prompt_tokens, g.completion_tokens))
+
+    def _finish(self, job: Job, answer: Answer | None) -> None:
+        with self._lock:
+            self._waiting -= 1
+        if not job.future.done():
+            job.future.set_result(answer)
+
+    def _fail(self, job: Job, error: Exception) -> None:
+        with self._lock:
+            self._waiting -= 1
+        if not job.future.done():
+            job.future.set_exception(error)

@@ -1,0 +1,229 @@
+"""The OpenAI-compatible server, driven by the official `openai` client with strict response
+validation: every endpoint, streaming equal to non-streaming, n choices, auth, errors in OpenAI's
+shape, a burst of malformed requests, and adapters batched together each giving its own output."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from conftest import write_tickets
+from tailor.errors import TailorError
+from tailor.methods import load_adapted, make_method, save_adapted
+from tailor.serve.run import build, check_bind
+from tailor.task import Example, Task, load_task_file
+
+KEY = "sk-test-tailor"
+NAMES = ["Ada", "Bob", "Cyd", "Dee", "Eve", "Fay", "Gus", "Hal", "Ivy", "Jon", "Kim", "Lou"]
+
+
+def _greetings() -> Task:
+    rows = [Example(f"g{i}", f"Greet {n}.", f"Hello {n}, nice to meet you!") for i, n in enumerate(NAMES * 4)]
+    task = Task("greetings", "generate", "Answer with a greeting.", rows)
+    task.splits = {"train": rows[:40], "dev": rows[40:44], "test": rows[44:]}
+    return task
+
+
+@pytest.fixture(scope="module")
+def arms(tiny_base, tmp_path_factory):
+    """Three LoRA arms of a generate task, a LoRA classifier and a few-shot classifier."""
+    folders = {}
+    greet = _greetings()
+    for seed, name in enumerate(("ada", "bob", "cyd")):
+        adapted = make_method("lora", {"steps": 4, "batch_size": 8, "lr": 0.05, "seed": seed, "precision": "fp32"}).fit(
+            greet, tiny_base, progress=False)
+        folders[name] = tmp_path_factory.mktemp(name)
+        save_adapted(adapted, folders[name])
+    tickets = load_task_file(write_tickets(tmp_path_factory.mktemp("t") / "tickets.jsonl", 60)).split(seed=0)
+    for name, method, options in (("clf", "lora", {"steps": 3, "batch_size": 8, "precision": "fp32"}),
+                                  ("fs", "few-shot", {"k": 2})):
+        adapted = make_method(method, options).fit(tickets, tiny_base, progress=False)
+        folders[name] = tmp_path_factory.mktemp(name)
+        save_adapted(adapted, folders[name])
+    return folders, tickets
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, app, scheduler):
+        self.port, self.scheduler = _free_port(), scheduler
+        self.uvicorn = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.uvicorn.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.uvicorn.started and time.time() < deadline:
+            time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def client(self, key: str | None = KEY) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=key or "none", max_retries=0,
+                             _strict_response_validation=True)
+
+    def close(self) -> None:
+        self.uvicorn.should_exit = True
+        self.thread.join(timeout=10)
+        self.scheduler.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_base, arms):
+    folders, _ = arms
+    srv = Server(*build(tiny_base, folders, api_key=KEY, batch_size=8))
+    yield srv
+    srv.close()
+
+
+def test_models_lists_the_base_and_every_arm_with_its_parent(server, tiny_base):
+    models = {m.id: m for m in server.client().models.list().data}
+    assert set(models) == {tiny_base.name, "ada", "bob", "cyd", "clf", "fs"}
+    assert models["ada"].model_extra["parent"] == tiny_base.name and models["ada"].model_extra["method"] == "lora"
+    assert models[tiny_base.name].model_extra["parent"] is None
+
+
+def test_chat_streaming_equals_non_streaming_at_temperature_zero(server):
+    client = server.client()
+    for model in ("ada", "tiny-test"):
+        ask = dict(model=model, messages=[{"role": "user", "content": "Greet Ivy."}], max_tokens=12, temperature=0)
+        whole = client.chat.completions.create(**ask)
+        parts, finishes, usage = [], [], None
+        for chunk in client.chat.completions.create(**ask, stream=True, stream_options={"include_usage": True}):
+            if chunk.usage:
+                usage = chunk.usage
+            for c in chunk.choices:
+                parts.append(c.delta.content or "")
+                finishes += [c.finish_reason] if c.finish_reason else []
+        assert "".join(parts) == whole.choices[0].message.content
+        assert finishes == [whole.choices[0].finish_reason]                       # once per choice
+        assert usage.completion_tokens == whole.usage.completion_tokens > 0
+        assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
+
+
+def test_completions_n_choices_stop_and_streaming(server):
+    client = server.client()
+    many = client.completions.create(model="bob", prompt="Greet Kim.", n=3, max_tokens=8, temperature=0.9, seed=3)
+    assert [c.index for c in many.choices] == [0, 1, 2] and many.object == "text_completion"
+    again = client.completions.create(model="bob", prompt="Greet Kim.", n=3, max_tokens=8, temperature=0.9, seed=3)
+    assert [c.text for c in again.choices] == [c.text for c in many.choices]   # a seed reproduces
+    free = client.completions.create(model="bob", prompt="Greet Kim.", max_tokens=8, temperature=0).choices[0]
+    if len(free.text) > 3:
+        stop = free.text[2:4]
+        cut = client.completions.create(model="bob", prompt="Greet Kim.", max_tokens=8, temperature=0, stop=[stop])
+        assert cut.choices[0].text == free.text[:free.text.index(stop)] and cut.choices[0].finish_reason == "stop"
+    # Streamed completions say finish_reason null until the last chunk, as OpenAI's API does; the
+    # client's Completion type requires one in every chunk, so strict validation would refuse
+    # OpenAI's own stream: this one call goes through a client that does not validate.
+    loose = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
+    chunks = list(loose.completions.create(model="bob", prompt="Greet Kim.", max_tokens=8, temperature=0, stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == free.text
+    assert [c.choices[0].finish_reason for c in chunks][-1] == free.finish_reason
+
+
+def test_a_classifier_arm_answers_with_the_label_its_recipe_picks(server, tiny_base, arms):
+    folders, tickets = arms
+    client = server.client()
+    for name in ("clf", "fs"):
+        adapted = load_adapted(folders[name], tiny_base)
+        rows = tickets.splits["test"][:6]
+        want = [p.prediction for p in adapted.predict(adapted.engine(None, progress=False), tickets, rows)]
+        with ThreadPoolExecutor(6) as pool:   # concurrent: scored together in one batch
+            got = list(pool.map(lambda ex, name=name: client.chat.completions.create(
+                model=name, messages=[{"role": "user", "content": ex.input}]).choices[0].message.content, rows))
+        assert got == want and set(got) <= set(tickets.labels)
+
+
+def test_three_adapters_in_one_batch_each_give_their_own_output(server, tiny_base, arms):
+    folders, _ = arms
+    client = server.client()
+    requests = [(name, f"Greet {n}.") for n in NAMES[:6] for name in ("ada", "bob", "cyd")]
+    with ThreadPoolExecutor(len(requests)) as pool:
+        got = list(pool.map(lambda r: client.chat.completions.create(
+            model=r[0], messages=[{"role": "user", "content": r[1]}], max_tokens=10, temperature=0)
+            .choices[0].message.content, requests))
+    for (name, text), answer in zip(requests, got):
+        adapted = load_adapted(folders[name], tiny_base)
+        prompt = adapted.builder.build(Example("q", [{"role": "user", "content": text}], "")).text
+        alone = adapted.engine(None, progress=False).generate([prompt], max_new_tokens=10)[0].text
+        assert answer == alone, (name, text)
+    assert len({answer for (name, _), answer in zip(requests, got) if _ == "Greet Ada."}) > 1   # adapters differ
+
+
+def test_auth_unknown_models_and_errors_in_openai_shape(server):
+    with pytest.raises(openai.AuthenticationError):
+        server.client(key="wrong").models.list()
+    with pytest.raises(openai.NotFoundError) as e:
+        server.client().chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as e:
+        server.client().chat.completions.create(model="ada", messages=[{"role": "user", "content": "hi " * 3000}])
+    assert e.value.body["code"] == "context_length_exceeded"
+    assert httpx.get(server.url + "/health").json()["status"] == "ok"   # health needs no key
+
+
+def test_a_burst_of_malformed_requests_gets_4xx_and_the_server_keeps_serving(server):
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    bad = [b"{not json", b"[]", json.dumps({"model": "ada"}).encode(),
+           json.dumps({"model": "ada", "messages": []}).encode(),
+           json.dumps({"model": "ada", "messages": [{"role": "robot", "content": "x"}]}).encode(),
+           json.dumps({"model": "ada", "messages": [{"role": "user", "content": "x"}], "n": 99}).encode(),
+           json.dumps({"model": "ada", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}).encode(),
+           json.dumps({"model": "ada", "messages": [{"role": "user", "content": "x"}], "logit_bias": {}}).encode(),
+           json.dumps({"model": "../../etc/passwd", "messages": [{"role": "user", "content": "x"}]}).encode(),
+           b"x" * (2 << 20)]
+    with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
+        codes = [http.post("/v1/chat/completions", content=body).status_code for body in bad * 3]
+        assert all(400 <= c < 500 for c in codes), codes
+        assert {413, 404, 400} <= set(codes)
+        body = http.post("/v1/chat/completions", content=bad[7]).json()
+        assert body["error"]["type"] == "invalid_request_error" and "logit_bias" in body["error"]["message"]
+    ok = server.client().chat.completions.create(model="cyd", messages=[{"role": "user", "content": "Greet Eve."}],
+                                                max_tokens=4, temperature=0)
+    assert ok.choices[0].finish_reason in ("stop", "length")
+
+
+def test_a_client_that_leaves_frees_its_slot(server):
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as http:
+        with http.stream("POST", "/v1/chat/completions", json={
+                "model": "ada", "messages": [{"role": "user", "content": "Greet Lou."}], "max_tokens": 2000,
+                "temperature": 1.0, "stream": True}) as response:
+            next(response.iter_lines())                      # started, then the client goes away
+    deadline = time.time() + 20
+    while server.scheduler.waiting and time.time() < deadline:
+        time.sleep(0.1)
+    assert server.scheduler.waiting == 0
+
+
+def test_a_full_queue_is_a_429_and_only_loopback_goes_without_a_key(tiny_base, arms):
+    folders, _ = arms
+    app, scheduler = build(tiny_base, {"ada": folders["ada"]}, api_key=None, max_queue=2)
+    scheduler.stop()   # a stopped worker: what is queued stays queued
+    srv = Server(app, scheduler)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            pending = [pool.submit(httpx.post, srv.url + "/v1/completions", json={"model": "ada", "prompt": "hi"},
+                                   timeout=5) for _ in range(2)]
+            time.sleep(1.0)
+            third = httpx.post(srv.url + "/v1/completions", json={"model": "ada", "prompt": "hi"}, timeout=5)
+            assert third.status_code == 429 and third.json()["error"]["code"] == "rate_limit_exceeded"
+            assert third.headers["retry-after"] == "1"
+            for f in pending:
+                with pytest.raises(httpx.ReadTimeout):
+                    f.result()
+    finally:
+        srv.close()
+    with pytest.raises(TailorError, match="without an API key"):
+        check_bind("0.0.0.0", None)
+    check_bind("0.0.0.0", "key")
+    check_bind("127.0.0.1", None)
