@@ -129,6 +129,8 @@ def test_completions_n_choices_stop_and_streaming(server):
     chunks = list(loose.completions.create(model="bob", prompt="Greet Kim.", max_tokens=8, temperature=0, stream=True))
     assert "".join(c.choices[0].text for c in chunks) == free.text
     assert [c.choices[0].finish_reason for c in chunks][-1] == free.finish_reason
+    empty = client.completions.create(model="tiny-test", prompt="", max_tokens=3, temperature=0)
+    assert empty.usage.prompt_tokens == 1 and empty.usage.completion_tokens == 3   # from beginning of text
 
 
 def test_a_classifier_arm_answers_with_the_label_its_recipe_picks(server, tiny_base, arms):

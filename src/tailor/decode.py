@@ -48,6 +48,10 @@ class Decoder:
         self.engine, self.model, self.tok = engine, engine.model, engine.tok
         eos = {self.tok.eos_token_id} | set(_as_list(getattr(self.model.generation_config, "eos_token_id", None)))
         self.eos = {t for t in eos if t is not None}
+        # an empty prompt starts from the beginning-of-text token (GPT-2-style tokenizers have none
+        # of their own: their end-of-text token is both)
+        start = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id
+        self.start = [start] if start is not None else []
         self.rows: list[Sequence] = []
         self.cache = None
         self.mask: torch.Tensor | None = None   # [rows, width]: 1 on real tokens
@@ -66,6 +70,8 @@ class Decoder:
         for s in seqs:
             if s.max_new_tokens < 1:
                 s.finish_reason = "length"
+            if not s.prompt:
+                s.prompt = list(self.start)
         seqs = [s for s in seqs if not s.done]
         if not seqs:
             return

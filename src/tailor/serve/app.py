@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 import uuid
 
@@ -21,18 +20,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from .openai_types import (
-    ChatChoice,
     ChatCompletion,
-    ChatMessage,
     ChatRequest,
     Completion,
-    CompletionChoice,
     CompletionRequest,
     ErrorResponse,
     ModelCard,
     ModelList,
-    Usage,
 )
+from .requests import ApiError, request_jobs, response_body, usage
 from .scheduler import Job, QueueFull, Scheduler
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -44,13 +40,6 @@ ERROR_CODES = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 4
 SSE_EVENT = {"type": "object", "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
              "required": ["data"]}
 STREAMING = {200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}}, **ERROR_CODES}
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
-                 headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.code, self.param, self.headers = status, message, code, param, headers
 
 
 def error_response(status: int, message: str, code: str | None = None, param: str | None = None,
@@ -102,14 +91,12 @@ def create_app(arms: dict, scheduler: Scheduler, api_key: str | None = None, max
 
     @app.post("/v1/chat/completions", response_model=ChatCompletion, responses=STREAMING)
     async def chat(body: ChatRequest, request: Request):
-        arm = _arm(arms, body.model)
-        jobs = _jobs(arm, arm.prompt(body.turns()), body, body.limit(default=min(256, max_tokens)), max_tokens)
+        jobs = request_jobs(_arm(arms, body.model), body, max_tokens)
         return await _answer(request, scheduler, jobs, body, chat=True)
 
     @app.post("/v1/completions", response_model=Completion, responses=STREAMING)
     async def completions(body: CompletionRequest, request: Request):
-        arm = _arm(arms, body.model)
-        jobs = [job for p in body.prompts() for job in _jobs(arm, arm.prompt(p), body, body.max_tokens, max_tokens)]
+        jobs = request_jobs(_arm(arms, body.model), body, max_tokens)
         return await _answer(request, scheduler, jobs, body, chat=False)
 
     return app
@@ -122,19 +109,6 @@ def _arm(arms: dict, name: str):
     return arms[name]
 
 
-def _jobs(arm, prompt: str, body, max_tokens: int, limit: int) -> list[Job]:
-    if max_tokens > limit:
-        raise ApiError(400, f"max_tokens is {max_tokens}; this server generates at most {limit} tokens a choice",
-                       "max_tokens_too_large", "max_tokens")
-    n_prompt = len(arm.engine.encode(prompt))
-    if n_prompt + max_tokens > arm.context:
-        raise ApiError(400, f"This model's context is {arm.context} tokens; the request has {n_prompt} in its prompt "
-                            f"and asks for {max_tokens} more", "context_length_exceeded", "messages")
-    # n choices draw from seeds seed, seed+1, ...: reproducible with a seed, independent without one
-    seed = body.seed if body.seed is not None else random.getrandbits(31)
-    return [Job(arm, prompt, max_tokens, body.temperature, body.top_p, seed + i, body.stops()) for i in range(body.n)]
-
-
 async def _answer(request: Request, scheduler: Scheduler, jobs: list[Job], body, chat: bool):
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
     created = int(time.time())
@@ -143,14 +117,7 @@ async def _answer(request: Request, scheduler: Scheduler, jobs: list[Job], body,
         _submit(scheduler, jobs)
         return StreamingResponse(_stream(jobs, events, body, chat, rid, created), media_type="text/event-stream")
     _submit(scheduler, jobs)
-    answers = await _wait(request, jobs)
-    usage = _usage(jobs, answers)
-    if chat:
-        return ChatCompletion(id=rid, created=created, model=body.model, usage=usage, choices=[
-            ChatChoice(index=i, message=ChatMessage(content=a.text), finish_reason=a.finish_reason)
-            for i, a in enumerate(answers)])
-    return Completion(id=rid, created=created, model=body.model, usage=usage, choices=[
-        CompletionChoice(index=i, text=a.text, finish_reason=a.finish_reason) for i, a in enumerate(answers)])
+    return response_body(body, jobs, await _wait(request, jobs), rid, created)
 
 
 def _submit(scheduler: Scheduler, jobs: list[Job]) -> None:
@@ -172,14 +139,6 @@ async def _wait(request: Request, jobs: list[Job]) -> list:
             for job in jobs:
                 job.cancel()
             raise asyncio.CancelledError
-
-
-def _usage(jobs: list[Job], answers) -> Usage:
-    prompts: dict[str, int] = {}
-    for job, a in zip(jobs, answers):   # a prompt counts once however many choices it has (as OpenAI counts n)
-        prompts.setdefault(job.prompt, a.prompt_tokens)
-    prompt, completion = sum(prompts.values()), sum(a.completion_tokens for a in answers)
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
 def _wire(jobs: list[Job]) -> asyncio.Queue:
@@ -222,7 +181,7 @@ async def _stream(jobs: list[Job], events: asyncio.Queue, body, chat: bool, rid:
                 return
             yield chunk([choice(i, None if chat else "", jobs[i].future.result().finish_reason)])
         if body.stream_options and body.stream_options.include_usage:
-            yield chunk([], usage=_usage(jobs, [j.future.result() for j in jobs]).model_dump())
+            yield chunk([], usage=usage(jobs, [j.future.result() for j in jobs]).model_dump())
         yield "data: [DONE]\n\n"
     finally:   # the client left (or the stream ended): free what is still running
         for job in jobs:

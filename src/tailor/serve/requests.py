@@ -1,0 +1,64 @@
+"""From an OpenAI request body to the jobs that answer it, and from their answers to the response
+body: the one translation the server and batch prediction (OpenAI Batch files) share."""
+
+from __future__ import annotations
+
+import random
+
+from .openai_types import (
+    ChatChoice,
+    ChatCompletion,
+    ChatMessage,
+    ChatRequest,
+    Completion,
+    CompletionChoice,
+    Usage,
+)
+from .scheduler import Job
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
+                 headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.param, self.headers = status, message, code, param, headers
+
+
+def request_jobs(arm, body, limit: int) -> list[Job]:
+    """One job per choice (n) and prompt, after the checks a request must pass: at most `limit`
+    new tokens a choice, and prompt + answer within the arm's context."""
+    chat = isinstance(body, ChatRequest)
+    max_tokens = body.limit(default=min(256, limit)) if chat else body.max_tokens
+    if max_tokens > limit:
+        raise ApiError(400, f"max_tokens is {max_tokens}; this server generates at most {limit} tokens a choice",
+                       "max_tokens_too_large", "max_tokens")
+    prompts = [arm.prompt(body.turns())] if chat else [arm.prompt(p) for p in body.prompts()]
+    # n choices draw from seeds seed, seed+1, ...: reproducible with a seed, independent without one
+    seed = body.seed if body.seed is not None else random.getrandbits(31)
+    jobs = []
+    for prompt in prompts:
+        n_prompt = len(arm.engine.encode(prompt))
+        if n_prompt + max_tokens > arm.context:
+            raise ApiError(400, f"This model's context is {arm.context} tokens; the request has {n_prompt} in its "
+                                f"prompt and asks for {max_tokens} more", "context_length_exceeded",
+                           "messages" if chat else "prompt")
+        jobs += [Job(arm, prompt, max_tokens, body.temperature, body.top_p, seed + i, body.stops())
+                 for i in range(body.n)]
+    return jobs
+
+
+def usage(jobs: list[Job], answers) -> Usage:
+    prompts: dict[str, int] = {}
+    for job, a in zip(jobs, answers):   # a prompt counts once however many choices it has (as OpenAI counts n)
+        prompts.setdefault(job.prompt, a.prompt_tokens)
+    prompt, completion = sum(prompts.values()), sum(a.completion_tokens for a in answers)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def response_body(body, jobs: list[Job], answers, rid: str, created: int) -> ChatCompletion | Completion:
+    if isinstance(body, ChatRequest):
+        return ChatCompletion(id=rid, created=created, model=body.model, usage=usage(jobs, answers), choices=[
+            ChatChoice(index=i, message=ChatMessage(content=a.text), finish_reason=a.finish_reason)
+            for i, a in enumerate(answers)])
+    return Completion(id=rid, created=created, model=body.model, usage=usage(jobs, answers), choices=[
+        CompletionChoice(index=i, text=a.text, finish_reason=a.finish_reason) for i, a in enumerate(answers)])
