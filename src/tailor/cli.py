@@ -21,7 +21,7 @@ COMMANDS = {
     "demo": ladder.demo, "run": ladder.run_, "advise": ladder.advise,
     "tasks": data.tasks, "check": data.check, "curate": curate.curate,
     "eval": eval.eval_, "train": train.train, "export": train.export, "inspect-prompt": train.inspect_prompt,
-    "bench": bench.bench, "serve": serve.serve,
+    "bench": bench.bench, "serve": serve.serve, "predict": serve.predict,
 }
 for name, command in COMMANDS.items():
     app.command(name)(command)

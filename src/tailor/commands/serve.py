@@ -39,3 +39,31 @@ def serve(
     out.print(f"serving {loaded.name}" + (f" and {', '.join(arms)}" if arms else "") +
               f" at http://{host}:{port}/v1" + (" (API key required)" if api_key else ""))
     run(loaded, arms, host, port, api_key, batch_size, max_queue, max_tokens)
+
+
+def predict(
+    arm: str = typer.Argument(..., help="an arm folder: a `tailor train`/`tailor eval` run or a ladder's RUN/arms/NAME"),
+    input: str = typer.Option(..., "--input", help="a task file (targets optional) or an OpenAI Batch JSONL file"),
+    output: str = typer.Option(..., "--output", help="the predictions, one JSON line per row, in input order"),
+    errors: Optional[str] = typer.Option(None, help="per-row failures (default: OUTPUT's name + .errors.jsonl)"),
+    model: Optional[str] = typer.Option(None, help="base model (default: the one the arm was fitted on)"),
+    batch_size: int = typer.Option(16, help="rows per engine batch (and per journal flush)"),
+    max_new_tokens: int = typer.Option(64, help="generate arms on task rows: tokens per answer"),
+    cache: bool = typer.Option(True, help="reuse engine results from earlier runs"),
+    dtype: str = typer.Option("auto"),
+    device: str = typer.Option("auto"),
+    runs_dir: str = typer.Option("runs"),
+) -> None:
+    """Predict every row of a file with an arm, as the ladder measured it; killed and rerun, it
+    resumes where it stopped (no row computed twice, none lost)."""
+    from ..predict import run_predict
+    s = run_predict(arm, input, output, errors, model=model, dtype=dtype, device=device, batch_size=batch_size,
+                    max_new_tokens=max_new_tokens, cache=cache, runs_dir=runs_dir)
+    out.print(f"{s['written']:,} rows written to {s['output']}" + (f", {s['failed']:,} failed ({s['errors']})"
+                                                                  if s["failed"] else "") +
+              f"; computed {s['computed']:,} now, {s['from_journal']:,} resumed from an earlier run "
+              f"({s['rows_per_s'] or 0:,.1f} rows/s, {s['tokens_per_s'] or 0:,.0f} tokens/s)", highlight=False)
+    if s.get("metrics"):
+        out.print("metrics on the rows with a target: " + ", ".join(
+            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in s["metrics"].items()), highlight=False)
+    out.print(f"run directory: {s['run_dir']}")

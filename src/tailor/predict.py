@@ -1,0 +1,232 @@
+"""`tailor predict ARM --input FILE --output OUT.jsonl`: batch prediction over a file, resumable.
+
+Input: any task file Tailor reads (targets optional; where present they are scored), or an
+OpenAI Batch file (`{custom_id, method, url, body}` lines with chat or completion bodies). A
+task file runs through the arm exactly as the ladder measured it (`Adapted.predict`: shots,
+option scoring, generation); a Batch file through the server's request path.
+
+Resumable and idempotent: every finished chunk of rows is appended to OUT.partial (flushed to
+disk) before the next one starts, so a run killed at any moment and started again computes each
+row once; when every row is done, OUT (and the error file) is written whole, in input order,
+atomically, and the journal is removed. Each run records what it computed and what it took from
+the journal (predict.json in its run directory).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DataError, TailorError
+from .progress import Meter
+from .utils import atomic_write_text
+
+log = logging.getLogger("tailor")
+BATCH_URLS = ("/v1/chat/completions", "/v1/completions")
+
+
+@dataclass
+class Row:
+    key: str            # the row's id, or the Batch request's custom_id
+    example: object = None
+    body: object = None  # a validated request body (Batch input)
+    error: dict | None = None
+
+
+def read_rows(path: Path) -> tuple[list[Row], bool]:
+    """The rows of `path` and whether it is an OpenAI Batch file. A Batch line that cannot be
+    run becomes an error row (reported in the error file), not a stop."""
+    from .task import load_inputs, read_records
+    records, _ = read_records(path)
+    if not {"custom_id", "body"} <= set(records[0][1]):
+        return [Row(ex.id, example=ex) for ex in load_inputs(path)], False
+    from pydantic import ValidationError
+
+    from .serve.openai_types import ChatRequest, CompletionRequest
+    rows, seen = [], set()
+    for no, rec in records:
+        key = rec.get("custom_id")
+        if not isinstance(key, str) or not key:
+            raise DataError(path, "expected a non-empty string", no, "custom_id")
+        if key in seen:
+            raise DataError(path, f"duplicate custom_id '{key}'", no, "custom_id")
+        seen.add(key)
+        url, body = rec.get("url"), rec.get("body")
+        if url not in BATCH_URLS or rec.get("method", "POST") != "POST":
+            rows.append(Row(key, error={"code": "invalid_url", "message": f"line {no}: expected POST to one of "
+                                        f"{', '.join(BATCH_URLS)}, got {rec.get('method')} {url}"}))
+            continue
+        try:
+            parsed = (ChatRequest if url == BATCH_URLS[0] else CompletionRequest).model_validate(body)
+            if parsed.stream:
+                raise ValueError("a batch request cannot stream")
+            rows.append(Row(key, body=parsed))
+        except (ValidationError, ValueError) as e:
+            rows.append(Row(key, error={"code": "invalid_request", "message": f"line {no}: {e}".splitlines()[0]
+                                        if not isinstance(e, ValidationError) else f"line {no}: {_first(e)}"}))
+    return rows, True
+
+
+def _first(e) -> str:
+    err = e.errors()[0]
+    return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+
+
+class Journal:
+    """OUT.partial: one JSON line per finished row ({"i", "line"} or {"i", "error"})."""
+
+    def __init__(self, output: Path):
+        self.path = output.with_name(output.name + ".partial")
+        self.done: dict[int, dict] = {}
+        if self.path.exists():
+            torn = 0
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                    self.done[entry["i"]] = entry
+                except (json.JSONDecodeError, KeyError, TypeError):   # a kill mid-write
+                    torn += 1
+            if torn:
+                log.warning("%s: %d unreadable line(s) left by a killed run; those rows run again", self.path, torn)
+
+    def add(self, entries: list[dict]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
+            f.flush()
+            os.fsync(f.fileno())
+        for e in entries:
+            self.done[e["i"]] = e
+
+
+def run_predict(arm: str, input_path: str | Path, output: str | Path, errors: str | Path | None = None, *,
+                model: str | None = None, dtype: str = "auto", device: str = "auto", batch_size: int = 16,
+                max_new_tokens: int = 64, cache: bool = True, runs_dir: str = "runs", progress: bool = True) -> dict:
+    from .context import open_run
+    from .recipe import find_arm, read_recipe
+    input_path, output = Path(input_path), Path(output)
+    errors = Path(errors) if errors else output.with_name(output.stem + ".errors.jsonl")
+    if output.resolve() == input_path.resolve():
+        raise TailorError(f"{output}: the output would overwrite the input")
+    rows, batch = read_rows(input_path)
+    recipe, _ = read_recipe(find_arm(arm))
+    config = {"arm": str(arm), "input": str(input_path), "output": str(output), "errors": str(errors),
+              "batch_size": batch_size, "max_new_tokens": max_new_tokens}
+    base_name = model or _base_name(recipe)
+    with open_run("predict", Path(arm).name, config, runs_dir=runs_dir, model=base_name, dtype=dtype, device=device,
+                  cache=cache) as ctx:
+        journal = Journal(output)
+        todo = [i for i in range(len(rows)) if i not in journal.done]
+        resumed = len(rows) - len(todo)
+        if resumed:
+            log.info("resuming: %d of %d rows are done already (%s)", resumed, len(rows), journal.path)
+        t0 = time.perf_counter()
+        run = _batch_runner(arm, ctx, batch_size) if batch else _task_runner(arm, ctx, recipe, batch_size)
+        tokens = 0
+        try:
+            with Meter(len(todo), "predicting", progress, "rows") as meter:
+                for start in range(0, len(todo), batch_size):
+                    chunk = [(i, rows[i]) for i in todo[start:start + batch_size]]
+                    entries, n_tokens = run(chunk, max_new_tokens)
+                    journal.add(entries)
+                    tokens += n_tokens
+                    meter.update(len(chunk), n_tokens)
+        finally:
+            getattr(run, "close", lambda: None)()
+        wall = time.perf_counter() - t0
+        lines = [journal.done[i] for i in range(len(rows))]
+        atomic_write_text(output, "".join(json.dumps(e["line"], ensure_ascii=False) + "\n" for e in lines if "line" in e))
+        failed = [e["error"] for e in lines if "error" in e]
+        atomic_write_text(errors, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in failed))
+        journal.path.unlink()
+        summary = {"rows": len(rows), "written": len(rows) - len(failed), "failed": len(failed),
+                   "computed": len(todo), "from_journal": resumed, "wall_s": wall,
+                   "rows_per_s": len(todo) / wall if wall else None, "tokens_per_s": tokens / wall if wall else None,
+                   "output": str(output), "errors": str(errors), "run_dir": str(ctx.path)}
+        if not batch:
+            summary["metrics"] = _score(recipe, rows, lines)
+        ctx.run.write_json("predict.json", summary)
+        return summary
+
+
+def _task_runner(arm, ctx, recipe, batch_size: int):
+    """Rows of a task file, through `Adapted.predict`: the ladder's own measurement path."""
+    from .methods import load_adapted
+    from .task import Task
+    adapted = load_adapted(arm, ctx.base)
+    engine = adapted.engine(ctx.cache, batch_size=batch_size, progress=False)
+    task = Task("predict", recipe.kind, recipe.instruction, [], labels=recipe.labels)
+
+    def run(chunk, max_new_tokens):
+        preds = adapted.predict(engine, task, [row.example for _, row in chunk], max_new_tokens)
+        entries = []
+        for (i, row), p in zip(chunk, preds):
+            line = {"id": p.id, "prediction": p.prediction, "prompt_tokens": p.prompt_tokens,
+                    "completion_tokens": p.completion_tokens}
+            if p.probs is not None:
+                line["probs"] = p.probs
+            if row.example.target:
+                line["target"] = row.example.target
+            entries.append({"i": i, "line": line})
+        return entries, sum(p.prompt_tokens + p.completion_tokens for p in preds if not p.cached)
+    return run
+
+
+def _batch_runner(arm, ctx, batch_size: int):
+    """OpenAI Batch requests, through the server's path (request -> jobs -> scheduler -> body)."""
+    from .serve.arms import load_arms
+    from .serve.requests import ApiError, request_jobs, response_body
+    from .serve.scheduler import Scheduler
+    served = load_arms(ctx.base, {"arm": arm})["arm"]
+    scheduler = Scheduler([served.engine], batch_size=batch_size, max_queue=1 << 30).start()
+
+    def run(chunk, max_new_tokens):
+        entries, waiting, tokens = [], [], 0
+        for i, row in chunk:
+            if row.error is not None:
+                entries.append({"i": i, "error": _batch_line(row.key, error=row.error)})
+                continue
+            try:
+                jobs = request_jobs(served, row.body, limit=1 << 30)
+            except ApiError as e:
+                entries.append({"i": i, "error": _batch_line(row.key, error={"code": e.code, "message": e.message})})
+                continue
+            scheduler.submit(jobs)
+            waiting.append((i, row, jobs))
+        for i, row, jobs in waiting:
+            answers = [j.future.result() for j in jobs]
+            body = response_body(row.body, jobs, answers, f"batch_req_{uuid.uuid4().hex[:24]}", int(time.time()))
+            tokens += body.usage.total_tokens
+            entries.append({"i": i, "line": _batch_line(row.key, status=200, body=body.model_dump())})
+        return sorted(entries, key=lambda e: e["i"]), tokens
+    run.close = scheduler.stop
+    return run
+
+
+def _batch_line(custom_id: str, status: int | None = None, body: dict | None = None, error: dict | None = None):
+    """OpenAI's Batch output line."""
+    response = None if body is None else {"status_code": status, "request_id": uuid.uuid4().hex, "body": body}
+    return {"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": custom_id, "response": response, "error": error}
+
+
+def _score(recipe, rows: list[Row], lines: list[dict]) -> dict | None:
+    """Metrics over the rows that carry a target (None when none does)."""
+    from .evaluate import Prediction, score_predictions
+    from .task import Task
+    scored = [(r, e["line"]) for r, e in zip(rows, lines) if "line" in e and r.example.target]
+    if not scored:
+        return None
+    task = Task("predict", recipe.kind, recipe.instruction, [], labels=recipe.labels)
+    preds = [Prediction(line["id"], line["prediction"], r.example.target, line["prompt_tokens"],
+                        line["completion_tokens"], 0.0, probs=line.get("probs")) for r, line in scored]
+    return {"rows": len(scored), **score_predictions(task, preds).metrics}
+
+
+def _base_name(recipe) -> str:
+    from .models import BUNDLED_MODELS
+    name = recipe.base.get("name", "")
+    return name if name in BUNDLED_MODELS else recipe.base.get("path", name)
