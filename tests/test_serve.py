@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import openai
@@ -229,3 +230,36 @@ def test_a_full_queue_is_a_429_and_only_loopback_goes_without_a_key(tiny_base, a
         check_bind("0.0.0.0", None)
     check_bind("0.0.0.0", "key")
     check_bind("127.0.0.1", None)
+
+
+def test_a_model_behind_the_server_is_a_base_that_measures_like_the_local_one(server, tmp_path, monkeypatch):
+    """The loop closed: a zero-shot and a few-shot arm on `openai:URL#tiny-test` (Tailor's own
+    server on loopback) score the same test rows as the local model does, options by log-likelihood."""
+    from tailor.arm_run import EvalConfig, run_eval
+    monkeypatch.setenv("TAILOR_REMOTE_API_KEY", KEY)
+    tickets = write_tickets(tmp_path / "tickets.jsonl", 60)
+    results = {}
+    for model in ("tiny-test", f"openai:{server.url}/v1#tiny-test"):
+        for method, options in (("zero-shot", {}), ("few-shot", {"k": 2})):
+            r = run_eval(EvalConfig(model=model, task=str(tickets), method=method, method_options=options,
+                                    dtype="fp32", cache=False, latency_requests=0,
+                                    runs_dir=str(tmp_path / "runs")), progress=False)
+            preds = [json.loads(line) for line in (Path(r["run_dir"]) / "predictions.jsonl").read_text().splitlines()]
+            results[model, method] = [(p["prediction"], round(max(p["probs"].values()), 4)) for p in preds]
+    for method in ("zero-shot", "few-shot"):
+        assert results["tiny-test", method] == results[f"openai:{server.url}/v1#tiny-test", method]
+
+
+def test_without_log_probabilities_a_remote_engine_matches_generated_answers_and_says_so(server, monkeypatch):
+    from tailor.models import load_base
+    from tailor.remote import RemoteEngine
+    monkeypatch.setenv("TAILOR_REMOTE_API_KEY", KEY)
+    remote = load_base(f"openai:{server.url}/v1#tiny-test")
+    assert remote.n_params == 0 and remote.weights_id.startswith("openai:")
+    engine = RemoteEngine(remote.model, remote.tokenizer, remote.weights_id, None, progress=False)
+    engine.logprobs = False   # as if the endpoint gave none
+    free = engine.generate(["Greet Ada."], max_new_tokens=3)[0].text.strip()
+    scores = engine.score(["Greet Ada.", "Greet Ada."], [[free or "x", "zzz"], ["zzz", "yyy"]])
+    assert scores[0].logprobs[0] == 0.0 and scores[0].logprobs[1] == float("-inf")
+    assert engine.notes == {"scored by matching generated text (the endpoint returns no log-probabilities)": 2,
+                            "generated answers that matched no option (counted as the first option)": 1}

@@ -57,7 +57,7 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
                   "split": cfg.split, "rows": len(rows), "metrics": m.metrics,
                   "cost": m.cost.model_copy(update={"trainable_params": adapted.trainable_params,
                                                     "train_time_s": adapted.train_time_s}).model_dump(),
-                  "confusion": m.confusion, "labels": m.labels, "run_dir": str(ctx.path),
+                  "confusion": m.confusion, "labels": m.labels, "notes": m.notes, "run_dir": str(ctx.path),
                   "arm_dir": str(adapted.artifact_dir) if adapted.artifact_dir else None}
         ctx.run.write_json("metrics.json", result)
         ctx.run.write_jsonl("predictions.jsonl", (p.to_json() for p in m.predictions))
@@ -89,7 +89,7 @@ def run_train(cfg: TrainRunConfig, method, resume: str | None = None, progress: 
             m = measure(adapted, ctx.task, rows, cache=ctx.cache, batch_size=cfg.batch_size,
                         max_new_tokens=cfg.max_new_tokens, progress=progress, latency_requests=cfg.latency_requests)
             result.update(split=cfg.eval_split, rows=len(rows), metrics=m.metrics, confusion=m.confusion,
-                          labels=m.labels, cost=m.cost.model_dump())
+                          labels=m.labels, notes=m.notes, cost=m.cost.model_dump())
             ctx.run.write_jsonl("predictions.jsonl", (p.to_json() for p in m.predictions))
             log.info("%s metrics %s", cfg.eval_split, m.metrics)
         ctx.run.write_json("metrics.json", result)

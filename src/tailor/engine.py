@@ -97,6 +97,7 @@ class Engine:
         self.cache = cache
         self.batch_size, self.max_batch_tokens, self.progress = batch_size, max_batch_tokens, progress
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.notes: dict[str, int] = {}   # fallbacks taken, counted: measurements report them
 
     @property
     def device(self) -> torch.device:
@@ -272,6 +273,35 @@ class Engine:
         for r, (b, s, pl, ol) in enumerate(seqs):
             cols = torch.arange(pl - 1, pl - 1 + ol) - start
             out[b].append(lp[r, cols, torch.tensor(s[pl:pl + ol])].sum().item())
+        return out
+
+    # ------------------------------------------------------------ prompt log-probabilities
+
+    @torch.inference_mode()
+    def prompt_logprobs(self, texts: list[str], adapters=None) -> list[list[tuple[str, float | None, int]]]:
+        """For each text, its tokens as (token text, log-probability given the tokens before it
+        (None for the first), character offset): what an OpenAI completions request with
+        `echo` and `logprobs` returns, and what a remote engine scores options with."""
+        names = self._adapters_of(len(texts), adapters)
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            batch = texts[i:i + self.batch_size]
+            enc = [self.tok(t, add_special_tokens=False, return_offsets_mapping=True) for t in batch]
+            ids = [e.input_ids or [self.pad_id] for e in enc]
+            width = max(map(len, ids))
+            x = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(ids), width), dtype=torch.long)
+            for r, seq in enumerate(ids):
+                x[r, :len(seq)] = torch.tensor(seq)
+                mask[r, :len(seq)] = 1
+            with self._rows(names[i:i + self.batch_size]):
+                logits = self.model(input_ids=x.to(self.device), attention_mask=mask.to(self.device),
+                                    use_cache=False).logits.float()
+            lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, x[:, 1:, None].to(self.device)).squeeze(-1)
+            for r, e in enumerate(enc):
+                pieces = self.tok.convert_ids_to_tokens(e.input_ids)
+                out.append([(self.tok.convert_tokens_to_string([p]), None if j == 0 else float(lp[r, j - 1]),
+                             e.offset_mapping[j][0]) for j, p in enumerate(pieces)])
         return out
 
     # ------------------------------------------------------------ generation

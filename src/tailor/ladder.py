@@ -123,7 +123,7 @@ def _run_arm(exp: Experiment, arm: Arm, ctx: RunContext, test, progress: bool, b
                 for p in m.predictions[:8]]
     result = out.model_copy(update={
         "metrics": m.metrics, "cost": cost, "confusion": m.confusion, "labels": m.labels, "examples": examples,
-        "changes_weights": type(arm.options).changes_weights, "weights_id": adapted.weights_id,
+        "notes": m.notes, "changes_weights": type(arm.options).changes_weights, "weights_id": adapted.weights_id,
         "arm_dir": str(adapted.artifact_dir) if adapted.artifact_dir else None, "train": adapted.recipe.train})
     return result, adapted
 

@@ -19,6 +19,7 @@ class Measurement:
     confusion: list[list[int]] | None
     labels: list[str] | None
     cost: Cost
+    notes: dict[str, int]   # the engine's counted fallbacks (e.g. a remote model scored by matching)
 
 
 def measure(adapted, task, rows, *, cache=None, batch_size: int = 16, max_new_tokens: int = 64,
@@ -34,7 +35,7 @@ def measure(adapted, task, rows, *, cache=None, batch_size: int = 16, max_new_to
                 latency_p50_s=percentile(latencies, 0.5) if latencies else None,
                 latency_p95_s=percentile(latencies, 0.95) if latencies else None,
                 latency_requests=len(latencies))
-    return Measurement(preds, report.metrics, report.confusion, report.labels, cost)
+    return Measurement(preds, report.metrics, report.confusion, report.labels, cost, dict(engine.notes))
 
 
 def request_latencies(adapted, task, rows, max_new_tokens: int = 64) -> list[float]:

@@ -40,7 +40,8 @@ class Base:
 
     @property
     def n_params(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
+        parameters = getattr(self.model, "parameters", None)   # a remote model has none here
+        return sum(p.numel() for p in parameters()) if parameters else 0
 
 
 # ---------------------------------------------------------------- device and dtype
@@ -214,6 +215,11 @@ def load_tokenizer(name: str):
 
 
 def load_base(name: str, dtype: str | None = None, device: str | None = None) -> Base:
+    """A bundled model, a local folder, a hub id, or a model behind an OpenAI-compatible
+    endpoint (`openai:http://HOST:PORT/v1#MODEL`, see tailor/remote.py)."""
+    if name.startswith("openai:"):
+        from .remote import load
+        return load(name)
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()  # a per-tensor bar on every load is noise; our own bars stay

@@ -97,6 +97,7 @@ class ArmResult(Result):
     arm_dir: str | None = None           # the saved arm: `tailor eval --adapter` / serve load it from here
     fit_reused_from: str | None = None
     train: dict[str, Any] | None = None  # the training run's result (steps, budget, loss, ...)
+    notes: dict[str, int] = {}           # fallbacks the measurement took, counted
 
     @property
     def ok(self) -> bool:

@@ -75,7 +75,9 @@ class Adapted:
 
     def engine(self, cache: ResultCache | None = None, **options) -> Engine:
         from ..engine import Engine
-        return Engine(self.model, self.tokenizer, self.weights_id, cache, **options)
+        from ..remote import RemoteEngine, RemoteModel
+        cls = RemoteEngine if isinstance(self.model, RemoteModel) else Engine
+        return cls(self.model, self.tokenizer, self.weights_id, cache, **options)
 
     def predict(self, engine: Engine, task: Task, examples: list[Example],
                 max_new_tokens: int = 64) -> list[Prediction]:

@@ -25,7 +25,7 @@ class _Prompting(Method):
     def _adapted(self, task: Task, base, shots: ShotSpec | None = None, pool: list[Example] = ()) -> Adapted:
         """The arm built through its recipe, exactly as `load` rebuilds it."""
         from ..prompts import builder_for
-        builder = builder_for(task, base.tokenizer, base.model.config)
+        builder = builder_for(task, base.tokenizer, getattr(base.model, "config", None))
         return self.load(base_recipe(self, task, base, builder, shots=shots), list(pool), None, base)
 
 

@@ -196,6 +196,9 @@ def comparison_table(v: View) -> str:
     timed = max((a.cost.latency_requests for a in v.ok), default=0)
     notes.append(f"Latency is what one caller waits: requests served one at a time, uncached, on this machine "
                  f"({timed} per arm); training cost is not part of cost per request.")
+    for a in v.ok:
+        for note, n in a.notes.items():
+            notes.append(f"{esc(a.name)}: {esc(note)} ({n:,} rows).")
     if v.ok and not trained:
         notes.append("No arm trained weights (no training time, parameters or artifacts).")
     return _section("comparison", "Comparison of arms",

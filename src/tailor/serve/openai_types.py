@@ -81,7 +81,14 @@ class ChatRequest(_Request):
 
 class CompletionRequest(_Request):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=64)]
-    max_tokens: Annotated[int, Field(ge=1)] = 16   # OpenAI's default for completions
+    max_tokens: Annotated[int, Field(ge=0)] = 16   # OpenAI's default for completions; 0 with echo: score only
+    echo: bool = False
+    logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
+
+    def scores_prompt(self) -> bool:
+        """echo + logprobs + max_tokens 0: the prompt's own token log-probabilities, nothing
+        generated (the one use of logprobs served here: scoring options remotely)."""
+        return self.echo and self.logprobs is not None and self.max_tokens == 0
 
     @field_validator("prompt")
     @classmethod
@@ -119,11 +126,18 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
+class Logprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    text_offset: list[int]
+    top_logprobs: None = None
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
     finish_reason: Literal["stop", "length"]
-    logprobs: None = None
+    logprobs: Logprobs | None = None
 
 
 class Completion(BaseModel):

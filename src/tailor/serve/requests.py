@@ -12,6 +12,7 @@ from .openai_types import (
     ChatRequest,
     Completion,
     CompletionChoice,
+    Logprobs,
     Usage,
 )
 from .scheduler import Job
@@ -29,6 +30,11 @@ def request_jobs(arm, body, limit: int) -> list[Job]:
     new tokens a choice, and prompt + answer within the arm's context."""
     chat = isinstance(body, ChatRequest)
     max_tokens = body.limit(default=min(256, limit)) if chat else body.max_tokens
+    echo = not chat and body.scores_prompt()
+    if not chat and not echo and (body.echo or body.logprobs is not None or max_tokens == 0):
+        raise ApiError(400, "echo and logprobs are served together, with max_tokens 0 (the prompt's own token "
+                            "log-probabilities); to generate, leave them out and ask for max_tokens >= 1",
+                       "unsupported_parameter", "logprobs")
     if max_tokens > limit:
         raise ApiError(400, f"max_tokens is {max_tokens}; this server generates at most {limit} tokens a choice",
                        "max_tokens_too_large", "max_tokens")
@@ -42,7 +48,7 @@ def request_jobs(arm, body, limit: int) -> list[Job]:
             raise ApiError(400, f"This model's context is {arm.context} tokens; the request has {n_prompt} in its "
                                 f"prompt and asks for {max_tokens} more", "context_length_exceeded",
                            "messages" if chat else "prompt")
-        jobs += [Job(arm, prompt, max_tokens, body.temperature, body.top_p, seed + i, body.stops())
+        jobs += [Job(arm, prompt, max_tokens, body.temperature, body.top_p, seed + i, body.stops(), echo=echo)
                  for i in range(body.n)]
     return jobs
 
@@ -61,4 +67,12 @@ def response_body(body, jobs: list[Job], answers, rid: str, created: int) -> Cha
             ChatChoice(index=i, message=ChatMessage(content=a.text), finish_reason=a.finish_reason)
             for i, a in enumerate(answers)])
     return Completion(id=rid, created=created, model=body.model, usage=usage(jobs, answers), choices=[
-        CompletionChoice(index=i, text=a.text, finish_reason=a.finish_reason) for i, a in enumerate(answers)])
+        CompletionChoice(index=i, text=a.text, finish_reason=a.finish_reason, logprobs=_logprobs(a.logprobs))
+        for i, a in enumerate(answers)])
+
+
+def _logprobs(tokens: list | None) -> Logprobs | None:
+    if tokens is None:
+        return None
+    return Logprobs(tokens=[t for t, _, _ in tokens], token_logprobs=[lp for _, lp, _ in tokens],
+                    text_offset=[o for _, _, o in tokens])

@@ -30,6 +30,7 @@ class Answer:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    logprobs: list | None = None   # echo requests: the prompt's (token, log-probability, offset)
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Job:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     on_text: Callable[[str], None] | None = None   # streamed text, called from the worker thread
+    echo: bool = False               # score the prompt's own tokens, generate nothing
     future: Future = field(default_factory=Future)
     cancelled: bool = False
     _seq: object = None
@@ -98,8 +100,11 @@ class Scheduler:
             busy = bool(pending or live)
             pending += self._take(inbox, block=not busy)
             pending = [j for j in pending if not self._drop_cancelled(j)]
-            scoring = [j for j in pending if j.arm.kind == "classify"]
-            generating = [j for j in pending if j.arm.kind != "classify"]
+            echoing = [j for j in pending if j.echo]
+            scoring = [j for j in pending if j.arm.kind == "classify" and not j.echo]
+            generating = [j for j in pending if j.arm.kind != "classify" and not j.echo]
+            if echoing:
+                self._echo(engine, echoing)
             if scoring:
                 self._score(engine, scoring)
             if decoder is None:
@@ -155,6 +160,17 @@ class Scheduler:
             if job.on_text is not None:
                 job.on_text(label)
             self._finish(job, Answer(label, "stop", s.prompt_tokens, len(engine.encode(label))))
+
+    def _echo(self, engine, jobs: list[Job]) -> None:
+        try:
+            scored = engine.prompt_logprobs([j.prompt for j in jobs], adapters=[j.arm.adapter for j in jobs])
+        except Exception as e:
+            log.exception("prompt scoring failed")
+            for job in jobs:
+                self._fail(job, e)
+            return
+        for job, tokens in zip(jobs, scored):
+            self._finish(job, Answer(job.prompt, "length", len(tokens), 0, tokens))
 
     def _join(self, decoder, jobs: list[Job]) -> None:
         from ..decode import Sequence
