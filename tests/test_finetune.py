@@ -4,6 +4,7 @@ qlora's behaviour on this machine; soft prompts read back as words."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 
 import pytest
@@ -216,6 +217,21 @@ def test_train_command_then_eval_adapter_and_export(tmp_path):
     result = CliRunner().invoke(app, ["export", str(run), "--merge", str(tmp_path / "merged")])
     assert result.exit_code == 0, result.output
     assert list((tmp_path / "merged").glob("*.safetensors"))
+    # the vLLM line for a team that outgrows one machine: the base folder, the adapter, no warnings
+    result = CliRunner().invoke(app, ["export", f"tickets={run}", "--serve", "vllm", "--port", "9001"])
+    assert result.exit_code == 0, result.output
+    line = " ".join(result.output.split())
+    assert "vllm serve " in line and "--enable-lora" in line and "--port 9001" in line
+    assert f"--lora-modules tickets={(run / 'adapter').resolve()}" in line and "warning" not in line
+    # an adapter vLLM would serve wrongly is named with what vLLM would do instead
+    odd = tmp_path / "odd"
+    shutil.copytree(run, odd)
+    cfg = json.loads((odd / "adapter" / "adapter_config.json").read_text())
+    cfg.update(use_dora=True, modules_to_save=["lm_head"], r=12)
+    (odd / "adapter" / "adapter_config.json").write_text(json.dumps(cfg))
+    result = CliRunner().invoke(app, ["export", str(odd), "--serve", "vllm"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0 and "DoRA" in text and "untrained" in text and "rank 12" in text, text
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: tiny-test\nmethod: lora\nbogus: 1\n")
     result = CliRunner().invoke(app, ["train", str(bad)])

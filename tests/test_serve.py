@@ -163,6 +163,29 @@ def test_three_adapters_in_one_batch_each_give_their_own_output(server, tiny_bas
     assert len({answer for (name, _), answer in zip(requests, got) if _ == "Greet Ada."}) > 1   # adapters differ
 
 
+def test_a_tiny_temperature_samples_the_greedy_answer(server):
+    """Found by the fuzzer: temperature 5e-324 (0 in float32) made 0/0 probabilities; the prefill failed and
+    the request was lost (it never answered)."""
+    client = server.client()
+    ask = dict(model="ada", prompt="Greet Ada.", max_tokens=6)
+    greedy = client.completions.create(**ask, temperature=0).choices[0].text
+    assert client.completions.create(**ask, temperature=5e-324, seed=1).choices[0].text == greedy
+
+
+def test_without_mixing_one_adapter_runs_per_batch_until_it_drains():
+    """The switching baseline of bench/serve_load.py: a server without mixed-adapter forwards."""
+    from types import SimpleNamespace
+
+    from tailor.serve.scheduler import Job, Scheduler
+    jobs = [Job(SimpleNamespace(adapter=a), f"p{i}") for i, a in enumerate("aabab")]
+    mixed, switching = Scheduler([], batch_size=4), Scheduler([], batch_size=4, mix_adapters=False)
+    assert mixed._admit(jobs, []) == (jobs[:4], jobs[4:])
+    joining, waiting = switching._admit(jobs, [])
+    assert [j.prompt for j in joining] == ["p0", "p1", "p3"] and [j.prompt for j in waiting] == ["p2", "p4"]
+    joining, waiting = switching._admit(waiting, [jobs[0]] * 3)   # a's batch still runs: b waits
+    assert joining == [] and len(waiting) == 2
+
+
 def test_auth_unknown_models_and_errors_in_openai_shape(server):
     with pytest.raises(openai.AuthenticationError):
         server.client(key="wrong").models.list()

@@ -3,6 +3,8 @@ the schema, whatever the generated request; the server still answers at the end.
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 import schemathesis
 import schemathesis.checks as checks_
@@ -37,7 +39,8 @@ def test_the_server_keeps_to_its_schema(served):
 def _served_model(case):
     """Random model names would all stop at the 404: most cases name the served model instead,
     so the fuzzing reaches the model and the decoder."""
-    if isinstance(case.body, dict) and "model" in case.body and hash(str(case.body)) % 5:
+    # crc32, not hash(): str hashes change per process, and so would the cases (found: a hang)
+    if isinstance(case.body, dict) and "model" in case.body and zlib.crc32(str(case.body).encode()) % 5:
         case.body["model"] = "tiny-test"
     return case
 

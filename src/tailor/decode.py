@@ -125,7 +125,9 @@ class Decoder:
         out = logits.argmax(-1).tolist()
         for i, s in enumerate(seqs):
             if s.temperature > 0:
-                probs = torch.softmax(logits[i] / s.temperature, -1)
+                # shifted so the best logit is 0, and the temperature kept above float32's zero: a tiny
+                # one (a client may send 5e-324) sharpens towards greedy instead of giving 0/0
+                probs = torch.softmax((logits[i] - logits[i].max()) / max(s.temperature, 1e-6), -1)
                 if s.top_p < 1.0:
                     sorted_p, order = probs.sort(descending=True)
                     # keep the smallest set whose mass reaches top_p (the first token always)

@@ -21,6 +21,8 @@ def serve(
     batch_size: int = typer.Option(16, help="requests decoded together"),
     max_queue: int = typer.Option(256, help="requests waiting or running before the server answers 429"),
     max_tokens: int = typer.Option(2048, help="the most tokens one choice may generate (more is a 400)"),
+    mix_adapters: bool = typer.Option(True, help="rows of different adapters share each forward (off: one adapter "
+                                                 "per batch, switching between them; for comparison)"),
     dtype: str = typer.Option("auto"),
     device: str = typer.Option("auto"),
 ) -> None:
@@ -38,7 +40,8 @@ def serve(
     loaded = load_base(base, dtype, device)
     out.print(f"serving {loaded.name}" + (f" and {', '.join(arms)}" if arms else "") +
               f" at http://{host}:{port}/v1" + (" (API key required)" if api_key else ""))
-    run(loaded, arms, host, port, api_key, batch_size, max_queue, max_tokens)
+    run(loaded, arms, host, port, api_key, max_tokens, batch_size=batch_size, max_queue=max_queue,
+        mix_adapters=mix_adapters)
 
 
 def predict(

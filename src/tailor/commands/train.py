@@ -1,4 +1,4 @@
-"""The train area: `tailor train CONFIG.yaml`, `tailor export ARM --merge OUT`,
+"""The train area: `tailor train CONFIG.yaml`, `tailor export ARM --merge OUT | --serve vllm`,
 `tailor inspect-prompt ARM`."""
 
 from __future__ import annotations
@@ -35,17 +35,49 @@ def train(
 
 
 def export(
-    arm: str = typer.Argument(..., help="an arm folder: a `tailor train` run or a ladder's RUN/arms/NAME"),
-    merge: str = typer.Option(..., help="output folder for the merged safetensors Hugging Face model"),
+    arms: list[str] = typer.Argument(..., help="arm folders (`tailor train` runs or a ladder's RUN/arms/NAME); "
+                                               "NAME=ARM names one for --serve"),
+    merge: Optional[str] = typer.Option(None, help="output folder for the merged safetensors Hugging Face model"),
+    serve: Optional[str] = typer.Option(None, help="`vllm`: check the LoRA arms against vLLM's rules and print "
+                                                   "the `vllm serve --enable-lora` line that serves them"),
+    port: int = typer.Option(8000, help="--serve: the port in the printed line"),
     model: Optional[str] = typer.Option(None, help="base model (default: the one the arm was fitted on)"),
     dtype: str = typer.Option("fp32", help="dtype to merge and save in: fp32 | bf16"),
 ) -> None:
-    """Merge a trained adapter into its base and save a standard model folder."""
+    """Merge a trained adapter into its base and save a standard model folder (--merge), or print
+    how to serve LoRA arms with vLLM (--serve vllm)."""
+    if (merge is None) == (serve is None):
+        raise TailorError("choose one: --merge OUT (a merged model folder) or --serve vllm (a vllm serve line)")
+    if serve is not None:
+        return _export_vllm(arms, serve, port)
+    if len(arms) != 1:
+        raise TailorError(f"--merge writes one model: name one arm, not {len(arms)}")
     from ..methods import load_adapted
     from ..methods.finetune import merge_arm
-    base = _base(arm, model, dtype)
-    path = merge_arm(load_adapted(arm, base), merge)
+    base = _base(arms[0], model, dtype)
+    path = merge_arm(load_adapted(arms[0], base), merge)
     out.print(f"merged model written to {path} (load it with AutoModelForCausalLM)")
+
+
+def _export_vllm(specs: list[str], server: str, port: int) -> None:
+    from ..recipe import find_arm
+    from ..serve.vllm import check_arm, serve_command
+    if server != "vllm":
+        raise TailorError(f"--serve {server!r}: the server Tailor exports for is vllm")
+    arms = []
+    for spec in specs:
+        name, sep, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        folder = find_arm(path)
+        arms.append(check_arm(name or folder.name, folder))
+    for arm in arms:
+        for warning in arm.warnings:
+            out.print(f"warning: {arm.name} {warning}", style="yellow", markup=False)
+    out.print(serve_command(arms, port), markup=False, soft_wrap=True)
+    for arm in arms:
+        if arm.instruction:
+            out.print(f"{arm.name}: vLLM applies the base's chat template, not the arm's recipe; send its instruction "
+                      f"as the system message: {arm.instruction!r} (tailor serve applies the whole recipe)",
+                      markup=False, soft_wrap=True)
 
 
 def inspect_prompt(

@@ -19,20 +19,20 @@ def check_bind(host: str, api_key: str | None) -> None:
                           "model; pass --api-key KEY (clients send Authorization: Bearer KEY), or bind to 127.0.0.1")
 
 
-def build(base, arms: dict, api_key: str | None = None, batch_size: int = 16, max_queue: int = 256,
-          max_tokens: int = 2048):
-    """(app, scheduler) for `base` and `arms` (name -> arm folder); the scheduler is started."""
+def build(base, arms: dict, api_key: str | None = None, max_tokens: int = 2048, **scheduling):
+    """(app, scheduler) for `base` and `arms` (name -> arm folder); the scheduler is started.
+    `scheduling`: Scheduler's batch_size, max_queue, mix_adapters."""
     served = load_arms(base, arms)
     engines = list({id(a.engine): a.engine for a in served.values()}.values())
-    scheduler = Scheduler(engines, batch_size=batch_size, max_queue=max_queue).start()
+    scheduler = Scheduler(engines, **scheduling).start()
     return create_app(served, scheduler, api_key, max_tokens=max_tokens), scheduler
 
 
 def serve(base, arms: dict, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          batch_size: int = 16, max_queue: int = 256, max_tokens: int = 2048) -> None:
+          max_tokens: int = 2048, **scheduling) -> None:
     import uvicorn
     check_bind(host, api_key)
-    app, scheduler = build(base, arms, api_key, batch_size, max_queue, max_tokens)
+    app, scheduler = build(base, arms, api_key, max_tokens, **scheduling)
     log.info("serving %s on http://%s:%d/v1", ", ".join(["the base"] + list(arms)), host, port)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")

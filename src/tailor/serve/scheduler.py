@@ -55,8 +55,8 @@ class Job:
 
 
 class Scheduler:
-    def __init__(self, engines, batch_size: int = 16, max_queue: int = 256):
-        self.batch_size, self.max_queue = batch_size, max_queue
+    def __init__(self, engines, batch_size: int = 16, max_queue: int = 256, mix_adapters: bool = True):
+        self.batch_size, self.max_queue, self.mix_adapters = batch_size, max_queue, mix_adapters
         self._inboxes = {id(e): queue.Queue() for e in engines}
         self._engines = {id(e): e for e in engines}
         self._lock = threading.Lock()
@@ -112,12 +112,11 @@ class Scheduler:
                     self._generate_static(engine, generating[: self.batch_size])
                 pending = generating[self.batch_size:]
                 continue
-            room = self.batch_size - len(live)
-            joining, pending = generating[:room], generating[room:]
+            joining, pending = self._admit(generating, live)
+            live += joining   # before joining: a failing prefill fails these requests too, never loses them
             try:
                 if joining:
                     self._join(decoder, joining)
-                    live += joining
                 decoder.step()
             except Exception as e:   # a broken batch fails its requests; the server keeps serving
                 log.exception("decoding failed")
@@ -129,6 +128,20 @@ class Scheduler:
                 live.remove(job)
                 self._finish(job, Answer(job._seq.text, job._seq.finish_reason, len(job._seq.prompt),
                                          len(job._seq.tokens)))
+
+    def _admit(self, generating: list[Job], live: list[Job]) -> tuple[list[Job], list[Job]]:
+        """(joining the decoder now, still waiting). Without mixing, only the running adapter's
+        requests join until its batch drains; then the oldest waiting request's adapter runs:
+        the one-adapter-per-batch switching a server without mixed-adapter forwards must do."""
+        room = self.batch_size - len(live)
+        if self.mix_adapters:
+            return generating[:room], generating[room:]
+        if not generating:
+            return [], []
+        adapter = live[0].arm.adapter if live else generating[0].arm.adapter
+        joining = [j for j in generating if j.arm.adapter == adapter][:room]
+        chosen = {id(j) for j in joining}
+        return joining, [j for j in generating if id(j) not in chosen]
 
     def _take(self, inbox: queue.Queue, block: bool) -> list[Job]:
         out = []
