@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_tickets
+from tailor.errors import TailorError
 from tailor.methods import load_adapted, make_method, save_adapted
 from tailor.predict import run_predict
 from tailor.task import load_inputs, load_task_file
@@ -94,7 +95,7 @@ def test_killed_twice_with_sigkill_and_resumed_no_row_is_lost_or_computed_twice(
             time.sleep(0.02)
         proc.wait()
         assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-        done = [json.loads(line)["i"] for line in journal.read_text().splitlines() if line.endswith("}")]
+        done = [json.loads(line)["i"] for line in journal.read_text().splitlines()[1:] if line.endswith("}")]
         assert len(done) == len(set(done)) > seen      # each finished row journaled once, more each run
         seen = len(done)
         assert not out.exists()                         # nothing half-written
@@ -105,3 +106,22 @@ def test_killed_twice_with_sigkill_and_resumed_no_row_is_lost_or_computed_twice(
     (summary,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/predict.json")]
     assert summary["from_journal"] == seen and summary["computed"] == 10_000 - seen   # computed once in all
     assert not journal.exists()
+
+
+def test_a_torn_journal_line_is_cut_and_a_foreign_journal_refused(arm, tmp_path):
+    """A kill mid-write leaves a torn last line: it is cut (not glued to the next entry, which a
+    later resume could not read: that row would be computed twice). A journal of another input is
+    an error, never mixed in."""
+    from tailor.predict import Journal
+    out = tmp_path / "out.jsonl"
+    made_of = {"input": "abc", "arm": "x"}
+    j = Journal(out, made_of)
+    j.add([{"i": 0, "line": {}}, {"i": 1, "line": {}}])
+    with open(j.path, "a") as f:
+        f.write('{"i": 2, "li')            # torn
+    j = Journal(out, made_of)
+    assert set(j.done) == {0, 1}
+    j.add([{"i": 2, "line": {}}])
+    assert set(Journal(out, made_of).done) == {0, 1, 2}
+    with pytest.raises(TailorError, match="another input, arm or options"):
+        Journal(out, {"input": "other", "arm": "x"})

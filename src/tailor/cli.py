@@ -19,7 +19,7 @@ err = Console(stderr=True)
 
 COMMANDS = {
     "demo": ladder.demo, "run": ladder.run_, "advise": ladder.advise,
-    "tasks": data.tasks, "check": data.check, "curate": curate.curate,
+    "tasks": data.tasks, "check": data.check, "curate": curate.curate, "debug": data.debug,
     "eval": eval.eval_, "train": train.train, "export": train.export, "inspect-prompt": train.inspect_prompt,
     "bench": bench.bench, "serve": serve.serve, "predict": serve.predict,
 }

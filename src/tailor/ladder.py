@@ -83,7 +83,7 @@ def _run_arm(exp: Experiment, arm: Arm, ctx: RunContext, test, progress: bool, b
     from .methods.base import copy_artifact, save_adapted
     out = ArmResult(name=arm.name, method=arm.method, options=arm.options.model_dump())
     t0 = time.perf_counter()
-    folder = ctx.path / "arms" / _slug(arm.name)
+    folder = ctx.path / "arms" / slug(arm.name)
     try:
         method = arm.options
         reused = None
@@ -110,7 +110,7 @@ def _run_arm(exp: Experiment, arm: Arm, ctx: RunContext, test, progress: bool, b
         return out.model_copy(update={"status": "failed", "error": f"{type(e).__name__}: {e}"}), None
     finally:
         log.info("arm %s finished in %.1f s", arm.name, time.perf_counter() - t0)
-    ctx.run.write_jsonl(f"predictions-{_slug(arm.name)}.jsonl", (p.to_json() for p in m.predictions))
+    ctx.run.write_jsonl(f"predictions-{slug(arm.name)}.jsonl", (p.to_json() for p in m.predictions))
     tokens = m.cost.prompt_tokens_per_request + m.cost.completion_tokens_per_request
     cost = m.cost.model_copy(update={
         "fit_wall_s": fitted - t0, "train_time_s": adapted.train_time_s, "train_tokens": adapted.train_tokens,
@@ -202,7 +202,7 @@ def _write_report(results: LadderResult, ctx: RunContext) -> dict:
     return out
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .errors import DataError, TailorError
 from .progress import Meter
-from .utils import atomic_write_text
+from .utils import atomic_write_text, sha256_file
 
 log = logging.getLogger("tailor")
 BATCH_URLS = ("/v1/chat/completions", "/v1/completions")
@@ -78,29 +78,50 @@ def _first(e) -> str:
 
 
 class Journal:
-    """OUT.partial: one JSON line per finished row ({"i", "line"} or {"i", "error"})."""
+    """OUT.partial: a first line naming what the rows are predicted from (`made_of`: the input's
+    hash, the arm, the options), then one JSON line per finished row ({"i", "line"} or {"i", "error"}).
+    A journal made of anything else is refused, never mixed in."""
 
-    def __init__(self, output: Path):
+    def __init__(self, output: Path, made_of: dict):
         self.path = output.with_name(output.name + ".partial")
         self.done: dict[int, dict] = {}
-        if self.path.exists():
-            torn = 0
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                    self.done[entry["i"]] = entry
-                except (json.JSONDecodeError, KeyError, TypeError):   # a kill mid-write
-                    torn += 1
-            if torn:
-                log.warning("%s: %d unreadable line(s) left by a killed run; those rows run again", self.path, torn)
+        if not self.path.exists():
+            self._append([{"journal": made_of}])
+            return
+        raw = self.path.read_bytes()
+        if not raw.endswith(b"\n"):
+            # a kill mid-write leaves a torn last line: cut it, or the next entry would be glued to it
+            with open(self.path, "r+b") as f:
+                f.truncate(raw.rfind(b"\n") + 1)
+            log.warning("%s: a line torn by a killed run was removed; its rows run again", self.path)
+        lines = raw[: raw.rfind(b"\n") + 1].decode("utf-8", "replace").splitlines()
+        head = _json_or_none(lines[0]) if lines else None
+        if not isinstance(head, dict) or head.get("journal") != made_of:
+            raise TailorError(f"{self.path}: left by a prediction of another input, arm or options; rerun with those, "
+                              "or delete it to start over")
+        for no, line in enumerate(lines[1:], 2):
+            entry = _json_or_none(line)
+            if not isinstance(entry, dict) or not isinstance(entry.get("i"), int):
+                raise TailorError(f"{self.path}:{no}: not a journal entry; delete the file to start over")
+            self.done[entry["i"]] = entry
 
     def add(self, entries: list[dict]) -> None:
+        self._append(entries)
+        for e in entries:
+            self.done[e["i"]] = e
+
+    def _append(self, entries: list[dict]) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
             f.flush()
             os.fsync(f.fileno())
-        for e in entries:
-            self.done[e["i"]] = e
+
+
+def _json_or_none(line: str):
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
 
 
 def run_predict(arm: str, input_path: str | Path, output: str | Path, errors: str | Path | None = None, *,
@@ -119,7 +140,9 @@ def run_predict(arm: str, input_path: str | Path, output: str | Path, errors: st
     base_name = model or _base_name(recipe)
     with open_run("predict", Path(arm).name, config, runs_dir=runs_dir, model=base_name, dtype=dtype, device=device,
                   cache=cache) as ctx:
-        journal = Journal(output)
+        journal = Journal(output, {"input": sha256_file(input_path), "arm": str(find_arm(arm).resolve()),
+                                   "weights": (recipe.weights or {}).get("digest"), "model": base_name,
+                                   "dtype": dtype, "max_new_tokens": max_new_tokens})
         todo = [i for i in range(len(rows)) if i not in journal.done]
         resumed = len(rows) - len(todo)
         if resumed:

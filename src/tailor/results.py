@@ -142,6 +142,7 @@ class LadderResult(Result):
     wall_s: float = 0.0
     run_dir: str = ""
     report: dict[str, Any] | None = None
+    debug: dict[str, Any] = {}           # arm name -> `tailor debug`'s summary (clusters, flags, output kinds)
 
     @property
     def ok_arms(self) -> list[ArmResult]:

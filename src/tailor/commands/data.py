@@ -1,4 +1,5 @@
-"""`tailor tasks` and `tailor check`: what data Tailor has and whether a file is a valid task."""
+"""`tailor tasks`, `tailor check` and `tailor debug`: what data Tailor has, whether a file is a
+valid task, and what the training data teaches wrongly."""
 
 from __future__ import annotations
 
@@ -46,3 +47,30 @@ def check(
         table.add_row("note", note)
     out.print(table)
     out.print(f"[green]ok[/]: {task.source} is a valid {task.kind} task")
+
+
+def debug(
+    run: str = typer.Argument(..., help="a ladder run directory, or a `tailor train`/`tailor eval` run with predictions"),
+    arm: Optional[str] = typer.Option(None, help="the ladder's arm to debug (default: the recommended one)"),
+    write_fixes: Optional[str] = typer.Option(None, help="write the flagged training rows here (JSONL) for review"),
+    near: float = typer.Option(0.85, help="cosine at which a training row is the same case as a failure"),
+    gap: float = typer.Option(0.6, help="cosine that counts as nearby when measuring coverage"),
+) -> None:
+    """Debug the training data from an arm's bad outputs: failure clusters, training rows that
+    teach the mistake (likely label errors), coverage gaps and output kinds."""
+    from ..debug import DebugOptions, debug_run
+    r = debug_run(run, arm, DebugOptions(near=near, gap=gap), write_fixes)
+    out.print(f"{r['arm']} ({r['method']}) on {r['task']}: {r['failures']} of {r['predictions']} test rows failed; "
+              f"neighbours among the {r['training_rows']:,} rows it learned from", markup=False)
+    table = Table("cluster", "failures", "gold -> predicted", "training rows nearby", "teach the mistake", "coverage")
+    for c in r["clusters"]:
+        table.add_row(str(c["id"]), str(c["size"]), ", ".join(f"{p} ({n})" for p, n in c["confusion"]),
+                      f"{c['nearby_training_rows']:g}", str(c["teaching_the_mistake"]),
+                      f"gap: add about {c['add']}" if c["gap"] else "-")
+    out.print(table)
+    over = [k["kind"] for k in r["output_kinds"] if k["over_predicted"]]
+    out.print(f"likely label errors (training rows to review): {len(r['likely_label_errors'])}; coverage gaps: "
+              f"{len(r['coverage_gaps'])}; over-predicted output kinds: {', '.join(over) or 'none'}", markup=False)
+    for key, what in (("json", "details"), ("fixes", "flagged rows"), ("report", "report")):
+        if r.get(key):
+            out.print(f"{what}: {r[key]['html'] if key == 'report' else r[key]}", markup=False)

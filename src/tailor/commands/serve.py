@@ -65,7 +65,8 @@ def predict(
     out.print(f"{s['written']:,} rows written to {s['output']}" + (f", {s['failed']:,} failed ({s['errors']})"
                                                                   if s["failed"] else "") +
               f"; computed {s['computed']:,} now, {s['from_journal']:,} resumed from an earlier run "
-              f"({s['rows_per_s'] or 0:,.1f} rows/s, {s['tokens_per_s'] or 0:,.0f} tokens/s)", highlight=False)
+              f"({s['rows_per_s'] or 0:,.1f} rows/s, {s['tokens_per_s'] or 0:,.0f} tokens/s, prompt + completion)",
+              highlight=False)
     if s.get("metrics"):
         out.print("metrics on the rows with a target: " + ", ".join(
             f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in s["metrics"].items()), highlight=False)

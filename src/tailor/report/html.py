@@ -32,7 +32,7 @@ def render_html(results: LadderResult) -> str:
     v = sections.View.of(results)
     title = f"{results.experiment.name or results.task.get('name') or 'experiment'} · Tailor report"
     body = [sections.header(v), _nav(v), sections.recommendation(v), sections.comparison_table(v),
-            sections.charts(v), sections.forgetting(v), sections.confusions(v), sections.examples(v),
+            sections.charts(v), sections.forgetting(v), sections.confusions(v), sections.debugging(v), sections.examples(v),
             sections.data_check(v), sections.manifest(v)]
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
@@ -51,6 +51,8 @@ def _nav(v: sections.View) -> str:
         links.append(("forgetting", "Forgetting"))
     if any(a.confusion for a in v.ok):
         links.append(("confusion", "Confusion"))
+    if v.results.debug:
+        links.append(("debug", "Debugging"))
     if any(a.examples for a in v.arms):
         links.append(("examples", "Examples"))
     links += [("data", "Data"), ("manifest", "Manifest")]

@@ -290,6 +290,51 @@ def forgetting(v: View) -> str:
 # ---------------------------------------------------------------- per-arm detail
 
 
+def debugging(v: View) -> str:
+    """`tailor debug`'s findings for each arm it was run on: failure clusters, training rows that
+    teach the mistake, output kinds."""
+    parts = []
+    for name, d in v.results.debug.items():
+        clusters = "".join(
+            f"<tr><td>{esc(c['size'])}</td><td>{'<br>'.join(esc(fmt.clip(t, 140)) for t in c['typical'])}</td>"
+            f"<td>{'<br>'.join(esc(f'{pair} ({n})') for pair, n in c['confusion'])}</td>"
+            f"<td>{esc(c['nearby_training_rows'])}</td><td>{esc(c['teaching_the_mistake'])}</td>"
+            f"<td>{_gap(c)}</td></tr>"
+            for c in d.get("clusters", []))
+        flagged = "".join(
+            f"<tr><td><code>{esc(r['id'])}</code></td><td>{esc(fmt.clip(r['input'], 160))}</td><td>{esc(r['label'])}</td>"
+            f"<td>{esc(r['suggested'])}</td><td>{esc(len(r['failures']))}</td><td>{esc(r['similarity'])}</td></tr>"
+            for r in d.get("likely_label_errors", [])[:20])
+        kinds = "".join(
+            f"<tr><td>{esc(fmt.clip(k['kind'], 40))}</td><td>{fmt.pct(k['training_share'])}</td>"
+            f"<td>{fmt.pct(k['gold_share'])}</td><td>{fmt.pct(k['predicted_share'])}</td>"
+            f"<td>{'over-predicted ' if k['over_predicted'] else ''}{'over-taught' if k['over_taught'] else ''}</td></tr>"
+            for k in d.get("output_kinds", []))
+        parts.append(
+            f"<h3>{esc(name)}: {esc(d['failures'])} of {esc(d['predictions'])} test rows failed</h3>"
+            '<table class="grid"><thead><tr><th>failures</th><th>typical inputs</th><th>gold → predicted</th>'
+            "<th>training rows nearby (median)</th><th>teach the mistake</th><th>coverage</th></tr></thead>"
+            f"<tbody>{clusters}</tbody></table>"
+            + ('<p class="note">Training rows whose label is the model\'s wrong answer on a near-identical test row '
+               f"(cosine ≥ {esc(d['options']['near'])}): likely label errors or ambiguous guidance "
+               f"({esc(len(d.get('likely_label_errors', [])))} in all; the first 20).</p>"
+               '<table class="grid"><thead><tr><th>row</th><th>input</th><th>label</th><th>gold of the failure</th>'
+               f"<th>failures</th><th>cosine</th></tr></thead><tbody>{flagged}</tbody></table>" if flagged else "")
+            + '<table class="grid"><thead><tr><th>output kind</th><th>training</th><th>gold</th><th>predicted</th>'
+            f"<th>flag</th></tr></thead><tbody>{kinds}</tbody></table>")
+    if not parts:
+        return ""
+    return _section("debug", "Debugging the data from bad outputs", "".join(parts),
+                    "Failures clustered by meaning, each with the training rows nearest to it (Meta's guide to "
+                    "adapting LLMs: look at the failures, check whether the data teaches the same mistake, add "
+                    "examples where it has none, check the balance of output kinds). "
+                    "<code>tailor debug RUN --write-fixes FILE</code> writes the flagged rows for review.")
+
+
+def _gap(cluster: dict) -> str:
+    return f'<b class="warn">gap</b>: add about {esc(cluster["add"])}' if cluster["gap"] else DASH
+
+
 def confusions(v: View) -> str:
     cards = []
     for a in v.ok:

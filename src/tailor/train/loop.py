@@ -146,6 +146,17 @@ def train(model, tokenizer, builder: PromptBuilder, task: Task, cfg: TrainConfig
                    soft_tokens=soft_tokens, tag=tag, progress=progress, resume=resume, budget_s=budget_s).run()
 
 
+def train_pool(task, cfg) -> list:
+    """The train rows a run trains on (a seeded sample of at most max_train_examples); `tailor
+    debug` looks for a failure's neighbours among the same rows."""
+    pool = list(task.splits.get("train") or [])
+    if not pool:   # never fall back to all rows: dev and test rows would be trained on
+        raise TailorError(f"{task.name}: the train split is empty, so there is nothing to train on")
+    if cfg.max_train_examples and len(pool) > cfg.max_train_examples:
+        pool = random.Random(cfg.seed).sample(pool, cfg.max_train_examples)
+    return pool
+
+
 class Trainer:
     """One training run in named steps: `plan`, then for each step `batches` ->
     `forward_backward` -> `update` -> `record` -> `evaluate` -> `checkpoint`, then `finish`."""
@@ -366,13 +377,8 @@ class Trainer:
     # ---------------------------------------------------------------- helpers
 
     def _encode_train_split(self):
-        cfg, task = self.cfg, self.task
-        pool = list(task.splits.get("train") or [])
-        if not pool:   # never fall back to all rows: dev and test rows would be trained on
-            raise TailorError(f"{task.name}: the train split is empty, so there is nothing to train on")
-        if cfg.max_train_examples and len(pool) > cfg.max_train_examples:
-            pool = random.Random(cfg.seed).sample(pool, cfg.max_train_examples)
-        return encode_examples(self.builder, pool, cfg.seq_len, cfg.overlong, self.soft_tokens)
+        cfg = self.cfg
+        return encode_examples(self.builder, train_pool(self.task, cfg), cfg.seq_len, cfg.overlong, self.soft_tokens)
 
     def _probe(self) -> float:
         """Seconds one step takes: the forward and backward of the next step's micro-batches,
