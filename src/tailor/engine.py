@@ -98,6 +98,10 @@ class Engine:
         self.batch_size, self.max_batch_tokens, self.progress = batch_size, max_batch_tokens, progress
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.notes: dict[str, int] = {}   # fallbacks taken, counted: measurements report them
+        self._row_lora = None
+        if self.adapters:
+            from .lora_rows import RowLoRA
+            self._row_lora = RowLoRA.attach(model, list(self.adapters))
 
     @property
     def device(self) -> torch.device:
@@ -122,10 +126,12 @@ class Engine:
         return names
 
     def _rows(self, names: list[str | None]):
-        """Within the block, row i of every forward runs adapter names[i] (peft's mixed-batch
-        forward, the mechanism its own `adapter_names` argument uses)."""
+        """Within the block, row i of every forward runs adapter names[i]: through the stacked
+        adapters of `lora_rows` (plain LoRA), else peft's mixed-batch forward (`adapter_names`)."""
         if not self.adapters:
             return contextlib.nullcontext()
+        if self._row_lora is not None:
+            return self._row_lora.rows(names, self.device)
         return self.model._enable_peft_forward_hooks(adapter_names=[BASE if a is None else a for a in names])
 
     def _cached_run(self, op, prompts, params_list, adapters, compute, cls, desc):

@@ -227,7 +227,7 @@ def _reviewed(path, no, rec, unit, kind, labels, is_csv) -> Reviewed:
         if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c.strip() for c in choices):
             raise err("choices", "expected an array of at least 2 non-empty strings")
     options = labels if kind == "classify" else choices
-    label = text("label")
+    label = text("label", allow_empty=kind == "generate")   # a generated answer may be empty
     if options is not None and label not in options:
         raise err("label", f"'{label}' is not one of {options}")
     confidence = number("confidence", rec.get("confidence"), required=kind != "generate")
@@ -247,6 +247,8 @@ def _reviewed(path, no, rec, unit, kind, labels, is_csv) -> Reviewed:
     review = text("review", allow_empty=True).strip()
     if review.lower() in REVIEW_WORDS:
         review = review.lower()
+        if review == "accept" and not label.strip():
+            raise err("review", "accept keeps the model's answer, which is empty; write the answer instead, or reject")
     elif review and options is not None and review not in options:
         raise err("review", f"'{review}' is not one of the labels {options}, nor accept or reject")
     return Reviewed(no, rid, input, label, confidence, review, choices)

@@ -13,8 +13,8 @@ from . import out
 
 
 def label(
-    file: Optional[str] = typer.Argument(None, help="a task file of rows to label (targets optional: where present, "
-                                                    "the labels are scored against them)"),
+    file: Optional[str] = typer.Argument(None, metavar="FILE", help="a task file of rows to label (targets "
+                                                                    "optional: where present, labels are scored against them)"),
     arm: Optional[str] = typer.Option(None, "--with", help="the arm that labels: a `tailor train`/`tailor eval` run "
                                                            "or a ladder's RUN/arms/NAME"),
     review: Optional[str] = typer.Option(None, "--out", help="the review file to write (.jsonl; a .csv copy is "
@@ -25,7 +25,7 @@ def label(
     into: Optional[str] = typer.Option(None, "--into", help="with --accept: the .jsonl task file the rows are added to "
                                                             "(created if absent)"),
     threshold: Optional[float] = typer.Option(None, help="with --accept: an unreviewed row is kept only if its "
-                                                         "confidence is at least this [default: 0.9]"),
+                                                         "confidence is at least this (default 0.9)"),
     model: Optional[str] = typer.Option(None, help="base model (default: the one the arm was fitted on)"),
     batch_size: int = typer.Option(16, help="rows per engine batch (and per journal flush)"),
     max_new_tokens: int = typer.Option(64, help="generate arms: tokens per drafted answer"),
