@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--gold", type=int, default=640, help="labelled train rows the first arm learns from")
     ap.add_argument("--held", type=int, default=2000, help="other train rows, labels hidden, for the arm to label")
-    ap.add_argument("--threshold", type=float, default=0.9, help="keep a model label whose confidence is at least this")
+    ap.add_argument("--threshold", type=float, default=0.7, help="keep a model label whose confidence is at least this")
     ap.add_argument("--test", type=int, default=300, help="first N test rows both arms are measured on")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
@@ -120,6 +120,14 @@ def main() -> None:
               f"{len(kept)} ({100 * kept_share:.1f}%) at confidence >= {args.threshold}; flagged kept {summary['kept']}",
               flush=True)
 
+        confs = sorted(r["confidence"] for r in review)
+        quantile = lambda q: confs[min(len(confs) - 1, int(q * len(confs)))]  # noqa: E731
+        conf_summary = {"p10": quantile(0.1), "p50": quantile(0.5), "p90": quantile(0.9), "max": confs[-1],
+                        "mean": summary["mean_confidence"]}
+        # what other thresholds would have kept, from the same labels (no retraining)
+        sweep = [{"threshold": t, "kept_share": sum(c >= t for c in confs) / len(confs),
+                  "kept_label_accuracy": right([r for r in review if r["confidence"] >= t])}
+                 for t in sorted({0.5, 0.6, 0.7, 0.8, 0.9, args.threshold})]
         by_id = {ex.id: ex for ex in held}
         # the kept rows carry the model's label, never the hidden one
         kept_examples = [Example(r["id"], by_id[r["id"]].input, r["label"], meta=dict(by_id[r["id"]].meta))
@@ -148,6 +156,9 @@ def main() -> None:
     print(f"kept labels (model) {dict(sorted(Counter(r['label'] for r in kept).items()))}; hidden labels of the kept "
           f"{dict(sorted(Counter(hidden[r['id']] for r in kept).items()))}; held (hidden) "
           f"{dict(sorted(Counter(hidden.values()).items()))}")
+    print("model confidence on the held rows: " + ", ".join(f"{k} {v:.3f}" for k, v in conf_summary.items()))
+    print("threshold sweep (same labels): " + "; ".join(
+        f">= {t['threshold']}: kept {100 * t['kept_share']:.1f}%, accuracy {fmt(t['kept_label_accuracy'])}" for t in sweep))
     delta = results["gold+kept"]["accuracy"] - results["gold-only"]["accuracy"]
     print(f"test accuracy gold+kept - gold-only: {100 * delta:+.1f} points on {len(test_rows)} rows")
     r4 = lambda x: None if x is None else round(x, 4)  # noqa: E731
@@ -161,7 +172,9 @@ def main() -> None:
         "accuracy_gold_only": r4(results["gold-only"]["accuracy"]),
         "accuracy_gold_plus_kept": r4(results["gold+kept"]["accuracy"]),
         "macro_f1_gold_only": r4(results["gold-only"]["macro_f1"]),
-        "macro_f1_gold_plus_kept": r4(results["gold+kept"]["macro_f1"]), "delta": r4(delta)}))
+        "macro_f1_gold_plus_kept": r4(results["gold+kept"]["macro_f1"]), "delta": r4(delta),
+        "confidence": {k: r4(v) for k, v in conf_summary.items()},
+        "sweep": [{k: r4(v) for k, v in t.items()} for t in sweep]}))
 
 
 if __name__ == "__main__":

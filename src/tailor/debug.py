@@ -100,7 +100,7 @@ def debug_run(run: str | Path, arm: str | None = None, options: DebugOptions = D
     src = locate(run, arm)
     task = run_task(src.run)
     recipe, pool = read_recipe(src.folder)
-    preds = [json.loads(line) for line in src.predictions.read_text().splitlines() if line.strip()]
+    preds = [json.loads(line) for line in src.predictions.read_text(encoding="utf-8").split("\n") if line.strip()]
     test = {ex.id: ex for split in task.splits.values() for ex in split}
     missing = [p["id"] for p in preds if p["id"] not in test]
     if missing:

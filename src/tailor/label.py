@@ -45,7 +45,7 @@ def prelabel(arm: str | Path, input: str | Path, work: str | Path, **predict_opt
     errors = work.with_name(work.stem + ".errors.jsonl")
     summary = run_predict(arm, input, work, errors, **predict_options)
     lines = {}
-    for text in work.read_text(encoding="utf-8").splitlines():
+    for text in filter(None, work.read_text(encoding="utf-8").split("\n")):   # not splitlines(): U+2028 in text
         line = json.loads(text)
         lines[line["id"]] = line
     work.unlink()

@@ -94,7 +94,9 @@ class Journal:
             with open(self.path, "r+b") as f:
                 f.truncate(raw.rfind(b"\n") + 1)
             log.warning("%s: a line torn by a killed run was removed; its rows run again", self.path)
-        lines = raw[: raw.rfind(b"\n") + 1].decode("utf-8", "replace").splitlines()
+        # split on \n only: entries hold text raw (ensure_ascii=False), and splitlines() would also
+        # break inside a string at U+2028 and friends (tweets have them)
+        lines = [x for x in raw[: raw.rfind(b"\n") + 1].decode("utf-8", "replace").split("\n") if x]
         head = _json_or_none(lines[0]) if lines else None
         if not isinstance(head, dict) or head.get("journal") != made_of:
             raise TailorError(f"{self.path}: left by a prediction of another input, arm or options; rerun with those, "
