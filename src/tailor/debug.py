@@ -84,7 +84,7 @@ def run_task(run: Path):
 
 def learned_rows(task, recipe, pool) -> list:
     """The rows the arm learned from: a training arm's sampled train rows, a prompting arm's pool."""
-    if recipe.options.get("max_train_examples", "absent") != "absent" or recipe.train:
+    if recipe.train is not None:   # a training arm
         from .train.loop import train_pool
         cfg = SimpleNamespace(max_train_examples=recipe.options.get("max_train_examples"),
                               seed=recipe.options.get("seed", 0))

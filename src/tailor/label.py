@@ -44,6 +44,8 @@ def prelabel(arm: str | Path, input: str | Path, work: str | Path, **predict_opt
     examples = load_inputs(input)
     errors = work.with_name(work.stem + ".errors.jsonl")
     summary = run_predict(arm, input, work, errors, **predict_options)
+    if summary["failed"]:   # never a review with rows silently missing
+        raise TailorError(f"{input}: {summary['failed']} rows could not be labelled; their errors are in {errors}")
     lines = {}
     for text in filter(None, work.read_text(encoding="utf-8").split("\n")):   # not splitlines(): U+2028 in text
         line = json.loads(text)

@@ -23,7 +23,7 @@ from torch import nn
 
 
 class RowLoRA:
-    def __init__(self, model, names: list[str]):
+    def __init__(self, names: list[str]):
         self.names = list(names)
         self.mask: torch.Tensor | None = None
         self.slots: dict[str, slice] = {}
@@ -37,7 +37,7 @@ class RowLoRA:
         layers = [m for m in model.modules() if isinstance(m, Linear)]
         if not layers or any(m.lora_variant or m.merged or set(m.lora_A) != set(names) for m in layers):
             return None
-        self = cls(model, names)
+        self = cls(names)
         start = 0
         for n in names:
             r = layers[0].lora_A[n].weight.shape[0]

@@ -158,16 +158,20 @@ class Scheduler:
             self._finish(job, None)
         return job.cancelled
 
-    def _score(self, engine, jobs: list[Job]) -> None:
+    def _batched(self, jobs: list[Job], what: str, call):
+        """`call()` for a batch of jobs; if it raises, the batch's jobs fail (the worker goes on)."""
         try:
-            scores = engine.score([j.prompt for j in jobs], [j.arm.options() for j in jobs],
-                                  adapters=[j.arm.adapter for j in jobs])
+            return call()
         except Exception as e:
-            log.exception("scoring failed")
+            log.exception("%s failed", what)
             for job in jobs:
                 self._fail(job, e)
-            return
-        for job, s in zip(jobs, scores):
+            return None
+
+    def _score(self, engine, jobs: list[Job]) -> None:
+        scores = self._batched(jobs, "scoring", lambda: engine.score(
+            [j.prompt for j in jobs], [j.arm.options() for j in jobs], adapters=[j.arm.adapter for j in jobs]))
+        for job, s in zip(jobs, scores or []):
             best = max(range(len(s.logprobs)), key=s.logprobs.__getitem__)
             label = job.arm.labels[best]
             if job.on_text is not None:
@@ -175,14 +179,9 @@ class Scheduler:
             self._finish(job, Answer(label, "stop", s.prompt_tokens, len(engine.encode(label))))
 
     def _echo(self, engine, jobs: list[Job]) -> None:
-        try:
-            scored = engine.prompt_logprobs([j.prompt for j in jobs], adapters=[j.arm.adapter for j in jobs])
-        except Exception as e:
-            log.exception("prompt scoring failed")
-            for job in jobs:
-                self._fail(job, e)
-            return
-        for job, tokens in zip(jobs, scored):
+        scored = self._batched(jobs, "prompt scoring", lambda: engine.prompt_logprobs(
+            [j.prompt for j in jobs], adapters=[j.arm.adapter for j in jobs]))
+        for job, tokens in zip(jobs, scored or []):
             self._finish(job, Answer(job.prompt, "length", len(tokens), 0, tokens))
 
     def _join(self, decoder, jobs: list[Job]) -> None:
