@@ -65,9 +65,16 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
         return result
 
 
-def run_train(cfg: TrainRunConfig, method, resume: str | None = None, progress: bool = True) -> dict:
-    """`method`: the validated training method (config.load_train_config)."""
+def run_train(cfg: TrainRunConfig, method, resume: str | None = None, progress: bool = True) -> dict | None:
+    """`method`: the validated training method (config.load_train_config). Under a launcher only
+    rank 0 makes the run directory, saves the arm and evaluates it; the other ranks train and
+    return None."""
     from .methods import save_adapted
+    from .train.distributed import world
+    if world().distributed:
+        check_several_processes(cfg)
+    if not world().is_main:
+        return _train_on_rank(cfg, method, resume)
     reopen = _run_of_checkpoint(resume) if resume else None
     config = {**cfg.model_dump(), "options": method.model_dump()}
     with open_run("train", f"{cfg.task.split('/')[-1]}-{cfg.method}", config, runs_dir=cfg.runs_dir,
@@ -94,6 +101,21 @@ def run_train(cfg: TrainRunConfig, method, resume: str | None = None, progress: 
             log.info("%s metrics %s", cfg.eval_split, m.metrics)
         ctx.run.write_json("metrics.json", result)
         return result
+
+
+def check_several_processes(cfg: TrainRunConfig) -> None:
+    if cfg.method == "ppo":
+        # PPO runs its own small loop (preference/ppo.py), not the one the ranks share: every rank would
+        # train alone on all the data
+        raise TailorError("ppo trains in one process: drop --processes / the launcher")
+
+
+def _train_on_rank(cfg: TrainRunConfig, method, resume: str | None) -> None:
+    """A rank other than 0: the same task, base and fit as rank 0, writing nothing."""
+    from .datasets import load_task
+    from .models import load_base
+    task = load_task(cfg.task, **cfg.task_options.loader_options(cfg.seed))
+    method.fit(task, load_base(cfg.model, cfg.dtype, cfg.device), None, progress=False, resume=resume)
 
 
 def _rows(task, split: str, limit: int | None):

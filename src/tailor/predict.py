@@ -22,8 +22,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import predict_shards as shards
 from .errors import DataError, TailorError
 from .progress import Meter
+from .train.distributed import sum_numbers, world
 from .utils import atomic_write_text, sha256_file
 
 log = logging.getLogger("tailor")
@@ -82,8 +84,8 @@ class Journal:
     hash, the arm, the options), then one JSON line per finished row ({"i", "line"} or {"i", "error"}).
     A journal made of anything else is refused, never mixed in."""
 
-    def __init__(self, output: Path, made_of: dict):
-        self.path = output.with_name(output.name + ".partial")
+    def __init__(self, output: Path, made_of: dict, path: Path | None = None):
+        self.path = path or output.with_name(output.name + ".partial")   # path: a rank's own (predict_shards.py)
         self.done: dict[int, dict] = {}
         if not self.path.exists():
             self._append([{"journal": made_of}])
@@ -140,34 +142,43 @@ def run_predict(arm: str, input_path: str | Path, output: str | Path, errors: st
     config = {"arm": str(arm), "input": str(input_path), "output": str(output), "errors": str(errors),
               "batch_size": batch_size, "max_new_tokens": max_new_tokens}
     base_name = model or _base_name(recipe)
-    with open_run("predict", Path(arm).name, config, runs_dir=runs_dir, model=base_name, dtype=dtype, device=device,
-                  cache=cache) as ctx:
-        journal = Journal(output, {"input": sha256_file(input_path), "arm": str(find_arm(arm).resolve()),
-                                   "weights": (recipe.weights or {}).get("digest"), "model": base_name,
-                                   "dtype": dtype, "max_new_tokens": max_new_tokens})
-        todo = [i for i in range(len(rows)) if i not in journal.done]
+    w = world()   # under a launcher the rows left are dealt out between ranks (predict_shards.py)
+    context = (open_run("predict", Path(arm).name, config, runs_dir=runs_dir, model=base_name, dtype=dtype,
+                        device=device, cache=cache) if w.is_main else shards.rank_context(base_name, dtype, device))
+    with context as ctx:
+        made_of = {"input": sha256_file(input_path), "arm": str(find_arm(arm).resolve()),
+                   "weights": (recipe.weights or {}).get("digest"), "model": base_name,
+                   "dtype": dtype, "max_new_tokens": max_new_tokens}
+        journal = Journal(output, made_of, path=shards.journal_path(output, w))
+        done = shards.done_everywhere(output, made_of, journal, w)
+        todo = [i for i in range(len(rows)) if i not in done]
         resumed = len(rows) - len(todo)
         if resumed:
             log.info("resuming: %d of %d rows are done already (%s)", resumed, len(rows), journal.path)
         t0 = time.perf_counter()
         run = _batch_runner(arm, ctx, batch_size) if batch else _task_runner(arm, ctx, recipe, batch_size)
-        tokens = 0
+        tokens, mine = 0, shards.my_rows(todo, w)
         try:
-            with Meter(len(todo), "predicting", progress, "rows") as meter:
-                for start in range(0, len(todo), batch_size):
-                    chunk = [(i, rows[i]) for i in todo[start:start + batch_size]]
+            with Meter(len(mine), "predicting", progress and w.is_main, "rows") as meter:
+                for start in range(0, len(mine), batch_size):
+                    chunk = [(i, rows[i]) for i in mine[start:start + batch_size]]
                     entries, n_tokens = run(chunk, max_new_tokens)
                     journal.add(entries)
                     tokens += n_tokens
                     meter.update(len(chunk), n_tokens)
         finally:
             getattr(run, "close", lambda: None)()
+        # every rank's rows are in its journal once all have summed their tokens; rank 0 merges
+        tokens = int(sum_numbers([tokens], w)[0])
+        if not w.is_main:
+            return None
         wall = time.perf_counter() - t0
-        lines = [journal.done[i] for i in range(len(rows))]
+        done = shards.read_all(output, made_of, journal)
+        lines = [done[i] for i in range(len(rows))]
         atomic_write_text(output, "".join(json.dumps(e["line"], ensure_ascii=False) + "\n" for e in lines if "line" in e))
         failed = [e["error"] for e in lines if "error" in e]
         atomic_write_text(errors, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in failed))
-        journal.path.unlink()
+        shards.remove_journals(output)
         summary = {"rows": len(rows), "written": len(rows) - len(failed), "failed": len(failed),
                    "computed": len(todo), "from_journal": resumed, "wall_s": wall,
                    "rows_per_s": len(todo) / wall if wall else None, "tokens_per_s": tokens / wall if wall else None,

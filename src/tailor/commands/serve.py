@@ -56,12 +56,26 @@ def predict(
     dtype: str = typer.Option("auto"),
     device: str = typer.Option("auto"),
     runs_dir: str = typer.Option("runs"),
+    processes: int = typer.Option(1, help="predict in N processes on this machine (torchrun over loopback), the rows "
+                                          "dealt out between them; several machines: torchrun -m tailor.cli predict"),
 ) -> None:
     """Predict every row of a file with an arm, as the ladder measured it; killed and rerun, it
     resumes where it stopped (no row computed twice, none lost)."""
     from ..predict import run_predict
+    if processes != 1:
+        from ..train.launch import launch_local
+        args = ["predict", arm, "--input", input, "--output", output, "--batch-size", str(batch_size),
+                "--max-new-tokens", str(max_new_tokens), "--dtype", dtype, "--device", device, "--runs-dir", runs_dir,
+                "--cache" if cache else "--no-cache", *(["--errors", errors] if errors else []),
+                *(["--model", model] if model else [])]
+        code = launch_local(args, processes)
+        if code:
+            raise typer.Exit(code)
+        return
     s = run_predict(arm, input, output, errors, model=model, dtype=dtype, device=device, batch_size=batch_size,
                     max_new_tokens=max_new_tokens, cache=cache, runs_dir=runs_dir)
+    if s is None:   # a rank other than 0 of a launched run: rank 0 merges and prints
+        return
     out.print(f"{s['written']:,} rows written to {s['output']}" + (f", {s['failed']:,} failed ({s['errors']})"
                                                                   if s["failed"] else "") +
               f"; computed {s['computed']:,} now, {s['from_journal']:,} resumed from an earlier run "

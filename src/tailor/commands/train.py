@@ -16,12 +16,26 @@ def train(
     config: str = typer.Argument(..., help="a YAML file: model, task, method, options, eval_split, ..."),
     resume: Optional[str] = typer.Option(None, help="a run directory (or checkpoint) to continue exactly"),
     runs_dir: Optional[str] = typer.Option(None, help="override the config's runs_dir"),
+    processes: int = typer.Option(1, help="train in N processes on this machine (torchrun over loopback), the same "
+                                          "global batch; for several machines use torchrun / accelerate launch "
+                                          "-m tailor.cli train (README)"),
 ) -> None:
     """Train one fine-tuning arm (full, lora, qlora, prompt-tuning, prefix, ia3, bitfit)."""
-    from ..arm_run import run_train
+    from ..arm_run import check_several_processes, run_train
     from ..config import load_train_config
     cfg, method = load_train_config(config, {"runs_dir": runs_dir} if runs_dir else None)
+    if processes != 1:
+        from ..train.launch import launch_local
+        check_several_processes(cfg)   # once here, not once per rank under the launcher's traceback
+        _resumable(resume)
+        args = ["train", config] + (["--resume", resume] if resume else []) + (["--runs-dir", runs_dir] if runs_dir else [])
+        code = launch_local(args, processes)
+        if code:
+            raise typer.Exit(code)
+        return
     result = run_train(cfg, method, resume=resume)
+    if result is None:   # a rank other than 0 of a launched run: rank 0 writes and prints
+        return
     table = Table("field", "value", show_header=False,
                   title=f"{result['method']} on {result['task']} ({result['model']})")
     for key in ("steps", "trainable_params", "train_time_s", "train_tokens", "final_loss", "padding_fraction",
@@ -32,6 +46,14 @@ def train(
         table.add_row(f"{result['split']} {name}", f"{value:.4f}")
     out.print(table)
     out.print(f"run directory (the arm: tailor eval --adapter, tailor export): {result['run_dir']}")
+
+
+def _resumable(resume: str | None) -> None:
+    from pathlib import Path
+
+    from ..train.checkpoint import latest_checkpoint
+    if resume and latest_checkpoint(Path(resume)) is None:
+        raise TailorError(f"{resume}: no checkpoint to resume from (expected checkpoints/latest.json)")
 
 
 def export(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -20,6 +21,8 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import TailorError
 from ..utils import atomic_write_json
+
+log = logging.getLogger("tailor")
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -77,7 +80,9 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
     random.setstate((version, tuple(state), gauss))
 
 
-def save_checkpoint(root: Path, model, optimizer: torch.optim.Optimizer, state: dict, keep: int = 1) -> Path:
+def save_checkpoint(root: Path, model, optimizer: torch.optim.Optimizer, state: dict, keep: int = 1,
+                    rank_rngs: list | None = None) -> Path:
+    """`rank_rngs`: every rank's `rng_state()` under several processes (rank 0's is the main one)."""
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{state['step']:07d}"
     final, tmp = root / name, root / f".{name}.tmp"
@@ -92,8 +97,13 @@ def save_checkpoint(root: Path, model, optimizer: torch.optim.Optimizer, state: 
     save_file(_contiguous(opt_tensors), str(tmp / "optimizer.safetensors"))
     rng_tensors, rng_meta = rng_state()
     save_file(_contiguous(rng_tensors), str(tmp / "rng.safetensors"))
+    ranks = {}
+    for rank, (tensors, meta) in enumerate(rank_rngs or []):
+        if rank:
+            save_file(_contiguous(tensors), str(tmp / f"rng-rank{rank}.safetensors"))
+            ranks[str(rank)] = meta
     atomic_write_json(tmp / "state.json", {**state, "rng": rng_meta, "optimizer_groups": opt["param_groups"],
-                                           "optimizer_scalars": opt_scalars})
+                                           "optimizer_scalars": opt_scalars, "rank_rng": ranks})
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     atomic_write_json(root / "latest.json", {"step": state["step"], "dir": name})
@@ -116,7 +126,7 @@ def latest_checkpoint(path: Path) -> Path | None:
     return None
 
 
-def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer) -> dict:
+def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer, rank: int = 0) -> dict:
     ckpt = latest_checkpoint(path)
     if ckpt is None:
         raise TailorError(f"{path}: no checkpoint to resume from (expected checkpoints/latest.json)")
@@ -129,5 +139,14 @@ def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer) -> dict
         per_param.setdefault(int(i), {})[k] = value
     optimizer.load_state_dict({"state": per_param, "param_groups": state.pop("optimizer_groups")})
     set_rng_state(load_file(str(ckpt / "rng.safetensors")), state.pop("rng"))
+    ranks = state.pop("rank_rng", {})
+    if rank and str(rank) in ranks:
+        set_rng_state(load_file(str(ckpt / f"rng-rank{rank}.safetensors")), ranks[str(rank)])
+    elif rank:
+        # saved by fewer processes: the data and weights are the same, only this rank's dropout masks
+        # cannot be those of an uninterrupted run
+        log.warning("%s has no RNG state for rank %d (saved by %d processes): it draws fresh ones", ckpt, rank,
+                    len(ranks) + 1)
+        torch.manual_seed(1_000_003 * state["step"] + rank)
     state["checkpoint"] = str(ckpt)
     return state

@@ -55,15 +55,16 @@ class EncodeReport:
 
 
 def encode_examples(builder: PromptBuilder, examples: list[Example], seq_len: int,
-                    overlong: str = "drop", extra_tokens: int = 0) -> tuple[list[Encoded], EncodeReport]:
-    """Formats and encodes every example. Examples longer than `seq_len` (plus `extra_tokens`
-    of soft prompt, if any) are never truncated: they are dropped and counted, or raise when
-    `overlong == "error"`."""
+                    overlong: str = "drop", extra_tokens: int = 0,
+                    passages: list[list[str]] | None = None) -> tuple[list[Encoded], EncodeReport]:
+    """Formats and encodes every example (with its passages, for an arm trained on retrieved
+    context). Examples longer than `seq_len` (plus `extra_tokens` of soft prompt, if any) are
+    never truncated: they are dropped and counted, or raise when `overlong == "error"`."""
     if overlong not in ("drop", "error"):
         raise TailorError(f"overlong policy '{overlong}' is not one of drop, error")
     out, report = [], EncodeReport()
-    for ex in examples:
-        prompt = builder.build(ex)
+    for i, ex in enumerate(examples):
+        prompt = builder.build(ex, passages=passages[i] if passages else ())
         enc = Encoded(ex.id, builder.encode(prompt.text), [builder.encode(builder.target_text(ex.target))])
         if not ex.target.strip():
             report.empty_target.append(ex.id)

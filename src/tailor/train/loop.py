@@ -17,6 +17,10 @@ data order is a pure function of (seed, epoch); together with the RNG states in 
 resumed run repeats an uninterrupted one exactly. Before the first step the loop times one
 step's forward and backward (weights and RNG left as they were), prints the estimated time, and
 fits the number of steps to a wall-clock budget when one is given.
+
+Under a launcher (torchrun, accelerate launch, `tailor train --processes N`) each rank trains on
+its shard of every step, with the loss normalised and the gradients summed over all ranks, so N
+processes train what one does at the same batch; rank 0 alone writes (distributed.py).
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from ..errors import TailorError
 from ..progress import Meter, console
 from ..prompts import PromptBuilder
 from ..task import Task
-from .checkpoint import load_checkpoint, load_weights_into, save_checkpoint, save_weights, trainable_state
+from . import distributed
+from .checkpoint import load_checkpoint, load_weights_into, rng_state, save_checkpoint, save_weights, trainable_state
 from .data import Batch, Encoded, encode_examples, pack, padded, step_examples
 from .kernels import TrainingKernels, wanted
 from .logs import MetricsLog
@@ -138,12 +143,14 @@ def default_metric(task: Task) -> str:
 def train(model, tokenizer, builder: PromptBuilder, task: Task, cfg: TrainConfig, out: Path | None = None, *,
           loss: Loss | None = None, data: list[Encoded] | None = None, layout: str = "packed",
           soft_tokens: int = 0, tag: str = "train", progress: bool = True, resume: str | None = None,
-          budget_s: float | None = None) -> TrainResult:
+          budget_s: float | None = None, passages_for=None) -> TrainResult:
     """Trains the parameters of `model` that require grad, in place. `data`: pre-encoded
     examples (default: the task's train split, encoded for SFT); `out`: where the metrics log,
-    checkpoints and best weights go."""
+    checkpoints and best weights go; `passages_for`: the retriever dev evaluation prompts with
+    (an arm trained on retrieved passages is evaluated with them)."""
     return Trainer(model, tokenizer, builder, task, cfg, out, loss=loss or SFT(), data=data, layout=layout,
-                   soft_tokens=soft_tokens, tag=tag, progress=progress, resume=resume, budget_s=budget_s).run()
+                   soft_tokens=soft_tokens, tag=tag, progress=progress, resume=resume, budget_s=budget_s,
+                   passages_for=passages_for).run()
 
 
 def train_pool(task, cfg) -> list:
@@ -163,14 +170,18 @@ class Trainer:
 
     def __init__(self, model, tokenizer, builder, task, cfg: TrainConfig, out: Path | None, *, loss: Loss,
                  data: list[Encoded] | None, layout: str, soft_tokens: int, tag: str, progress: bool,
-                 resume: str | None, budget_s: float | None):
+                 resume: str | None, budget_s: float | None, passages_for=None):
         self.model, self.tokenizer, self.builder, self.task, self.cfg = model, tokenizer, builder, task, cfg
         self.loss, self.layout, self.soft_tokens, self.tag, self.progress = loss, layout, soft_tokens, tag, progress
-        self.resume, self.budget_s = resume, budget_s
+        self.resume, self.budget_s, self.passages_for = resume, budget_s, passages_for
         self.device = next(model.parameters()).device
         self.bf16 = use_bf16(cfg.precision, self.device)
         prepare_precision(model, self.bf16)
-        torch.manual_seed(cfg.seed)
+        # Several processes (train/distributed.py): only rank 0 writes anything or shows progress;
+        # each rank draws its own dropout masks (seed + rank; rank 0 is the single-process run).
+        self.world = world = distributed.world()
+        self.progress = progress and world.is_main
+        torch.manual_seed(cfg.seed + world.rank)
         random.seed(cfg.seed)
         self.data, self.report = (data, None) if data is not None else self._encode_train_split()
         self.dev = (task.splits.get("dev") or [])[: cfg.eval_examples]
@@ -180,25 +191,27 @@ class Trainer:
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         if not self.trainable:
             raise TailorError("nothing to train: no parameter requires grad")
+        distributed.broadcast_parameters(self.trainable, world)
         self.optimizer = torch.optim.AdamW(
             [{"params": [p for p in self.trainable if p.ndim >= 2], "weight_decay": cfg.weight_decay},
              {"params": [p for p in self.trainable if p.ndim < 2], "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.999))
         self.state, self.resumed_from = LoopState(), None
         if resume:
-            saved = load_checkpoint(Path(resume), model, self.optimizer)
+            saved = load_checkpoint(Path(resume), model, self.optimizer, rank=world.rank)
             self.resumed_from = saved.pop("checkpoint")
             self.state = LoopState(**{k: v for k, v in saved.items() if k in LoopState.__dataclass_fields__})
             log.info("resumed from %s at step %d", self.resumed_from, self.state.step)
-        self.out = out
+        self.out = out = out if world.is_main else None
         if out:
             out.mkdir(parents=True, exist_ok=True)
         self.best_path = out / "best.safetensors" if out else None
         self.best_memory: dict | None = None
-        self.metrics = MetricsLog(out / "train_metrics.jsonl" if out else None, cfg.report_to, tag)
+        self.metrics = MetricsLog(out / "train_metrics.jsonl" if out else None,
+                                  cfg.report_to if world.is_main else [], tag)
         if resume:
             self.metrics.rewind(self.state.step)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.kernels = TrainingKernels(model, wanted(cfg.kernels, self.device))
+        self.kernels = TrainingKernels(model, wanted(cfg.kernels, self.device, world.size))
         self.stopped_early = False
         self.planned = self.probe_s = None
 
@@ -210,14 +223,18 @@ class Trainer:
     def batches(self, step: int) -> tuple[list[Batch], int]:
         """The step's micro-batches and the number of loss units the step averages over."""
         cfg = self.cfg
-        examples = step_examples(self.data, cfg.batch_size, cfg.seed, step)
+        examples = distributed.shard(step_examples(self.data, cfg.batch_size, cfg.seed, step), self.world)
+        # the step's mean is over every rank's units, so N ranks sum to one process's gradient
+        units = int(distributed.sum_numbers([self.loss.units(examples)], self.world)[0])
+        if not examples:   # a short last step of an epoch can leave a rank nothing
+            return [], units
         if self.layout == "packed" and cfg.pack:
             row_len = max(cfg.pack_len, max(len(e) for e in examples))
             out = pack(examples, row_len, self.pad_id, max(1, cfg.micro_batch_tokens // row_len))
         else:
             out = padded(examples, self.pad_id, max(1, cfg.micro_batch_tokens // max(len(e) for e in examples)),
                          self.soft_tokens)
-        return out, self.loss.units(examples)
+        return out, units
 
     def forward_backward(self, batches: list[Batch], units: int) -> tuple[float, dict]:
         """Gradients of the step's mean loss, accumulated over its micro-batches."""
@@ -234,8 +251,14 @@ class Trainer:
             loss_sum += loss.item()
             for k, v in extra.items():
                 logs[k] = logs.get(k, 0.0) + float(v)
-            self.state.tokens += batch.real_tokens
-            self.state.padded_tokens += batch.padded_tokens
+        # what the step did on every rank together: its loss, tokens and logs
+        loss_sum, real, padding, targets = distributed.sum_numbers(
+            [loss_sum, sum(b.real_tokens for b in batches), sum(b.padded_tokens for b in batches),
+             sum(len(b.labels) for b in batches)], self.world)
+        logs = distributed.sum_logs(logs, self.world)
+        self.step_tokens, self.step_targets = int(real), int(targets)
+        self.state.tokens += int(real)
+        self.state.padded_tokens += int(padding)
         return loss_sum / units, {k: v / units for k, v in logs.items()}
 
     def update(self, step: int) -> float | None:
@@ -243,6 +266,7 @@ class Trainer:
         lr = cfg.lr * lr_factor(step, self.state.total, self.warmup, cfg.schedule, cfg.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        distributed.sum_gradients(self.trainable, self.world)
         norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm) if cfg.max_grad_norm else None
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -266,7 +290,8 @@ class Trainer:
         due = (cfg.eval_every and step % cfg.eval_every == 0) or (step == s.total and (cfg.eval_every or cfg.patience))
         if not (self.dev and due):
             return
-        value = self._dev_metric(step)
+        # rank 0 evaluates; every rank takes its value, so all make the same best / early-stop decision
+        value = distributed.broadcast(self._dev_metric(step) if self.world.is_main else None, self.world)
         s.dev_history.append({"step": step, self.metric: value})
         self.metrics.write({"step": step, f"dev_{self.metric}": value})
         log.info("step %d dev %s %.4f", step, self.metric, value)
@@ -274,7 +299,7 @@ class Trainer:
             s.best, s.best_step, s.bad_evals = value, step, 0
             if self.best_path:
                 save_weights(self.best_path, trainable_state(self.model))
-            else:
+            elif self.world.is_main:
                 self.best_memory = {k: v.clone() for k, v in trainable_state(self.model).items()}
         else:
             s.bad_evals += 1
@@ -284,9 +309,12 @@ class Trainer:
 
     def checkpoint(self, step: int) -> None:
         cfg = self.cfg
-        if self.out and cfg.save_every and (step % cfg.save_every == 0 or step == self.state.total):
-            save_checkpoint(self.out / "checkpoints", self.model, self.optimizer, asdict(self.state),
-                            cfg.keep_checkpoints)
+        if cfg.save_every and (step % cfg.save_every == 0 or step == self.state.total):
+            # every rank's RNG goes into rank 0's checkpoint: a resumed rank draws what it would have
+            rngs = distributed.gather_on_main(rng_state(), self.world) if self.world.distributed else None
+            if self.out:
+                save_checkpoint(self.out / "checkpoints", self.model, self.optimizer, asdict(self.state),
+                                cfg.keep_checkpoints, rank_rngs=rngs)
 
     # ---------------------------------------------------------------- the run
 
@@ -296,7 +324,7 @@ class Trainer:
         cfg, s = self.cfg, self.state
         per_epoch = math.ceil(len(self.data) / cfg.batch_size)
         self.planned = cfg.steps or max(1, math.ceil(cfg.epochs * per_epoch))
-        self.probe_s = self._probe()
+        self.probe_s = distributed.max_number(self._probe(), self.world)   # ranks must agree on the plan
         budgets = [b for b in (cfg.budget_minutes and cfg.budget_minutes * 60, self.budget_s) if b]
         self.budget = min(budgets) if budgets else None
         if not s.total:
@@ -324,9 +352,9 @@ class Trainer:
         try:
             with self.kernels:
                 self.plan()
-                log.info("training %d steps (%d examples, %d per step), bf16=%s, layout=%s, kernels=%s",
+                log.info("training %d steps (%d examples, %d per step), bf16=%s, layout=%s, kernels=%s, processes=%d",
                          self.state.total, len(self.data), cfg.batch_size, self.bf16, self.layout,
-                         ",".join(self.kernels.kernels) or "none")
+                         ",".join(self.kernels.kernels) or "none", self.world.size)
                 self.meter = Meter(self.state.total - self.state.step, f"training {self.tag}", self.progress, "steps")
                 self.t_start = time.perf_counter() - self.state.elapsed_s
                 try:
@@ -336,8 +364,8 @@ class Trainer:
                         loss, logs = self.forward_backward(batches, units)
                         grad_norm = self.update(step)
                         self.state.step = step + 1
-                        self.state.target_tokens += sum(len(b.labels) for b in batches)
-                        self.record(step + 1, loss, logs, grad_norm, sum(b.real_tokens for b in batches))
+                        self.state.target_tokens += self.step_targets
+                        self.record(step + 1, loss, logs, grad_norm, self.step_tokens)
                         self.evaluate(step + 1)
                         self.checkpoint(step + 1)
                 finally:
@@ -408,7 +436,8 @@ class Trainer:
         try:
             with self.kernels.paused(), self.autocast():
                 engine = Engine(self.model, self.tokenizer, f"dev-eval:{self.tag}:{step}", cache=None, progress=False)
-                report = score_predictions(self.task, predict(engine, self.builder, self.task, self.dev))
+                report = score_predictions(self.task, predict(engine, self.builder, self.task, self.dev,
+                                                                passages_for=self.passages_for))
         finally:
             self.model.train()
         return report.metrics[self.metric]
