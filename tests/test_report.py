@@ -192,3 +192,40 @@ def test_console_error_check_catches_real_errors(tmp_path):
     assert any("boom" in e for e in errors)
     assert any("notDefined" in e for e in errors)
     assert any("example.invalid" in e for e in errors)
+
+
+def rag_results() -> LadderResult:
+    """A knowledge-base ladder: a closed-book baseline, two RAG arms and rag+lora with its probe."""
+    def retrieval(kind, recall, ms, closed=None):
+        return {"kb": "/data/kb <evil>", "kb_chunks": 13094, "kb_bytes": 25_300_000, "retriever": kind, "k": 4,
+                "ms_per_query": ms, "queries": 300, "passages_per_request": 4.0, "passages_dropped": 3,
+                "gold_rows": 300, "recall_at_k": recall, "hit_at_k": recall, "mrr": recall * 0.8,
+                "closed_book": closed}
+
+    def arm(name, method, acc, prompt, r=None, vs=None):
+        return {"name": name, "method": method, "metrics": {"accuracy": acc}, "cost": _cost(prompt, 0.05, 0.08),
+                "retrieval": r, "versus_closed_book": vs}
+    vs = lambda helped, hurt: {"baseline": "zero-shot", "rows": 300, "helped": helped, "hurt": hurt,  # noqa: E731
+                               "unchanged": 300 - helped - hurt, "erased_share": hurt / 180}
+    return LadderResult.model_validate({
+        "primary_metric": "accuracy", "task": {"name": "boolq-rag", "kind": "choice"},
+        "arms": [arm("zero-shot", "zero-shot", 0.60, 40),
+                 arm("rag-bm25", "rag", 0.64, 610, retrieval("bm25", 0.71, 3.2), vs(50, 38)),
+                 arm("rag-hybrid", "rag", 0.66, 612, retrieval("hybrid", 0.83, 14.5), vs(57, 39)),
+                 arm("lora", "lora", 0.63, 40, None, vs(30, 21)),
+                 arm("rag+lora", "rag+lora", 0.71, 612, retrieval("hybrid", 0.83, 14.9, {"accuracy": 0.62}), vs(70, 37))],
+        "recommendation": {"arm": "rag+lora", "text": "rag+lora"}})
+
+
+@needs_chromium
+def test_report_has_a_retrieval_section_with_helped_and_hurt(tmp_path):
+    html = write_report(rag_results(), tmp_path).read_text(encoding="utf-8")
+    section = html[html.index('id="retrieval"'):]
+    section = section[:section.index("</section>")]
+    assert section.count("<tr><td>") == 4, "every arm with retrieval or a helped/hurt count, not the baseline"
+    assert "83.0%" in section and "14.9 ms" in section and "0.620" in section   # recall, retrieval time, the probe
+    assert "<evil>" not in section and "&lt;evil&gt;" in section
+    assert section.count("<svg") == 1 and "rows helped and hurt against zero-shot" in section
+    assert 'href="#retrieval"' in html
+    page = render(tmp_path / "report.html", tmp_path / "r.png", width=1280)
+    assert page.errors == []

@@ -125,6 +125,10 @@ class Prediction:
     shots: int = 0
     shots_dropped: int = 0
     prompt: str = ""
+    retrieved: list[dict] | None = None   # the passages shown, in rank order: chunk id, document id, score
+    passages_dropped: int = 0             # retrieved passages left out to fit the prompt budget
+    cited: list[str] | None = None        # chunk ids the answer cited as [n] (generate tasks)
+    cited_out_of_range: int = 0           # [n] with no passage n
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -134,11 +138,13 @@ def predict(engine: Engine, builder: PromptBuilder, task: Task, examples: list[E
             shots_for=None, passages_for=None, max_new_tokens: int = 64,
             length_norm: bool = False) -> list[Prediction]:
     """Formats every example with the one prompt builder and runs it through the engine.
-    `shots_for(example)` and `passages_for(example)` supply in-context examples and passages.
+    `shots_for(example)` supplies in-context examples; `passages_for(examples)` the retrieved
+    passages of every example (one batch of queries), most relevant first.
     length_norm: rank options by mean log-probability per token instead of the sum (options of
     different lengths, as in general benchmarks; the sum favours short options)."""
-    prompts = [builder.build(ex, shots_for(ex) if shots_for else (),
-                             passages_for(ex) if passages_for else ()) for ex in examples]
+    retrieved = passages_for(examples) if passages_for else [[] for _ in examples]
+    prompts = [builder.build(ex, shots_for(ex) if shots_for else (), [p.text for p in ps])
+               for ex, ps in zip(examples, retrieved)]
     texts = [p.text for p in prompts]
     out = []
     if task.kind in ("classify", "choice"):
@@ -156,7 +162,20 @@ def predict(engine: Engine, builder: PromptBuilder, task: Task, examples: list[E
         for ex, p, g in zip(examples, prompts, gens):
             out.append(Prediction(ex.id, g.text.strip(), ex.target, g.prompt_tokens, g.completion_tokens,
                                   g.latency_s, g.cached, None, p.shots_used, p.shots_dropped, p.text))
+    if passages_for:
+        for pred, prompt, ps in zip(out, prompts, retrieved):
+            _record_passages(pred, ps[:len(prompt.passages)], prompt.passages_dropped, task.kind == "generate")
     return out
+
+
+def _record_passages(pred: Prediction, shown: list, dropped: int, generated: bool) -> None:
+    from .retrieval.grounding import parse_citations, strip_citations
+    pred.retrieved = [{"id": p.id, "doc": p.doc_id, "score": round(p.score, 6)} for p in shown]
+    pred.passages_dropped = dropped
+    if generated:
+        numbers, bad = parse_citations(pred.prediction, len(shown))
+        pred.cited, pred.cited_out_of_range = [shown[n - 1].id for n in numbers], len(bad)
+        pred.prediction = strip_citations(pred.prediction)   # scored as the answer, its citations apart
 
 
 def _softmax(logprobs: list[float]) -> list[float]:

@@ -19,7 +19,7 @@ from .context import RunContext, open_run
 from .errors import TailorError
 from .measure import measure
 from .progress import console
-from .results import ArmResult, Curation, ExampleRow, ExperimentInfo, Forgetting, LadderResult, Recommendation
+from .results import ArmResult, Curation, ExampleRow, ExperimentInfo, Forgetting, LadderResult, Recommendation, Retrieval
 
 log = logging.getLogger("tailor")
 
@@ -38,16 +38,17 @@ def run_ladder(exp: Experiment, progress: bool = True) -> LadderResult:
         for note in task.notes:
             console.print(f"[yellow]{task.name}:[/] {note}")
         curation = _check_data(exp, ctx)
-        arms, base_general = [], None
+        arms, base_general, correct = [], None, {}
         for i, arm in enumerate(exp.arms, 1):
             console.print(f"[bold cyan]arm {i}/{len(exp.arms)}[/] {arm.name} ({arm.method})")
             budget_s = _budget_share(exp, exp.arms[i - 1:], time.perf_counter() - t_start)
-            result, adapted = _run_arm(exp, arm, ctx, test, progress, budget_s)
+            result, adapted, correct[arm.name] = _run_arm(exp, arm, ctx, test, progress, budget_s)
             if exp.forgetting and result.ok and result.changes_weights:
                 base_general = _forgetting(result, adapted, ctx, base_general, progress, exp.forgetting_size)
             del adapted  # frees a trained model before the next arm trains
             arms.append(result)
             _print_arm(result, PRIMARY[task.kind])
+        _versus_closed_book(arms, correct)
         results = LadderResult(
             experiment=ExperimentInfo(name=exp.name, model=exp.model, task=task.name,
                                       created=time.strftime("%Y-%m-%d %H:%M:%S"), test_rows=len(test),
@@ -103,11 +104,12 @@ def _run_arm(exp: Experiment, arm: Arm, ctx: RunContext, test, progress: bool, b
         fitted = time.perf_counter()
         m = measure(adapted, ctx.task, test, cache=ctx.cache, batch_size=exp.batch_size,
                     max_new_tokens=exp.max_new_tokens, progress=progress, latency_requests=exp.latency_requests)
+        closed_book = _closed_book_probe(adapted, exp, ctx, test, progress)
     except TailorError as e:
-        return out.model_copy(update={"status": "failed", "error": str(e)}), None
+        return out.model_copy(update={"status": "failed", "error": str(e)}), None, None
     except Exception as e:  # one broken arm must not sink the others; the log keeps the trace
         log.error("arm %s failed:\n%s", arm.name, traceback.format_exc())
-        return out.model_copy(update={"status": "failed", "error": f"{type(e).__name__}: {e}"}), None
+        return out.model_copy(update={"status": "failed", "error": f"{type(e).__name__}: {e}"}), None, None
     finally:
         log.info("arm %s finished in %.1f s", arm.name, time.perf_counter() - t0)
     ctx.run.write_jsonl(f"predictions-{slug(arm.name)}.jsonl", (p.to_json() for p in m.predictions))
@@ -124,8 +126,36 @@ def _run_arm(exp: Experiment, arm: Arm, ctx: RunContext, test, progress: bool, b
     result = out.model_copy(update={
         "metrics": m.metrics, "cost": cost, "confusion": m.confusion, "labels": m.labels, "examples": examples,
         "notes": m.notes, "changes_weights": type(arm.options).changes_weights, "weights_id": adapted.weights_id,
-        "arm_dir": str(adapted.artifact_dir) if adapted.artifact_dir else None, "train": adapted.recipe.train})
-    return result, adapted
+        "arm_dir": str(adapted.artifact_dir) if adapted.artifact_dir else None, "train": adapted.recipe.train,
+        "retrieval": Retrieval(**m.retrieval, closed_book=closed_book) if m.retrieval else None})
+    from .retrieval.grounding import item_correct
+    return result, adapted, {p.id: item_correct(ctx.task.kind, p.prediction, p.target) for p in m.predictions}
+
+
+def _closed_book_probe(adapted, exp: Experiment, ctx: RunContext, test, progress: bool) -> dict | None:
+    """A weight-changing arm that reads passages, scored again without them: how much of its
+    answer comes from the context and how much it memorised."""
+    import dataclasses
+
+    from .methods.base import method_class
+    if adapted.passages is None or not method_class(adapted.method).changes_weights:
+        return None
+    console.print("  closed-book probe: the same rows without passages")
+    m = measure(dataclasses.replace(adapted, passages=None), ctx.task, test, cache=ctx.cache,
+                batch_size=exp.batch_size, max_new_tokens=exp.max_new_tokens, progress=progress, latency_requests=0)
+    return m.metrics
+
+
+def _versus_closed_book(arms: list[ArmResult], correct: dict[str, dict | None]) -> None:
+    """Per row, every arm against the first closed-book zero-shot arm: helped, hurt, unchanged
+    (context can erase a small model's right answers, and an average hides it)."""
+    from .retrieval.grounding import helped_hurt
+    base = next((a for a in arms if a.ok and a.method == "zero-shot"), None)
+    if base is None or not correct.get(base.name):
+        return
+    for arm in arms:
+        if arm.ok and arm is not base and correct.get(arm.name) is not None:
+            arm.versus_closed_book = {"baseline": base.name, **helped_hurt(correct[base.name], correct[arm.name])}
 
 
 def recommend(arms: list[ArmResult], metric: str, exp: Experiment) -> Recommendation:

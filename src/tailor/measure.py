@@ -20,22 +20,30 @@ class Measurement:
     labels: list[str] | None
     cost: Cost
     notes: dict[str, int]   # the engine's counted fallbacks (e.g. a remote model scored by matching)
+    retrieval: dict | None = None   # knowledge-base arms: retrieval, citations, abstention, its cost
 
 
 def measure(adapted, task, rows, *, cache=None, batch_size: int = 16, max_new_tokens: int = 64,
             progress: bool = True, latency_requests: int = 8) -> Measurement:
     engine = adapted.engine(cache, batch_size=batch_size, progress=progress)
+    retriever = adapted.passages
+    if retriever is not None:   # timed on the batched queries only, not the one-at-a-time latency requests
+        retriever.queries, retriever.seconds = 0, 0.0
     t0 = time.perf_counter()
     preds = adapted.predict(engine, task, rows, max_new_tokens)
     wall = time.perf_counter() - t0
     report = score_predictions(task, preds)
+    grounding = None
+    if retriever is not None:
+        from .retrieval.grounding import summarize
+        grounding = summarize(task, preds, retriever)
     computed = sum(not p.cached for p in preds)
     latencies = request_latencies(adapted, task, rows[:latency_requests], max_new_tokens)
     cost = Cost(**report.cost, eval_wall_s=wall, batch_s_per_request=wall / computed if computed else None,
                 latency_p50_s=percentile(latencies, 0.5) if latencies else None,
                 latency_p95_s=percentile(latencies, 0.95) if latencies else None,
                 latency_requests=len(latencies))
-    return Measurement(preds, report.metrics, report.confusion, report.labels, cost, dict(engine.notes))
+    return Measurement(preds, report.metrics, report.confusion, report.labels, cost, dict(engine.notes), grounding)
 
 
 def request_latencies(adapted, task, rows, max_new_tokens: int = 64) -> list[float]:

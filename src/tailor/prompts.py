@@ -24,8 +24,9 @@ class Prompt:
     n_tokens: int
     shots_used: int = 0
     shots_dropped: int = 0
-    over_budget: bool = False  # even with no examples the input exceeds the budget
-    passages: list[str] = field(default_factory=list)
+    over_budget: bool = False  # even with no examples and no passages the input exceeds the budget
+    passages: list[str] = field(default_factory=list)   # the passages shown, numbered [1]..[n]
+    passages_dropped: int = 0
 
 
 class PromptBuilder:
@@ -50,15 +51,20 @@ class PromptBuilder:
     # ------------------------------------------------------------ public
 
     def build(self, example: Example, shots: list[Example] = (), passages: list[str] = ()) -> Prompt:
-        shots, wanted = list(shots), len(shots)
+        """Over budget, in-context examples go first, then passages, least relevant first."""
+        shots, passages = list(shots), list(passages)
+        wanted_shots, wanted_passages = len(shots), len(passages)
         budget = self.max_prompt_tokens
         while True:
             text = self.render(self.messages(example, shots, passages))
             n = self.count(text)
-            if budget is None or n <= budget or not shots:
-                return Prompt(text, n, len(shots), wanted - len(shots),
-                              bool(budget and n > budget), list(passages))
-            shots = shots[:-1]
+            if budget is None or n <= budget or not (shots or passages):
+                return Prompt(text, n, len(shots), wanted_shots - len(shots), bool(budget and n > budget),
+                              passages, wanted_passages - len(passages))
+            if shots:
+                shots = shots[:-1]
+            else:
+                passages = passages[:-1]
 
     def target_text(self, target: str) -> str:
         return self.answer_prefix + target + self.answer_suffix

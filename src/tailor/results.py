@@ -80,6 +80,32 @@ class ExampleRow(Result):
     prediction: str
 
 
+class Retrieval(Result):
+    """A knowledge-base arm's retrieval, grounding and their cost (tailor.retrieval.grounding)."""
+    kb: str
+    kb_chunks: int
+    kb_bytes: int
+    retriever: str
+    k: int
+    dense: str = "exact"
+    ms_per_query: float | None = None
+    queries: int = 0
+    passages_per_request: float = 0.0
+    passages_dropped: int = 0            # left out to fit the prompt budget
+    gold_rows: int = 0                   # rows that name their gold documents
+    recall_at_k: float | None = None
+    hit_at_k: float | None = None
+    mrr: float | None = None
+    citations: int | None = None         # generate tasks
+    citation_precision: float | None = None
+    citation_recall: float | None = None
+    cited_out_of_range: int | None = None
+    unanswerable: int | None = None      # tasks with a no-answer output
+    abstained_when_unanswerable: float | None = None
+    abstained_when_answerable: float | None = None
+    closed_book: dict[str, float] | None = None   # a weight-changing arm's metrics with no passages
+
+
 class ArmResult(Result):
     name: str
     method: str
@@ -98,6 +124,9 @@ class ArmResult(Result):
     fit_reused_from: str | None = None
     train: dict[str, Any] | None = None  # the training run's result (steps, budget, loss, ...)
     notes: dict[str, int] = {}           # fallbacks the measurement took, counted
+    retrieval: Retrieval | None = None
+    # per row against the closed-book zero-shot arm: helped (wrong -> right), hurt, unchanged
+    versus_closed_book: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:

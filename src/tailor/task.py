@@ -73,6 +73,8 @@ class Task:
     splits: dict[str, list[Example]] = field(default_factory=dict)
     data_hash: str = ""
     notes: list[str] = field(default_factory=list)  # rows dropped or changed while loading
+    knowledge: str | None = None   # the knowledge base its questions are about (a bundled one's name)
+    no_answer: str | None = None   # the output that means "the context does not say" (abstention)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -117,6 +119,7 @@ class Task:
                "labels": self.labels, "metrics": self.metrics, "data_hash": self.data_hash[:16]}
         out.update({f"{k}_rows": len(v) for k, v in self.splits.items()})
         out["notes"] = self.notes
+        out.update({k: v for k, v in (("knowledge", self.knowledge), ("no_answer", self.no_answer)) if v})
         if self.kind == "classify":
             counts: dict[str, int] = {}
             for ex in self.examples:

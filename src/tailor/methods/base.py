@@ -54,6 +54,7 @@ class Adapted:
     builder: PromptBuilder
     shots: Any = None            # callable(example) -> in-context examples, built from recipe.shots
     pool: list = field(default_factory=list)   # the examples recipe.shots names
+    passages: Any = None         # callable(examples) -> retrieved passages, built from recipe.retriever
     artifact_dir: Path | None = None
     artifact_bytes: int = 0
 
@@ -82,7 +83,7 @@ class Adapted:
     def predict(self, engine: Engine, task: Task, examples: list[Example],
                 max_new_tokens: int = 64) -> list[Prediction]:
         from ..evaluate import predict
-        return predict(engine, self.builder, task, examples, self.shots, None, max_new_tokens)
+        return predict(engine, self.builder, task, examples, self.shots, self.passages, max_new_tokens)
 
 
 def method_class(name: str) -> type[Method]:

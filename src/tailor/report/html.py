@@ -14,6 +14,7 @@ from ..results import LadderResult
 from ..utils import atomic_write_text
 from . import sections
 from .fmt import esc
+from .retrieval import retrieval_section
 
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; "
        "script-src 'none'")
@@ -32,7 +33,8 @@ def render_html(results: LadderResult) -> str:
     v = sections.View.of(results)
     title = f"{results.experiment.name or results.task.get('name') or 'experiment'} · Tailor report"
     body = [sections.header(v), _nav(v), sections.recommendation(v), sections.comparison_table(v),
-            sections.charts(v), sections.forgetting(v), sections.confusions(v), sections.debugging(v), sections.examples(v),
+            sections.charts(v), retrieval_section(v), sections.forgetting(v), sections.confusions(v),
+            sections.debugging(v), sections.examples(v),
             sections.data_check(v), sections.manifest(v)]
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
@@ -47,6 +49,8 @@ def render_html(results: LadderResult) -> str:
 def _nav(v: sections.View) -> str:
     links = [("recommendation", "Recommendation"), ("comparison", "Comparison"),
              ("quality-cost", "Quality vs cost"), ("latency", "Latency")]
+    if any(a.retrieval for a in v.ok):
+        links.append(("retrieval", "Retrieval"))
     if any(a.forgetting for a in v.arms):
         links.append(("forgetting", "Forgetting"))
     if any(a.confusion for a in v.ok):

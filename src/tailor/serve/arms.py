@@ -33,6 +33,7 @@ class ServedArm:
     labels: list[str] | None = None
     parent: str | None = None
     context: int = 2048         # the longest prompt + answer this arm accepts, in tokens
+    passages: object = None     # a RAG arm's retriever: each request's passages, as the ladder measured
 
     def prompt(self, request: str | list[dict]) -> str:
         """The prompt text of a request: a completion prompt (text) or chat turns."""
@@ -44,7 +45,8 @@ class ServedArm:
                 return tok.apply_chat_template(request, tokenize=False, add_generation_prompt=True)
             return "\n\n".join(m["content"] for m in request)
         example = Example("request", request, "")
-        return self.builder.build(example, self.shots(example) if self.shots else ()).text
+        passages = [p.text for p in self.passages([example])[0]] if self.passages else ()
+        return self.builder.build(example, self.shots(example) if self.shots else (), passages).text
 
     def options(self) -> list[str]:
         return [self.builder.target_text(label) for label in self.labels]
@@ -90,7 +92,7 @@ def load_arms(base, arms: dict[str, str | Path]) -> dict[str, ServedArm]:
             adapted = load_adapted(folder, base)
             engine = Engine(adapted.model, adapted.tokenizer, adapted.weights_id, None, progress=False)
             out[name] = ServedArm(name, recipe.method, recipe.kind, engine, None, adapted.builder, adapted.shots,
-                                  recipe.labels, base.name, context)
+                                  recipe.labels, base.name, context, adapted.passages)
     return out
 
 

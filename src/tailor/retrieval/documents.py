@@ -1,0 +1,162 @@
+"""The documents a knowledge base is built from: a folder of .txt / .md / .html files, a JSONL of
+`{id, title?, text}` records, or a bundled knowledge base. Every problem is a one-line DataError
+naming the file (and line) before anything is written."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+from ..errors import DataError
+from ..utils import sha256_text
+
+TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm")
+
+
+@dataclass
+class Document:
+    id: str
+    title: str
+    text: str
+    source: str = ""
+
+    @property
+    def sha256(self) -> str:
+        return sha256_text(f"{self.title}\x00{self.text}")
+
+
+def read_documents(source: str | Path) -> list[Document]:
+    """The documents of SOURCE (a folder, a .jsonl file, or a bundled knowledge base's name)."""
+    from ..datasets.knowledge import BUNDLED_KBS, bundled_documents
+    if str(source) in BUNDLED_KBS:
+        return bundled_documents(str(source))
+    path = Path(source)
+    if path.is_dir():
+        docs = _read_folder(path)
+    elif path.is_file() and path.suffix.lower() == ".jsonl":
+        docs = _read_jsonl(path)
+    elif path.is_file() and path.suffix.lower() in TEXT_SUFFIXES:
+        docs = [_read_text_file(path, path.parent)]
+    elif path.exists():
+        raise DataError(path, f"unsupported knowledge source '{path.suffix}' (a folder of {', '.join(TEXT_SUFFIXES)} "
+                        "files, or a .jsonl of {id, title, text} records)")
+    else:
+        known = ", ".join(BUNDLED_KBS)
+        raise DataError(path, f"not found (neither a folder, a .jsonl file, nor a bundled knowledge base: {known})")
+    if not docs:
+        raise DataError(path, f"no documents found (looked for {', '.join(TEXT_SUFFIXES)} files)")
+    return docs
+
+
+def _read_folder(folder: Path) -> list[Document]:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return [_read_text_file(p, folder) for p in files]
+
+
+def _read_text_file(path: Path, root: Path) -> Document:
+    try:
+        raw = path.read_text(encoding="utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"not valid utf-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+    except OSError as e:
+        raise DataError(path, f"cannot read ({e.strerror})") from None
+    raw = raw.replace("\r\n", "\n").replace("\r", "\n")
+    if path.suffix.lower() in (".html", ".htm"):
+        title, text = html_to_text(raw)
+    else:
+        title, text = _markdown_title(raw), raw
+    text = text.strip()
+    if not text:
+        raise DataError(path, "empty document (no text after reading it)")
+    doc_id = path.relative_to(root).as_posix()
+    return Document(doc_id, title or path.stem, text, str(path))
+
+
+def _markdown_title(text: str) -> str:
+    m = re.match(r"\s*#\s+(.+)", text)
+    return m.group(1).strip() if m else ""
+
+
+def _read_jsonl(path: Path) -> list[Document]:
+    docs, seen = [], {}
+    try:
+        lines = path.read_text(encoding="utf-8").removeprefix("\ufeff").split("\n")
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"not valid utf-8 (byte 0x{e.object[e.start]:02x})") from None
+    for no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise DataError(path, f"not valid JSON ({getattr(e, 'msg', 'nested too deeply')})", no) from None
+        if not isinstance(rec, dict):
+            raise DataError(path, f"expected an object {{id, title, text}}, got {type(rec).__name__}", no)
+        doc_id, title, text = rec.get("id"), rec.get("title", ""), rec.get("text")
+        if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or str(doc_id).strip() == "":
+            raise DataError(path, "expected a non-empty string or number", no, "id")
+        if text is None:
+            raise DataError(path, "missing: every record needs its text", no, "text")
+        if not isinstance(text, str):
+            raise DataError(path, f"expected a string, got {type(text).__name__}", no, "text")
+        if not text.strip():
+            raise DataError(path, "empty document", no, "text")
+        if title is not None and not isinstance(title, str):
+            raise DataError(path, f"expected a string, got {type(title).__name__}", no, "title")
+        doc_id = str(doc_id)
+        if doc_id in seen:
+            raise DataError(path, f"duplicate id '{doc_id}' (first at line {seen[doc_id]})", no, "id")
+        seen[doc_id] = no
+        docs.append(Document(doc_id, (title or "").strip(), text.replace("\r\n", "\n").strip(), f"{path}:{no}"))
+    return docs
+
+
+class _TextOfHTML(HTMLParser):
+    SKIP = {"script", "style", "noscript", "template", "head"}
+    BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "pre",
+             "blockquote", "table", "ul", "ol", "hr"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title: list[str] = []
+        self._skip = 0
+        self._in_title = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "title":
+            self._in_title = True
+        elif tag in self.SKIP:
+            self._skip += 1
+        elif tag in self.BLOCK:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag):
+        if tag == "title":
+            self._in_title = False
+        elif tag in self.SKIP:
+            self._skip = max(self._skip - 1, 0)
+        elif tag in self.BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data):
+        if self._in_title:
+            self.title.append(data)
+        elif not self._skip:
+            self.parts.append(data)
+
+
+def html_to_text(raw: str) -> tuple[str, str]:
+    """(title, text) of an HTML page: scripts and styles dropped, blocks on their own lines."""
+    parser = _TextOfHTML()
+    parser.feed(raw)
+    parser.close()
+    text = html.unescape("".join(parser.parts))
+    lines = [re.sub(r"[ \t\f\v]+", " ", line).strip() for line in text.split("\n")]
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    return " ".join("".join(parser.title).split()), text
