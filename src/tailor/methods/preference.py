@@ -1,0 +1,248 @@
+"""Preference arms: `reward-model` (Bradley–Terry on pairs, InstructGPT: Ouyang et al. 2022),
+`dpo` (DPO, Rafailov et al. 2023, or IPO, Azar et al. 2023) and `ppo` (PPO, Schulman et al.
+2017, against a reward model with a KL penalty, as InstructGPT runs it). The first two train on
+THE loop with their own loss (tailor.preference); PPO runs its own compact loop over the same
+builder, engine and checkpoints. Every artifact is a standard PEFT adapter folder.
+
+`init_adapter` names an SFT arm's folder (a lora arm): DPO and PPO then start from that
+adapter, which, frozen, is also the reference model; without it a fresh adapter starts from the
+base, and the base (the adapter switched off) is the reference.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from ..errors import TailorError
+from ..recipe import Recipe
+from .base import Adapted, base_recipe, recipe_builder
+from .finetune import LoRA, _files, _weights_id, for_inference, frozen_copy
+
+log = logging.getLogger("tailor")
+
+
+def _start_adapter(self, base):
+    """The policy to train: a fresh LoRA adapter, or the SFT arm's adapter, trainable."""
+    from peft import PeftModel, get_peft_model
+
+    from ..recipe import find_arm, read_recipe
+    if self.after and not self.init_adapter:
+        raise TailorError(f"{self.method}: after: '{self.after}' names an earlier arm of a ladder; outside a ladder "
+                          "set init_adapter to the SFT arm's folder")
+    if not self.init_adapter:
+        return get_peft_model(frozen_copy(base), self.peft_config()), False
+    if not Path(self.init_adapter).exists():
+        raise TailorError(f"{self.method}: init_adapter '{self.init_adapter}' is not an arm folder (after: must name "
+                          "an earlier arm of the ladder that ran)")
+    folder = find_arm(self.init_adapter)
+    recipe, _ = read_recipe(folder)
+    if recipe.method not in ("lora", "dpo", "ppo"):
+        raise TailorError(f"{folder}: init_adapter must be a lora (SFT) arm, not {recipe.method}")
+    model = PeftModel.from_pretrained(frozen_copy(base), folder / "adapter", is_trainable=True)
+    import torch
+    for name, module in model.named_modules():   # this arm's dropout, not the SFT arm's
+        if "lora_dropout" in name and isinstance(module, torch.nn.Dropout):
+            module.p = self.dropout
+    return model, True
+
+
+class _Policy(LoRA):
+    """A LoRA policy trained from preferences; `init_adapter`: an SFT arm to start from."""
+
+    init_adapter: str | None = None   # an SFT (lora) arm's folder to start from; frozen, it is the reference
+    after: str | None = None          # in a ladder: the name of an earlier arm to start from (sets init_adapter)
+
+    def _finish(self, model, task, base, builder, result_json: dict, data_report: dict | None) -> Adapted:
+        from ..train.checkpoint import weights_digest
+        for_inference(model, self.method, base.dtype)
+        model.eval()
+        digest = weights_digest(self.trained_tensors(model))
+        trainable = sum(t.numel() for t in self.trained_tensors(model).values())
+        if data_report:
+            result_json["data"] = data_report
+        recipe = base_recipe(self, task, base, builder, weights={"digest": digest}, train=result_json,
+                             trainable_params=trainable)
+        return Adapted(recipe, model, base.tokenizer, _weights_id(base, self.method, digest), builder)
+
+
+class DPO(_Policy):
+    """Direct preference optimisation on pairs through THE training loop."""
+
+    method: ClassVar[str] = "dpo"
+    beta: float = 0.1
+    loss: Literal["sigmoid", "ipo"] = "sigmoid"
+    sft_weight: float = 0.0           # + weight x the chosen answer's token NLL (0: pure DPO)
+    reference: Literal["auto", "adapter-off", "precomputed"] = "auto"   # auto: adapter-off for a fresh adapter
+    lr: float = 5e-5
+    warmup_ratio: float = 0.1
+
+    def fit(self, task, base, out: Path | None = None, *, progress: bool = True, budget_s: float | None = None,
+            resume: str | None = None) -> Adapted:
+        import torch
+
+        from ..preference.dpo import DPOLoss, encode_pairs, precompute_reference
+        from ..prompts import builder_for
+        from ..train.loop import train, train_pool, use_bf16
+        torch.manual_seed(self.seed)
+        model, from_sft = _start_adapter(self, base)
+        if from_sft and self.reference == "adapter-off":
+            raise TailorError("dpo: reference adapter-off would make the base the reference of an SFT policy; "
+                              "use reference: precomputed (the default after an SFT arm)")
+        builder = builder_for(task, base.tokenizer, base.model.config)
+        data, report = encode_pairs(builder, train_pool(task, self), self.seq_len, self.overlong)
+        if from_sft or self.reference == "precomputed":
+            pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else base.tokenizer.eos_token_id
+            precompute_reference(model, data, pad, use_bf16(self.precision, base.device), self.pack_len,
+                                 self.micro_batch_tokens)
+        log.info("dpo: %d pairs, beta %.3g, %s loss, reference %s", len(data), self.beta, self.loss,
+                 "precomputed" if "ref" in data[0].extra else "adapter off (the base)")
+        result = train(model, base.tokenizer, builder, task, self, out, loss=DPOLoss(self.beta, self.loss, self.sft_weight),
+                       data=data, tag=self.method, progress=progress, resume=resume, budget_s=budget_s)
+        return self._finish(model, task, base, builder, result.to_json(), report.to_json())
+
+
+class RewardModel(LoRA):
+    """A reward model: base + LoRA + a scalar head, Bradley–Terry on pairs (optional margin)."""
+
+    method: ClassVar[str] = "reward-model"
+    scorer: ClassVar[bool] = True        # judges answers (pairwise accuracy), does not generate them
+    layout: ClassVar[str] = "padded"     # one row per sequence: the score is read at its last real token
+    folder: ClassVar[str] = "reward"
+    margin: float = 0.0
+    lr: float = 2e-4
+    dropout: float = 0.0
+
+    def trainable_model(self, task, base):
+        from peft import LoraConfig, get_peft_model
+
+        from ..preference.reward import lora_targets, reward_backbone
+        cfg = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                         target_modules=lora_targets(self.target_modules), task_type="SEQ_CLS",
+                         modules_to_save=["score"])
+        return get_peft_model(reward_backbone(base, self.seed), cfg)
+
+    def fit(self, task, base, out: Path | None = None, *, progress: bool = True, budget_s: float | None = None,
+            resume: str | None = None) -> Adapted:
+        import torch
+
+        from ..preference.dpo import encode_pairs
+        from ..preference.reward import BradleyTerry
+        from ..prompts import builder_for
+        from ..train.checkpoint import weights_digest
+        from ..train.loop import train, train_pool
+        torch.manual_seed(self.seed)
+        model = self.trainable_model(task, base)
+        builder = builder_for(task, base.tokenizer, base.model.config)
+        data, report = encode_pairs(builder, train_pool(task, self), self.seq_len, self.overlong)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        result = train(model, base.tokenizer, builder, task, self, out, loss=BradleyTerry(self.margin), data=data,
+                       layout="padded", tag=self.method, progress=progress, resume=resume, budget_s=budget_s)
+        for_inference(model, self.method, base.dtype)
+        model.eval()
+        digest = weights_digest(self.trained_tensors(model))
+        train_json = {**result.to_json(), "data": report.to_json()}
+        recipe = base_recipe(self, task, base, builder, weights={"digest": digest}, train=train_json,
+                             trainable_params=trainable)
+        return Adapted(recipe, model, base.tokenizer, _weights_id(base, self.method, digest), builder)
+
+    @classmethod
+    def save_weights(cls, adapted: Adapted, folder: Path) -> dict:
+        adapted.model.save_pretrained(folder / cls.folder, safe_serialization=True)
+        return {"files": _files(folder, cls.folder)}
+
+    @classmethod
+    def load_model(cls, folder: Path, recipe: Recipe, base):
+        from peft import PeftModel
+
+        from ..preference.reward import reward_backbone
+        model = PeftModel.from_pretrained(reward_backbone(base), folder / cls.folder)
+        for_inference(model, recipe.method, base.dtype)
+        return model
+
+    @classmethod
+    def load(cls, recipe: Recipe, pool, folder: Path, base) -> Adapted:
+        model = cls.load_model(folder, recipe, base).eval()
+        return Adapted(recipe, model, base.tokenizer, _weights_id(base, recipe.method, recipe.weights["digest"]),
+                       recipe_builder(recipe, base.tokenizer))
+
+    @classmethod
+    def merged(cls, adapted: Adapted):
+        raise TailorError("a reward-model arm is a scorer, not a generator: load its adapter folder with peft "
+                          "over AutoModelForSequenceClassification(num_labels=1)")
+
+
+class PPO(_Policy):
+    """PPO with a per-token KL penalty against a reward-model arm (tailor.preference.ppo)."""
+
+    method: ClassVar[str] = "ppo"
+    reward_model: str | None = None   # the folder of a reward-model arm (required)
+    steps: int = 20                   # PPO iterations (rollout + optimisation)
+    beta: float = 0.05                # KL penalty coefficient (initial, when adaptive)
+    target_kl: float | None = None    # adaptive beta toward this KL per response (None: fixed beta)
+    kl_horizon: int = 10000
+    rollout_prompts: int = 16
+    minibatch_prompts: int = 8
+    ppo_epochs: int = 2
+    clip: float = 0.2
+    clip_value: float = 0.2
+    vf_coef: float = 0.1
+    gamma: float = 1.0
+    lam: float = 0.95
+    whiten: bool = True
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    lr: float = 5e-5
+    dropout: float = 0.0              # old and new log-probs must come from the same function
+
+    def fit(self, task, base, out: Path | None = None, *, progress: bool = True, budget_s: float | None = None,
+            resume: str | None = None) -> Adapted:
+        import torch
+
+        from ..preference.data import prompt_key
+        from ..preference.ppo import PolicyWithValue, PPOTrainer
+        from ..prompts import builder_for
+        from ..train.loop import train_pool
+        from .base import load_adapted
+        if not self.reward_model:
+            raise TailorError("ppo: set reward_model to the folder of a reward-model arm (tailor train with "
+                              "method: reward-model, or a ladder's RUN/arms/NAME)")
+        rm = load_adapted(self.reward_model, base)
+        if rm.method != "reward-model":
+            raise TailorError(f"ppo: reward_model {self.reward_model} is a {rm.method} arm, not a reward-model arm")
+        torch.manual_seed(self.seed)
+        policy, from_sft = _start_adapter(self, base)
+        reference = {n: p.detach().clone() for n, p in policy.named_parameters() if "lora_" in n} if from_sft else None
+        model = PolicyWithValue(policy, base.model.config.hidden_size)
+        builder = builder_for(task, base.tokenizer, base.model.config)
+        pool, seen = [], set()
+        for ex in train_pool(task, self):   # one rollout prompt per distinct prompt
+            key = ex.meta.get("prompt_key") or prompt_key(ex.input)
+            if key not in seen:
+                seen.add(key)
+                pool.append(ex)
+        trainer = PPOTrainer(model, base.tokenizer, builder, pool, rm.engine(None, progress=False), self, out,
+                             reference=reference, resume=resume, progress=progress)
+        result = trainer.run()
+        return self._finish(policy, task, base, builder, result, None)
+
+
+def chained(arm, done: list):
+    """A ladder arm with `after: NAME` and `reward_model: NAME` (names of earlier arms) turned into
+    those arms' folders. A name that is no earlier arm, or one that failed, is left for `fit` to
+    refuse with its own one-line error (the arm fails, the ladder goes on)."""
+    import dataclasses
+    options, by_name, update = arm.options, {a.name: a for a in done}, {}
+    after = getattr(options, "after", None)
+    if after:
+        prior = by_name.get(after)
+        update["init_adapter"] = prior.arm_dir if prior is not None and prior.ok and prior.arm_dir else after
+    rm = getattr(options, "reward_model", None)
+    if rm and rm in by_name:
+        prior = by_name[rm]
+        update["reward_model"] = prior.arm_dir if prior.ok and prior.arm_dir else rm
+    return dataclasses.replace(arm, options=options.model_copy(update=update)) if update else arm
+
+
+PREFERENCE_METHODS = {cls.method: cls for cls in (RewardModel, DPO, PPO)}

