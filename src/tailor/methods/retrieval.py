@@ -20,6 +20,7 @@ from pydantic import Field
 
 from ..errors import TailorError
 from ..recipe import Recipe
+from ..schema import Options
 from .base import Adapted, base_recipe
 from .finetune import LoRA
 from .prompting import _Prompting
@@ -53,50 +54,50 @@ def rag_instruction(task, cite: bool) -> str:
     return task.instruction + (CITE if cite and task.kind == "generate" else "")
 
 
-class RAG(_Prompting):
-    method: ClassVar[str] = "rag"
+class _Knowledge(Options):
+    """What both arms share: their knowledge-base options, their prompt, their reloaded retriever."""
+
     kb: str | None = None
     k: int = Field(4, gt=0)
     retriever: Retrieval = "hybrid"
     cite: bool = True
 
-    def fit(self, task, base, out=None, **_) -> Adapted:
+    def _retriever_and_builder(self, task, base):
         from ..prompts import builder_for
         retriever = open_retriever(self.kb, task, base, self.k, self.retriever)
         builder = builder_for(task, base.tokenizer, getattr(base.model, "config", None))
         builder.instruction = rag_instruction(task, self.cite)
-        adapted = self.load(base_recipe(self, task, base, builder, retriever=retriever.spec()), [], None, base)
-        adapted.passages = retriever
-        return adapted
+        return retriever, builder
 
     @classmethod
     def load(cls, recipe: Recipe, pool, folder, base) -> Adapted:
         from ..retrieval import Retriever
-        adapted = super().load(recipe, pool, folder, base)
+        adapted = super().load(recipe, pool, folder, base)   # the family's own load (prompting, LoRA)
         adapted.passages = Retriever.from_spec(recipe.retriever)
         return adapted
 
 
-class RAGLoRA(LoRA):
+class RAG(_Knowledge, _Prompting):
+    method: ClassVar[str] = "rag"
+
+    def fit(self, task, base, out=None, **_) -> Adapted:
+        retriever, builder = self._retriever_and_builder(task, base)
+        return self.load(base_recipe(self, task, base, builder, retriever=retriever.spec()), [], None, base)
+
+
+class RAGLoRA(_Knowledge, LoRA):
     method: ClassVar[str] = "rag+lora"
-    kb: str | None = None
-    k: int = Field(4, gt=0)
-    retriever: Retrieval = "hybrid"
-    cite: bool = True
     gold_share: float = Field(0.8, ge=0, le=1)
 
     def fit(self, task, base, out: Path | None = None, *, progress: bool = True, budget_s: float | None = None,
             resume: str | None = None) -> Adapted:
         import torch
 
-        from ..prompts import builder_for
         from ..train.checkpoint import weights_digest
         from ..train.data import encode_examples
         from ..train.loop import train, train_pool
         from .finetune import _weights_id, for_inference, log
-        retriever = open_retriever(self.kb, task, base, self.k, self.retriever)
-        builder = builder_for(task, base.tokenizer, base.model.config)
-        builder.instruction = rag_instruction(task, self.cite)
+        retriever, builder = self._retriever_and_builder(task, base)
         rows = train_pool(task, self)
         passages, kept_gold = raft_passages(rows, retriever, self.k, self.gold_share, self.seed)
         data, report = encode_examples(builder, rows, self.seq_len, self.overlong, passages=passages)
@@ -115,13 +116,6 @@ class RAGLoRA(LoRA):
                              trainable_params=trainable, retriever=retriever.spec())
         adapted = Adapted(recipe, model, base.tokenizer, _weights_id(base, self.method, digest), builder)
         adapted.passages = retriever
-        return adapted
-
-    @classmethod
-    def load(cls, recipe: Recipe, pool, folder: Path, base) -> Adapted:
-        from ..retrieval import Retriever
-        adapted = super().load(recipe, pool, folder, base)
-        adapted.passages = Retriever.from_spec(recipe.retriever)
         return adapted
 
 
