@@ -40,7 +40,9 @@ class Meter:
     def update(self, items: int, tokens: int = 0, **extra) -> None:
         self.done += items
         self.tokens += tokens
-        rate = f"{self.tokens / max(self.elapsed, 1e-9):,.0f} tok/s" + "".join(f"  {k} {v}" for k, v in extra.items())
+        # work that counts no tokens (chunking, embedding) shows its own unit's rate, not "0 tok/s"
+        rate = (f"{self.tokens / max(self.elapsed, 1e-9):,.0f} tok/s" if self.tokens else
+                f"{self.done / max(self.elapsed, 1e-9):,.1f} {self.unit}/s") + "".join(f"  {k} {v}" for k, v in extra.items())
         if self._progress is not None:
             self._progress.update(self._task, advance=items, rate=rate)
         elif self._plain and (time.perf_counter() - self._last >= self._every or self.done >= self.total):
