@@ -39,8 +39,10 @@ def write_docs(folder):
 # ---------------------------------------------------------------- documents and chunks
 
 
-def test_folder_documents_reduce_html_and_take_titles(tmp_path):
-    docs = {d.id: d for d in read_documents(write_docs(tmp_path / "docs"))}
+def test_folder_documents_reduce_html_and_take_titles(tmp_path, caplog):
+    (write_docs(tmp_path / "docs") / "manual.pdf").write_bytes(b"%PDF-1.4")
+    docs = {d.id: d for d in read_documents(tmp_path / "docs")}
+    assert "1 files skipped" in caplog.text and "manual.pdf" in caplog.text
     assert set(docs) == {"refunds.md", "shipping.html", "office.txt"}
     assert docs["shipping.html"].title == "Shipping"
     assert "var x" not in docs["shipping.html"].text and "p {}" not in docs["shipping.html"].text

@@ -56,7 +56,6 @@ class _Trained(TrainConfig, Method):
         import torch
 
         from ..prompts import builder_for
-        from ..train.checkpoint import weights_digest
         from ..train.loop import train
         torch.manual_seed(self.seed)  # adapter init is part of the run's reproducibility
         model = self.trainable_model(task, base)
@@ -67,11 +66,17 @@ class _Trained(TrainConfig, Method):
         result = train(model, base.tokenizer, builder, task, self, out, layout=self.layout,
                        soft_tokens=self.soft_tokens(), tag=self.method, progress=progress, resume=resume,
                        budget_s=budget_s)
+        return self.trained_arm(model, task, base, builder, result.to_json(), trainable)
+
+    def trained_arm(self, model, task, base, builder, train: dict, trainable: int, **recipe_fields) -> Adapted:
+        """The arm a finished training run makes: the model set for inference, its weights'
+        digest, the recipe (every training arm of every family ends here)."""
+        from ..train.checkpoint import weights_digest
         for_inference(model, self.method, base.dtype)
         model.eval()
         digest = weights_digest(self.trained_tensors(model))
-        recipe = base_recipe(self, task, base, builder, weights={"digest": digest}, train=result.to_json(),
-                             trainable_params=trainable)
+        recipe = base_recipe(self, task, base, builder, weights={"digest": digest}, train=train,
+                             trainable_params=trainable, **recipe_fields)
         return Adapted(recipe, model, base.tokenizer, _weights_id(base, self.method, digest), builder)
 
     @classmethod

@@ -17,8 +17,8 @@ from typing import ClassVar, Literal
 
 from ..errors import TailorError
 from ..recipe import Recipe
-from .base import Adapted, base_recipe, recipe_builder
-from .finetune import LoRA, _files, _weights_id, for_inference, frozen_copy
+from .base import Adapted
+from .finetune import LoRA, for_inference, frozen_copy
 
 log = logging.getLogger("tailor")
 
@@ -55,16 +55,10 @@ class _Policy(LoRA):
     after: str | None = None          # in a ladder: the name of an earlier arm to start from (sets init_adapter)
 
     def _finish(self, model, task, base, builder, result_json: dict, data_report: dict | None) -> Adapted:
-        from ..train.checkpoint import weights_digest
-        for_inference(model, self.method, base.dtype)
-        model.eval()
-        digest = weights_digest(self.trained_tensors(model))
         trainable = sum(t.numel() for t in self.trained_tensors(model).values())
         if data_report:
             result_json["data"] = data_report
-        recipe = base_recipe(self, task, base, builder, weights={"digest": digest}, train=result_json,
-                             trainable_params=trainable)
-        return Adapted(recipe, model, base.tokenizer, _weights_id(base, self.method, digest), builder)
+        return self.trained_arm(model, task, base, builder, result_json, trainable)
 
 
 class DPO(_Policy):
@@ -130,7 +124,6 @@ class RewardModel(LoRA):
         from ..preference.dpo import encode_pairs
         from ..preference.reward import BradleyTerry
         from ..prompts import builder_for
-        from ..train.checkpoint import weights_digest
         from ..train.loop import train, train_pool
         torch.manual_seed(self.seed)
         model = self.trainable_model(task, base)
@@ -139,18 +132,7 @@ class RewardModel(LoRA):
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         result = train(model, base.tokenizer, builder, task, self, out, loss=BradleyTerry(self.margin), data=data,
                        layout="padded", tag=self.method, progress=progress, resume=resume, budget_s=budget_s)
-        for_inference(model, self.method, base.dtype)
-        model.eval()
-        digest = weights_digest(self.trained_tensors(model))
-        train_json = {**result.to_json(), "data": report.to_json()}
-        recipe = base_recipe(self, task, base, builder, weights={"digest": digest}, train=train_json,
-                             trainable_params=trainable)
-        return Adapted(recipe, model, base.tokenizer, _weights_id(base, self.method, digest), builder)
-
-    @classmethod
-    def save_weights(cls, adapted: Adapted, folder: Path) -> dict:
-        adapted.model.save_pretrained(folder / cls.folder, safe_serialization=True)
-        return {"files": _files(folder, cls.folder)}
+        return self.trained_arm(model, task, base, builder, {**result.to_json(), "data": report.to_json()}, trainable)
 
     @classmethod
     def load_model(cls, folder: Path, recipe: Recipe, base):
@@ -160,12 +142,6 @@ class RewardModel(LoRA):
         model = PeftModel.from_pretrained(reward_backbone(base), folder / cls.folder)
         for_inference(model, recipe.method, base.dtype)
         return model
-
-    @classmethod
-    def load(cls, recipe: Recipe, pool, folder: Path, base) -> Adapted:
-        model = cls.load_model(folder, recipe, base).eval()
-        return Adapted(recipe, model, base.tokenizer, _weights_id(base, recipe.method, recipe.weights["digest"]),
-                       recipe_builder(recipe, base.tokenizer))
 
     @classmethod
     def merged(cls, adapted: Adapted):

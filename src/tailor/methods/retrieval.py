@@ -82,7 +82,11 @@ class RAG(_Knowledge, _Prompting):
 
     def fit(self, task, base, out=None, **_) -> Adapted:
         retriever, builder = self._retriever_and_builder(task, base)
-        return self.load(base_recipe(self, task, base, builder, retriever=retriever.spec()), [], None, base)
+        recipe = base_recipe(self, task, base, builder, retriever=retriever.spec())
+        # the prompting family's load, with the retriever just opened (not opened a second time from its spec)
+        adapted = super(_Knowledge, type(self)).load(recipe, [], None, base)
+        adapted.passages = retriever
+        return adapted
 
 
 class RAGLoRA(_Knowledge, LoRA):
@@ -93,10 +97,9 @@ class RAGLoRA(_Knowledge, LoRA):
             resume: str | None = None) -> Adapted:
         import torch
 
-        from ..train.checkpoint import weights_digest
         from ..train.data import encode_examples
         from ..train.loop import train, train_pool
-        from .finetune import _weights_id, for_inference, log
+        from .finetune import log
         retriever, builder = self._retriever_and_builder(task, base)
         rows = train_pool(task, self)
         passages, kept_gold = raft_passages(rows, retriever, self.k, self.gold_share, self.seed)
@@ -108,13 +111,8 @@ class RAGLoRA(_Knowledge, LoRA):
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         result = train(model, base.tokenizer, builder, task, self, out, data=data, tag=self.method, progress=progress,
                        resume=resume, budget_s=budget_s, passages_for=retriever)
-        for_inference(model, self.method, base.dtype)
-        model.eval()
-        digest = weights_digest(self.trained_tensors(model))
         train_info = {**result.to_json(), "encode": report.to_json(), "gold_passage_kept": kept_gold}
-        recipe = base_recipe(self, task, base, builder, weights={"digest": digest}, train=train_info,
-                             trainable_params=trainable, retriever=retriever.spec())
-        adapted = Adapted(recipe, model, base.tokenizer, _weights_id(base, self.method, digest), builder)
+        adapted = self.trained_arm(model, task, base, builder, train_info, trainable, retriever=retriever.spec())
         adapted.passages = retriever
         return adapted
 

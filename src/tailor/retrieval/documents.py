@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -53,8 +54,13 @@ def read_documents(source: str | Path) -> list[Document]:
 
 
 def _read_folder(folder: Path) -> list[Document]:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES
-                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    visible = [p for p in folder.rglob("*") if p.is_file()
+               and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    files = sorted(p for p in visible if p.suffix.lower() in TEXT_SUFFIXES)
+    skipped = sorted(p for p in visible if p.suffix.lower() not in TEXT_SUFFIXES)
+    if skipped:   # nothing silent: a PDF in the folder is not in the knowledge base, and the user is told
+        logging.getLogger("tailor").warning("%s: %d files skipped, not %s (e.g. %s)", folder, len(skipped),
+                                            "/".join(TEXT_SUFFIXES), skipped[0].relative_to(folder))
     return [_read_text_file(p, folder) for p in files]
 
 
