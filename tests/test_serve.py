@@ -286,3 +286,26 @@ def test_without_log_probabilities_a_remote_engine_matches_generated_answers_and
     assert scores[0].logprobs[0] == 0.0 and scores[0].logprobs[1] == float("-inf")
     assert engine.notes == {"scored by matching generated text (the endpoint returns no log-probabilities)": 2,
                             "generated answers that matched no option (counted as the first option)": 1}
+
+
+def test_a_teacher_behind_the_server_labels_for_distillation_as_the_arm_does_locally(server, arms, tiny_base,
+                                                                                        tmp_path, monkeypatch):
+    """A remote teacher (the served LoRA classifier, reached through its endpoint): its label
+    probabilities are the local arm's, and a student distils from them."""
+    from tailor.distill.teacher import label_rows
+    from tailor.models import load_base
+    folders, tickets = arms
+    monkeypatch.setenv("TAILOR_REMOTE_API_KEY", KEY)
+    remote = load_base(f"openai:{server.url}/v1#clf?tokenizer=tiny-test")
+    teacher = tmp_path / "remote-teacher"
+    save_adapted(make_method("zero-shot").fit(tickets, remote, progress=False), teacher)
+    rows = tickets.splits["train"][:8]
+    far = label_rows(teacher, rows, runs_dir=tmp_path / "runs", progress=False).rows
+    near = label_rows(folders["clf"], rows, runs_dir=tmp_path / "runs", progress=False).rows
+    for ex in rows:
+        assert far[ex.id]["label"] == near[ex.id]["label"]
+        assert far[ex.id]["probs"] == pytest.approx(near[ex.id]["probs"], abs=2e-3)
+    student = make_method("distill", {"teacher": str(teacher), "labels": "soft", "student": {"layers": 1},
+                                      "steps": 2, "batch_size": 4, "precision": "fp32"})
+    adapted = student.fit(tickets, tiny_base, tmp_path / "student", progress=False)
+    assert adapted.recipe.train["distill"]["student"]["params_ratio"] is None   # an endpoint's size is unknown

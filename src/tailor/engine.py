@@ -54,6 +54,17 @@ class ChoiceScores:
 
 
 @dataclass
+class TopK:
+    """The k most likely tokens at each position of a continuation, given everything before it
+    (a distillation teacher's soft targets: k per position, not the whole vocabulary)."""
+    ids: list[list[int]]         # [positions][k]
+    logprobs: list[list[float]]  # [positions][k], log-softmax over the whole vocabulary
+    prompt_tokens: int
+    latency_s: float
+    cached: bool = False
+
+
+@dataclass
 class Reward:
     score: float
     prompt_tokens: int
@@ -289,6 +300,44 @@ class Engine:
             cols = torch.arange(pl - 1, pl - 1 + ol) - start
             out[b].append(lp[r, cols, torch.tensor(s[pl:pl + ol])].sum().item())
         return out
+
+    # ------------------------------------------------------------ top-k continuation scores
+
+    def top_logprobs(self, prompts: list[str], continuations: list[str], k: int) -> list[TopK]:
+        """For each prompt, the top-k tokens and log-probabilities at every position of its
+        continuation (teacher-forced: position j sees the continuation's first j tokens). The
+        prompt and continuation are encoded separately, as `score` and training encode them."""
+        params = [{"continuation": c, "k": k} for c in continuations]
+        return self._cached_run("topk", prompts, params, [None] * len(prompts),
+                                lambda todo, meter: self._top_logprobs(prompts, continuations, k, todo, meter),
+                                TopK, "teacher top-k")
+
+    @torch.inference_mode()
+    def _top_logprobs(self, prompts, continuations, k, todo, meter) -> list[TopK]:
+        enc = {i: (self.encode(prompts[i]), self.encode(continuations[i])) for i in todo}
+        cost = {i: len(p) + len(c) for i, (p, c) in enc.items()}
+        out: dict[int, TopK] = {}
+        for batch in self._batches(todo, cost):
+            t0 = time.perf_counter()
+            width = max(cost[i] for i in batch)
+            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, i in enumerate(batch):   # right-padded: positions as in training
+                seq = enc[i][0] + enc[i][1]
+                ids[r, :len(seq)], mask[r, :len(seq)] = torch.tensor(seq), 1
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                use_cache=False).logits
+            dt = time.perf_counter() - t0
+            virtual = self.model.active_peft_config.num_virtual_tokens if _adds_virtual_tokens(self.model) else 0
+            for r, i in enumerate(batch):
+                prompt, cont = enc[i]
+                at = virtual + len(prompt) - 1
+                rows = torch.log_softmax(logits[r, at:at + len(cont)].float(), -1)
+                top = rows.topk(min(k, rows.shape[-1]), -1)
+                out[i] = TopK(top.indices.tolist(), [[round(x, 5) for x in row] for row in top.values.tolist()],
+                              len(prompt), dt)
+            meter.update(len(batch), sum(cost[i] for i in batch))
+        return [out[i] for i in todo]
 
     # ------------------------------------------------------------ prompt log-probabilities
 

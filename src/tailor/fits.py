@@ -5,7 +5,8 @@ the same code on the same library versions give the same weights. The key holds 
 - the content of the train and dev rows actually split off (ids, inputs, targets), so two
   experiments that split one file differently never share a fit (one's test rows would be the
   other's training rows);
-- the method's resolved options and the wall-clock budget it was fitted under;
+- the method's resolved options and the wall-clock budget it was fitted under, and what else it
+  reads by content (`Method.fit_inputs`: a teacher's or SFT arm's weights, an unlabelled file);
 - torch, transformers and peft versions;
 - a fingerprint of every Tailor module the method's code can import (found by reading the
   imports of its module, transitively: engine, models, task splitting, the loop, ...).
@@ -32,6 +33,7 @@ def fit_key(method, task: Task, base_weights_id: str, budget_s: float | None = N
     splits = {name: hash_examples(task.splits.get(name) or []) for name in ("train", "dev")}
     return sha256_text(json.dumps({
         "base": base_weights_id, "method": method.method, "options": method.model_dump(), "budget_s": budget_s,
+        "inputs": method.fit_inputs(),
         "task": {"kind": task.kind, "instruction": task.instruction, "labels": task.labels, "splits": splits},
         "libraries": {name: _version(name) for name in LIBRARIES},
         "code": code_fingerprint(type(method).__module__)}, sort_keys=True, default=str))

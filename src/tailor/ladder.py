@@ -13,6 +13,7 @@ import logging
 import re
 import time
 import traceback
+from pathlib import Path
 
 from .config import Arm, Experiment
 from .context import RunContext, open_run
@@ -38,19 +39,20 @@ def run_ladder(exp: Experiment, progress: bool = True) -> LadderResult:
         for note in task.notes:
             console.print(f"[yellow]{task.name}:[/] {note}")
         curation = _check_data(exp, ctx)
-        arms, base_general, correct = [], None, {}
+        arms, base_general, predictions = [], None, {}
         for i, arm in enumerate(exp.arms, 1):
             console.print(f"[bold cyan]arm {i}/{len(exp.arms)}[/] {arm.name} ({arm.method})")
             from .methods.preference import chained
             arm = chained(arm, arms)   # after: / reward_model: an earlier arm, by name
             budget_s = _budget_share(exp, exp.arms[i - 1:], time.perf_counter() - t_start)
-            result, adapted, correct[arm.name] = _run_arm(exp, arm, ctx, test, progress, budget_s)
+            result, adapted, predictions[arm.name] = _run_arm(exp, arm, ctx, test, progress, budget_s)
             if exp.forgetting and result.ok and result.changes_weights and not getattr(arm.options, "scorer", False):
                 base_general = _forgetting(result, adapted, ctx, base_general, progress, exp.forgetting_size)
             del adapted  # frees a trained model before the next arm trains
             arms.append(result)
             _print_arm(result, PRIMARY[task.kind])
-        _versus_closed_book(arms, correct)
+        _versus_closed_book(arms, predictions, task.kind)
+        _imitation(arms, predictions, exp, ctx, test, progress)
         results = LadderResult(
             experiment=ExperimentInfo(name=exp.name, model=exp.model, task=task.name,
                                       created=time.strftime("%Y-%m-%d %H:%M:%S"), test_rows=len(test),
@@ -119,7 +121,7 @@ def _run_arm(exp: Experiment, arm: Arm, ctx: RunContext, test, progress: bool, b
     cost = m.cost.model_copy(update={
         "fit_wall_s": fitted - t0, "train_time_s": adapted.train_time_s, "train_tokens": adapted.train_tokens,
         "trainable_params": adapted.trainable_params, "artifact_bytes": adapted.artifact_bytes,
-        "cost_per_1k_requests": tokens * exp.price_per_1k_tokens,
+        "cost_per_1k_requests": tokens * exp.price_per_1k_tokens * _size_factor(arm.options, adapted, ctx.base),
         "train_cost": adapted.train_time_s / 3600 * exp.price_per_train_hour})
     cost.first_month_cost = cost.train_cost + exp.requests_per_month / 1000 * cost.cost_per_1k_requests
     by_id = {ex.id: ex for ex in test}
@@ -130,8 +132,16 @@ def _run_arm(exp: Experiment, arm: Arm, ctx: RunContext, test, progress: bool, b
         "notes": m.notes, "changes_weights": type(arm.options).changes_weights, "weights_id": adapted.weights_id,
         "arm_dir": str(adapted.artifact_dir) if adapted.artifact_dir else None, "train": adapted.recipe.train,
         "retrieval": Retrieval(**m.retrieval, closed_book=closed_book) if m.retrieval else None})
-    from .retrieval.grounding import item_correct
-    return result, adapted, {p.id: item_correct(ctx.task.kind, p.prediction, p.target) for p in m.predictions}
+    return result, adapted, m.predictions
+
+
+def _size_factor(method, adapted, base) -> float:
+    """The token price is the base's; an arm that serves a model of its own (a distilled student)
+    pays in proportion to its parameters, as the compute per token does (about 2 FLOPs per
+    parameter)."""
+    if not type(method).own_model or not base.n_params:
+        return 1.0
+    return sum(p.numel() for p in adapted.model.parameters()) / base.n_params
 
 
 def _closed_book_probe(adapted, exp: Experiment, ctx: RunContext, test, progress: bool) -> dict | None:
@@ -148,16 +158,47 @@ def _closed_book_probe(adapted, exp: Experiment, ctx: RunContext, test, progress
     return m.metrics
 
 
-def _versus_closed_book(arms: list[ArmResult], correct: dict[str, dict | None]) -> None:
+def _versus_closed_book(arms: list[ArmResult], predictions: dict[str, list | None], kind: str) -> None:
     """Per row, every arm against the first closed-book zero-shot arm: helped, hurt, unchanged
     (context can erase a small model's right answers, and an average hides it)."""
-    from .retrieval.grounding import helped_hurt
+    from .retrieval.grounding import helped_hurt, item_correct
+    correct = {name: None if preds is None else {p.id: item_correct(kind, p.prediction, p.target) for p in preds}
+               for name, preds in predictions.items()}
     base = next((a for a in arms if a.ok and a.method == "zero-shot"), None)
     if base is None or not correct.get(base.name):
         return
     for arm in arms:
         if arm.ok and arm is not base and correct.get(arm.name) is not None:
             arm.versus_closed_book = {"baseline": base.name, **helped_hurt(correct[base.name], correct[arm.name])}
+
+
+def _imitation(arms: list[ArmResult], predictions: dict[str, list | None], exp: Experiment, ctx: RunContext, test,
+               progress: bool) -> None:
+    """The imitation check of every arm that learned from a teacher (tailor.distill.imitation):
+    the teacher's answers on the same rows, from its own arm of this ladder or measured here."""
+    from .distill.imitation import imitation, warnings_for
+    metric = PRIMARY[ctx.task.kind]
+    by_dir = {str(Path(a.arm_dir).resolve()): a.name for a in arms if a.ok and a.arm_dir}
+    for arm in arms:
+        teacher = arm.options.get("teacher") if arm.method == "distill" else None
+        if not arm.ok or not teacher:
+            continue
+        name = by_dir.get(str(Path(teacher).resolve()))
+        if name is None:   # a teacher from outside the ladder: measured on the same rows
+            from .methods import load_adapted
+            console.print(f"  imitation check: measuring the teacher {teacher} on the test rows")
+            predictions[teacher] = measure(load_adapted(teacher, ctx.base), ctx.task, test, cache=ctx.cache,
+                                           batch_size=exp.batch_size, max_new_tokens=exp.max_new_tokens,
+                                           progress=progress, latency_requests=0).predictions
+            name = teacher
+        score = next((a.metrics.get(metric) for a in arms if a.name == name), None)
+        arm.imitation = imitation(ctx.task.kind, predictions[arm.name], predictions[name], metric,
+                                  arm.metrics.get(metric), score)
+        arm.imitation["teacher_arm"] = name
+    warnings_for(arms)
+    for arm in arms:
+        if arm.imitation and arm.imitation.get("warning"):
+            console.print(f"[yellow]imitation check:[/] {arm.name} {arm.imitation['warning']}")
 
 
 def recommend(arms: list[ArmResult], metric: str, exp: Experiment) -> Recommendation:

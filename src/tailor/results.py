@@ -127,6 +127,8 @@ class ArmResult(Result):
     retrieval: Retrieval | None = None
     # per row against the closed-book zero-shot arm: helped (wrong -> right), hurt, unchanged
     versus_closed_book: dict[str, Any] | None = None
+    # a distilled arm against its teacher and gold (tailor.distill.imitation)
+    imitation: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:

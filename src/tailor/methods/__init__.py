@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..errors import TailorError
 from .base import Adapted, Method, load_adapted, save_adapted
+from .distill import Distill
 from .finetune import FINETUNE_METHODS
 from .preference import PREFERENCE_METHODS
 from .prompting import ICL, FewShot, ZeroShot
@@ -15,7 +16,7 @@ from .retrieval import RAG, RAGLoRA
 METHODS: dict[str, type[Method]] = {cls.method: cls for cls in (ZeroShot, FewShot, ICL)}
 METHODS.update(FINETUNE_METHODS)
 METHODS.update(PREFERENCE_METHODS)
-METHODS.update({cls.method: cls for cls in (RAG, RAGLoRA)})
+METHODS.update({cls.method: cls for cls in (RAG, RAGLoRA, Distill)})
 
 
 def make_method(name: str, options: dict | None = None) -> Method:

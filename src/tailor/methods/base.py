@@ -27,12 +27,18 @@ class Method(Options):
 
     method: ClassVar[str] = ""
     changes_weights: ClassVar[bool] = False
+    own_model: ClassVar[bool] = False    # serves a model of its own, not the base (priced by its size)
 
     def fit(self, task: Task, base: Base, out: Path | None = None, *, progress: bool = True,
             budget_s: float | None = None, resume: str | None = None) -> Adapted:
         """Adapt `base` to `task`. `out`: the arm folder (training logs and checkpoints go there);
         `budget_s`: wall-clock seconds training may take; `resume`: a checkpoint to continue."""
         raise NotImplementedError
+
+    def fit_inputs(self) -> dict:
+        """What `fit` reads besides the task and the base (other arms, files), by content: part
+        of the fit-reuse key, so a retrained teacher or an edited file is never reused stale."""
+        return {}
 
     # ---- the family's artifact: weights beside the recipe (prompting arms have none)
     @classmethod
@@ -143,6 +149,20 @@ def load_adapted(path: str | Path, base: Base) -> Adapted:
     adapted.artifact_dir = folder
     adapted.artifact_bytes = artifact_bytes(folder, recipe)
     return adapted
+
+
+def arm_content(path: str | None) -> str | None:
+    """An arm folder's weights digest (its recipe, for arms without weights), None if unreadable."""
+    if not path:
+        return None
+    from ..errors import TailorError
+    from ..utils import sha256_file
+    try:
+        folder = find_arm(Path(path))
+        recipe, _ = read_recipe(folder)
+    except (TailorError, OSError):   # not an arm (yet): fit refuses it with its own error
+        return None
+    return (recipe.weights or {}).get("digest") or sha256_file(folder / "recipe.json")
 
 
 def base_recipe(method: Method, task: Task, base: Base, builder: PromptBuilder, **fields) -> Recipe:

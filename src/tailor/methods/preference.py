@@ -54,6 +54,11 @@ class _Policy(LoRA):
     init_adapter: str | None = None   # an SFT (lora) arm's folder to start from; frozen, it is the reference
     after: str | None = None          # in a ladder: the name of an earlier arm to start from (sets init_adapter)
 
+    def fit_inputs(self) -> dict:
+        from .base import arm_content
+        return {"init_adapter": arm_content(self.init_adapter),
+                "reward_model": arm_content(getattr(self, "reward_model", None))}
+
     def _finish(self, model, task, base, builder, result_json: dict, data_report: dict | None) -> Adapted:
         trainable = sum(t.numel() for t in self.trained_tensors(model).values())
         if data_report:
@@ -205,7 +210,7 @@ class PPO(_Policy):
 
 
 def chained(arm, done: list):
-    """A ladder arm with `after: NAME` and `reward_model: NAME` (names of earlier arms) turned into
+    """A ladder arm with `after:`, `reward_model:` and `teacher: NAME` (names of earlier arms) turned into
     those arms' folders. A name that is no earlier arm, or one that failed, is left for `fit` to
     refuse with its own one-line error (the arm fails, the ladder goes on)."""
     import dataclasses
@@ -214,10 +219,11 @@ def chained(arm, done: list):
     if after:
         prior = by_name.get(after)
         update["init_adapter"] = prior.arm_dir if prior is not None and prior.ok and prior.arm_dir else after
-    rm = getattr(options, "reward_model", None)
-    if rm and rm in by_name:
-        prior = by_name[rm]
-        update["reward_model"] = prior.arm_dir if prior.ok and prior.arm_dir else rm
+    for field in ("reward_model", "teacher"):
+        name = getattr(options, field, None)
+        if name and name in by_name:
+            prior = by_name[name]
+            update[field] = prior.arm_dir if prior.ok and prior.arm_dir else name
     return dataclasses.replace(arm, options=options.model_copy(update=update)) if update else arm
 
 

@@ -13,6 +13,7 @@ from ..errors import TailorError
 from ..results import LadderResult
 from ..utils import atomic_write_text
 from . import sections
+from .distill import distill_section
 from .fmt import esc
 from .preference import preference_section
 from .retrieval import retrieval_section
@@ -34,7 +35,8 @@ def render_html(results: LadderResult) -> str:
     v = sections.View.of(results)
     title = f"{results.experiment.name or results.task.get('name') or 'experiment'} · Tailor report"
     body = [sections.header(v), _nav(v), sections.recommendation(v), sections.comparison_table(v),
-            sections.charts(v), retrieval_section(v), preference_section(v), sections.forgetting(v), sections.confusions(v),
+            sections.charts(v), retrieval_section(v), distill_section(v), preference_section(v),
+            sections.forgetting(v), sections.confusions(v),
             sections.debugging(v), sections.examples(v),
             sections.data_check(v), sections.manifest(v)]
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -52,6 +54,8 @@ def _nav(v: sections.View) -> str:
              ("quality-cost", "Quality vs cost"), ("latency", "Latency")]
     if any(a.retrieval for a in v.ok):
         links.append(("retrieval", "Retrieval"))
+    if any(a.imitation for a in v.ok):
+        links.append(("distill", "Distillation"))
     if any("preference_accuracy" in a.metrics or "pairwise_accuracy" in a.metrics for a in v.ok):
         links.append(("preference", "Preference"))
     if any(a.forgetting for a in v.arms):
