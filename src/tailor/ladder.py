@@ -20,7 +20,7 @@ from .context import RunContext, open_run
 from .errors import TailorError
 from .measure import measure
 from .progress import console
-from .results import ArmResult, Curation, ExampleRow, ExperimentInfo, Forgetting, LadderResult, Recommendation, Retrieval
+from .results import ArmResult, Curation, ExampleRow, ExperimentInfo, Forgetting, LadderResult, LongDoc, Recommendation, Retrieval
 
 log = logging.getLogger("tailor")
 
@@ -131,7 +131,8 @@ def _run_arm(exp: Experiment, arm: Arm, ctx: RunContext, test, progress: bool, b
         "metrics": m.metrics, "cost": cost, "confusion": m.confusion, "labels": m.labels, "examples": examples,
         "notes": m.notes, "changes_weights": type(arm.options).changes_weights, "weights_id": adapted.weights_id,
         "arm_dir": str(adapted.artifact_dir) if adapted.artifact_dir else None, "train": adapted.recipe.train,
-        "retrieval": Retrieval(**m.retrieval, closed_book=closed_book) if m.retrieval else None})
+        "retrieval": Retrieval(**m.retrieval, closed_book=closed_book) if m.retrieval else None,
+        "longdoc": LongDoc(**m.longdoc) if m.longdoc else None})
     return result, adapted, m.predictions
 
 

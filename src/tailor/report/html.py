@@ -15,6 +15,7 @@ from ..utils import atomic_write_text
 from . import sections
 from .distill import distill_section
 from .fmt import esc
+from .longdoc import longdoc_section
 from .preference import preference_section
 from .retrieval import retrieval_section
 
@@ -35,7 +36,7 @@ def render_html(results: LadderResult) -> str:
     v = sections.View.of(results)
     title = f"{results.experiment.name or results.task.get('name') or 'experiment'} · Tailor report"
     body = [sections.header(v), _nav(v), sections.recommendation(v), sections.comparison_table(v),
-            sections.charts(v), retrieval_section(v), distill_section(v), preference_section(v),
+            sections.charts(v), retrieval_section(v), distill_section(v), longdoc_section(v), preference_section(v),
             sections.forgetting(v), sections.confusions(v),
             sections.debugging(v), sections.examples(v),
             sections.data_check(v), sections.manifest(v)]
@@ -56,6 +57,8 @@ def _nav(v: sections.View) -> str:
         links.append(("retrieval", "Retrieval"))
     if any(a.imitation for a in v.ok):
         links.append(("distill", "Distillation"))
+    if any(a.longdoc for a in v.ok):
+        links.append(("longdoc", "Long documents"))
     if any("preference_accuracy" in a.metrics or "pairwise_accuracy" in a.metrics for a in v.ok):
         links.append(("preference", "Preference"))
     if any(a.forgetting for a in v.arms):
