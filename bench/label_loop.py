@@ -14,12 +14,15 @@ This measures that loop on the bundled tweet-sentiment task (smollm2-135m by def
    labels are graded against the hidden ones by id;
 4. a second LoRA arm, same recipe, trained on GOLD + the kept rows with the model's labels, its
    steps sized to one pass too (ceil(rows / 16));
-5. both arms measured on the same first --test test rows through `tailor.measure.measure`.
+5. an equal-steps control: a third LoRA arm on GOLD only, trained for as many steps as the
+   gold+kept arm (so more than one pass over GOLD), which separates the kept rows' gain from the
+   gain of training longer;
+6. all three arms measured on the same first --test test rows through `tailor.measure.measure`.
 
 It prints a table (arm, train rows, steps, train s, test accuracy, macro F1) and the labelling
 line; the last line is one JSON object. Run it alone (the CPU is shared):
     flock /tmp/tailor-cpu.lock timeout 2400 .venv/bin/python bench/label_loop.py [--gold 640] [--held 2000]
-        [--threshold 0.9] [--test 300] [--model smollm2-135m]
+        [--threshold 0.7] [--test 300] [--model smollm2-135m]
 Quick check: --model tiny-test --gold 32 --held 64 --test 20
 """
 
@@ -46,10 +49,11 @@ def with_train(task, train: list):
                 metrics=list(task.metrics), source=task.source, splits={"train": list(train), "dev": dev, "test": test})
 
 
-def fit_arm(task, base, rows: int, args, folder: Path):
-    """A LoRA arm on the task's train split, one pass over it in steps of `args.batch_size`."""
+def fit_arm(task, base, rows: int, args, folder: Path, steps: int | None = None):
+    """A LoRA arm on the task's train split in batches of `args.batch_size`: `steps` steps, by
+    default one pass over its `rows` rows."""
     from tailor.methods import make_method, save_adapted
-    steps = max(1, math.ceil(rows / args.batch_size))
+    steps = steps or max(1, math.ceil(rows / args.batch_size))
     method = make_method("lora", {"steps": steps, "batch_size": args.batch_size, "seed": args.seed,
                                   "max_train_examples": None})
     adapted = method.fit(task, base, folder, progress=False)
@@ -137,18 +141,25 @@ def main() -> None:
         arm_plus, steps_plus = fit_arm(plus_task, base, len(gold) + len(kept), args, work / "arm-gold-plus-kept")
         wall_plus = time.perf_counter() - t0
         print(f"gold+kept arm: {steps_plus} steps, {arm_plus.train_time_s:.0f} s training", flush=True)
+        t0 = time.perf_counter()   # the control: gold only, as many steps as gold+kept
+        arm_equal, steps_equal = fit_arm(gold_task, base, len(gold), args, work / "arm-gold-equal-steps",
+                                         steps=steps_plus)
+        wall_equal = time.perf_counter() - t0
+        print(f"gold-only equal-steps arm: {steps_equal} steps, {arm_equal.train_time_s:.0f} s training", flush=True)
 
         results = {}
-        for name, adapted, rows, steps, wall in (("gold-only", arm_gold, len(gold), steps_gold, wall_gold),
-                                                 ("gold+kept", arm_plus, len(gold) + len(kept), steps_plus, wall_plus)):
+        for name, adapted, rows, steps, wall in (
+                ("gold-only", arm_gold, len(gold), steps_gold, wall_gold),
+                ("gold-only=steps", arm_equal, len(gold), steps_equal, wall_equal),
+                ("gold+kept", arm_plus, len(gold) + len(kept), steps_plus, wall_plus)):
             m = measure(adapted, task, test_rows, cache=None, latency_requests=0, progress=False)
             results[name] = {"train_rows": rows, "steps": steps, "train_s": adapted.train_time_s, "fit_wall_s": wall,
                              "accuracy": m.metrics["accuracy"], "macro_f1": m.metrics["macro_f1"],
                              "eval_s": m.cost.eval_wall_s}
 
-    print(f"\n{'arm':<12} {'train rows':>10} {'steps':>6} {'train s':>8} {'test acc':>9} {'macro F1':>9}")
+    print(f"\n{'arm':<16} {'train rows':>10} {'steps':>6} {'train s':>8} {'test acc':>9} {'macro F1':>9}")
     for name, r in results.items():
-        print(f"{name:<12} {r['train_rows']:>10} {r['steps']:>6} {r['train_s']:>8.0f} {r['accuracy']:>9.3f} "
+        print(f"{name:<16} {r['train_rows']:>10} {r['steps']:>6} {r['train_s']:>8.0f} {r['accuracy']:>9.3f} "
               f"{r['macro_f1']:>9.3f}")
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
     print(f"\nlabelling: {len(review)} held rows in {label_s:.1f} s; kept {len(kept)} ({100 * kept_share:.1f}%) at "
@@ -160,19 +171,25 @@ def main() -> None:
     print("threshold sweep (same labels): " + "; ".join(
         f">= {t['threshold']}: kept {100 * t['kept_share']:.1f}%, accuracy {fmt(t['kept_label_accuracy'])}" for t in sweep))
     delta = results["gold+kept"]["accuracy"] - results["gold-only"]["accuracy"]
-    print(f"test accuracy gold+kept - gold-only: {100 * delta:+.1f} points on {len(test_rows)} rows")
+    delta_equal = results["gold+kept"]["accuracy"] - results["gold-only=steps"]["accuracy"]
+    print(f"test accuracy gold+kept - gold-only: {100 * delta:+.1f} points; gold+kept - gold-only at equal steps "
+          f"({steps_plus}): {100 * delta_equal:+.1f} points; on {len(test_rows)} rows")
     r4 = lambda x: None if x is None else round(x, 4)  # noqa: E731
     print(json.dumps({
         "model": args.model, "gold_rows": len(gold), "held_rows": len(held), "threshold": args.threshold,
         "test_rows": len(test_rows), "kept_rows": len(kept), "kept_share": r4(kept_share),
         "kept_label_accuracy": r4(kept_acc), "all_label_accuracy": r4(all_acc), "label_s": round(label_s, 1),
-        "steps_gold_only": steps_gold, "steps_gold_plus_kept": steps_plus,
+        "steps_gold_only": steps_gold, "steps_gold_only_equal_steps": steps_equal, "steps_gold_plus_kept": steps_plus,
         "train_s_gold_only": round(results["gold-only"]["train_s"], 1),
+        "train_s_gold_only_equal_steps": round(results["gold-only=steps"]["train_s"], 1),
         "train_s_gold_plus_kept": round(results["gold+kept"]["train_s"], 1),
         "accuracy_gold_only": r4(results["gold-only"]["accuracy"]),
+        "accuracy_gold_only_equal_steps": r4(results["gold-only=steps"]["accuracy"]),
         "accuracy_gold_plus_kept": r4(results["gold+kept"]["accuracy"]),
         "macro_f1_gold_only": r4(results["gold-only"]["macro_f1"]),
+        "macro_f1_gold_only_equal_steps": r4(results["gold-only=steps"]["macro_f1"]),
         "macro_f1_gold_plus_kept": r4(results["gold+kept"]["macro_f1"]), "delta": r4(delta),
+        "delta_equal_steps": r4(delta_equal),
         "confidence": {k: r4(v) for k, v in conf_summary.items()},
         "sweep": [{k: r4(v) for k, v in t.items()} for t in sweep]}))
 

@@ -81,3 +81,29 @@ def test_debug_names_a_coverage_gap_where_the_training_rows_are_elsewhere(tmp_pa
     far = [c for c in report["clusters"] if c["nearby_training_rows"] == 0]
     assert far and all(c["gap"] and c["add"] >= 1 for c in far)
     assert set(report["coverage_gaps"]) == {c["id"] for c in report["clusters"] if c["gap"]}
+
+
+def test_debug_counts_only_the_rows_a_short_training_run_consumed():
+    """An arm trained for fewer steps than one pass learned from the rows its steps consumed (the
+    demo's 40 steps of 16 over a 2,000-row sample), not from its whole sample."""
+    from types import SimpleNamespace
+
+    from tailor.debug import learned_rows
+    from tailor.task import Example, Task
+    from tailor.train.data import step_examples
+    rows = [Example(f"r{i}", f"text {i}", "a" if i % 2 else "b") for i in range(40)]
+    task = Task("t", "classify", "x", rows, labels=["a", "b"], splits={"train": rows, "dev": [], "test": []})
+
+    def recipe(steps, method="lora", kept=40, dropped=()):
+        return SimpleNamespace(method=method, options={"batch_size": 4, "seed": 3, "max_train_examples": None},
+                               train={"steps": steps, "data": {"kept": kept, "dropped_too_long_ids": list(dropped)}})
+
+    short = learned_rows(task, recipe(3), [])
+    assert {ex.id for ex in short} == {ex.id for s in range(3) for ex in step_examples(rows, 4, 3, s)}
+    assert len(short) == 12
+    assert len(learned_rows(task, recipe(10), [])) == 40          # a full pass: every row
+    assert len(learned_rows(task, recipe(3, method="distill"), [])) == 40   # not read in that order
+    assert len(learned_rows(task, recipe(3, kept=39), [])) == 40  # the encoding differs: the whole sample
+    kept = [ex for ex in rows if ex.id != "r0"]
+    assert {ex.id for ex in learned_rows(task, recipe(3, kept=39, dropped=["r0"]), [])} == \
+        {ex.id for s in range(3) for ex in step_examples(kept, 4, 3, s)}

@@ -82,13 +82,29 @@ def run_task(run: Path):
     return load_task(cfg["task"], **TaskOptions.model_validate(options).loader_options(cfg.get("seed", 0)))
 
 
+# training arms whose loop reads train_pool's rows in step_examples' order (methods/finetune.py)
+_POOL_TRAINED = {"full", "lora", "qlora", "prompt-tuning", "prefix", "ia3", "bitfit"}
+
+
 def learned_rows(task, recipe, pool) -> list:
-    """The rows the arm learned from: a training arm's sampled train rows, a prompting arm's pool."""
+    """The rows the arm learned from: a training arm's sampled train rows, a prompting arm's pool.
+    A pool-trained arm that stopped short of one pass (the demo's 40 steps of 16 over a 2,000-row
+    sample) learned only from the rows its steps consumed, so only those count."""
     if recipe.train is not None:   # a training arm
+        from .train.data import step_examples
         from .train.loop import train_pool
         cfg = SimpleNamespace(max_train_examples=recipe.options.get("max_train_examples"),
                               seed=recipe.options.get("seed", 0))
-        return train_pool(task, cfg)
+        rows = train_pool(task, cfg)
+        data = recipe.train.get("data") or {}
+        dropped = set(data.get("dropped_too_long_ids") or [])
+        encoded = [ex for ex in rows if ex.id not in dropped and ex.target.strip()]   # as encode_examples keeps
+        steps, batch = recipe.train.get("steps") or 0, recipe.options.get("batch_size") or 0
+        if (recipe.method in _POOL_TRAINED and data.get("kept") == len(encoded) and batch
+                and 0 < steps * batch < len(encoded)):
+            seen = {ex.id for step in range(steps) for ex in step_examples(encoded, batch, cfg.seed, step)}
+            rows = [ex for ex in encoded if ex.id in seen]
+        return rows
     return list(pool) or list(task.splits.get("train") or [])
 
 
