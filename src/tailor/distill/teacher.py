@@ -45,9 +45,11 @@ def teacher_identity(teacher: Path) -> dict:
 
 
 def label_rows(teacher: str | Path, examples: list[Example], *, top_k: int = 0, max_new_tokens: int = 64,
-               batch_size: int = 16, runs_dir: str | Path = "runs", progress: bool = True) -> TeacherLabels:
+               batch_size: int = 16, runs_dir: str | Path = "runs", progress: bool = True,
+               cache: bool = True) -> TeacherLabels:
     """The teacher's labels for `examples` (and, with top_k > 0 on a generate task, its top-k
-    token log-probabilities along each answer)."""
+    token log-probabilities along each answer). `cache`: the engine's result cache (off, every
+    row is computed: what labelling costs)."""
     from ..label import prelabel
     who = teacher_identity(Path(teacher))
     key = sha256_text(json.dumps([who, hash_examples(examples), top_k, max_new_tokens], sort_keys=True))[:24]
@@ -64,7 +66,7 @@ def label_rows(teacher: str | Path, examples: list[Example], *, top_k: int = 0, 
         atomic_write_text(inputs, text)
     t0 = time.perf_counter()
     rows, summary = prelabel(teacher, inputs, store.with_suffix(".predictions.jsonl"), batch_size=batch_size,
-                             max_new_tokens=max_new_tokens, runs_dir=str(runs_dir), progress=progress)
+                             max_new_tokens=max_new_tokens, runs_dir=str(runs_dir), progress=progress, cache=cache)
     out = {r["id"]: {"label": r["label"]} for r in rows}
     for r in rows:
         if r["probs"]:
