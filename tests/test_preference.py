@@ -499,6 +499,66 @@ def test_ppo_resumes_from_its_checkpoint_to_the_same_iterations(tiny_base, pair_
     assert resumed.weights_id == straight.weights_id
 
 
+# ---------------------------------------------------------------- the judge (a gold reward model)
+
+
+def test_win_rate_counts_ties_half_and_refuses_unequal_lists():
+    from tailor.preference.judge import win_rate
+    assert win_rate([1.0, 2.0, 3.0, 3.0], [0.0, 2.0, 4.0, 1.0]) == (0.625, 1)   # win, tie, loss, win
+    assert win_rate([0.5, 0.5], [0.5, 0.5]) == (0.5, 2)
+    assert win_rate([-1.0], [1.0]) == (0.0, 0)
+    with pytest.raises(ValueError):
+        win_rate([1.0], [1.0, 2.0])
+
+
+def test_prompt_halves_are_disjoint_cover_the_prompts_and_match_the_bench():
+    """The halves a ladder trains its judge and policies on are the bench's halves A and B."""
+    import importlib.util
+
+    from tailor.datasets import load_task
+    from tailor.preference.data import prompt_half, prompt_key
+    task = load_task("factual-summary-pairs")
+    rows = task.splits["train"]
+    a, b = prompt_half(rows, "half-a"), prompt_half(rows, "half-b")
+    ka, kb = {prompt_key(ex.input) for ex in a}, {prompt_key(ex.input) for ex in b}
+    assert not ka & kb and len(a) + len(b) == len(rows) and abs(len(ka) - len(kb)) <= 1
+    spec = importlib.util.spec_from_file_location("bench_pref", Path(__file__).parents[1] / "bench" / "preference_alignment.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench_a, bench_b = bench.halves(task)
+    assert [ex.id for ex in a] == [ex.id for ex in bench_a] and [ex.id for ex in b] == [ex.id for ex in bench_b]
+    assert prompt_half(rows, "all") == rows
+
+
+def test_kl_estimate_matches_a_direct_computation(tiny_base, pair_task, tmp_path):
+    """mean over one temperature-1 sample per prompt of log pi(y|x) - log pi_ref(y|x), against plain
+    forwards of both models on the same sampled answers; the reference against itself is 0."""
+    from tailor.methods import make_method
+    from tailor.preference.judge import answer_text, kl_to_reference, unique_prompts
+    ref = make_method("zero-shot", {}).fit(pair_task, tiny_base, None, progress=False)
+    policy = make_method("lora", {"steps": 3, "batch_size": 8, "lr": 1e-2, "precision": "fp32"}).fit(
+        pair_task, tiny_base, tmp_path / "sft", progress=False)
+    rows = unique_prompts(pair_task.splits["train"])[:5]
+    mean, per = kl_to_reference(policy, ref, rows, max_new_tokens=6, seed=3)
+    texts = [policy.builder.build(ex).text for ex in rows]
+    gens = policy.engine(None, progress=False).generate(texts, max_new_tokens=6, temperature=1.0, seed=3)
+    tok = tiny_base.tokenizer
+
+    def logprob(model, prompt, answer):
+        p, a = tok(prompt, add_special_tokens=False).input_ids, tok(answer, add_special_tokens=False).input_ids
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([p + a])).logits[0].float()
+        lp = torch.log_softmax(logits[len(p) - 1:-1], -1)
+        return lp.gather(-1, torch.tensor(a)[:, None]).sum().item()
+
+    direct = [logprob(policy.model, t, answer_text(policy.builder, g)) - logprob(ref.model, t, answer_text(policy.builder, g))
+              for t, g in zip(texts, gens)]
+    assert per == pytest.approx(direct, abs=2e-3)
+    assert mean == pytest.approx(sum(direct) / len(direct), abs=2e-3)
+    assert abs(mean) > 1e-3                       # the trained policy is not the reference
+    assert kl_to_reference(ref, ref, rows, max_new_tokens=6, seed=3)[0] == 0.0
+
+
 # ---------------------------------------------------------------- the ladder
 
 
@@ -511,16 +571,53 @@ def test_ladder_chains_dpo_and_ppo_after_an_sft_arm_and_reports_preferences(tmp_
         "model": "tiny-test", "task": str(pairs), "task_options": {"test": 2, "dev": 1}, "dtype": "fp32",
         "runs_dir": str(tmp_path / "runs"), "curate": False, "forgetting": False, "latency_requests": 0,
         "max_new_tokens": 6, "cache": False,
-        "arms": ["zero-shot", {"name": "sft", "method": "lora", **quick},
-                 {"name": "rm", "method": "reward-model", **quick},
-                 {"method": "dpo", "after": "sft", **quick},
-                 {"method": "ppo", "after": "sft", "reward_model": "rm", "steps": 1, "rollout_prompts": 2,
-                  "minibatch_prompts": 2, "max_new_tokens": 4, "precision": "fp32"},
+        "judge": {"arm": "gold", "reference": "sft"},
+        "arms": ["zero-shot", {"name": "sft", "method": "lora", "train_prompts": "half-a", **quick},
+                 {"name": "rm", "method": "reward-model", "train_prompts": "half-a", **quick},
+                 {"name": "gold", "method": "reward-model", "train_prompts": "half-b", **quick},
+                 {"method": "dpo", "after": "sft", "train_prompts": "half-a", **quick},
+                 {"method": "ppo", "after": "sft", "reward_model": "rm", "steps": 2, "rollout_prompts": 2,
+                  "minibatch_prompts": 2, "max_new_tokens": 4, "precision": "fp32", "train_prompts": "half-a",
+                  "save_every": 1, "keep_checkpoints": 10},
                  {"name": "orphan", "method": "dpo", "after": "nope", **quick}]}, "exp.yaml")
     results = run_ladder(exp, progress=False)
     arms = {a.name: a for a in results.arms}
-    assert [arms[n].status for n in ("zero-shot", "sft", "rm", "dpo", "ppo")] == ["ok"] * 5, \
+    assert [arms[n].status for n in ("zero-shot", "sft", "rm", "gold", "dpo", "ppo")] == ["ok"] * 6, \
         {n: a.error for n, a in arms.items()}
+    # the judge trained on the other half of the train prompts than every policy
+    n_train = len(_split(exp, "train"))
+    assert arms["gold"].train["data"]["kept"] + arms["rm"].train["data"]["kept"] == n_train
+    policies = ("zero-shot", "sft", "dpo", "ppo")
+    assert all(arms[n].judge is not None for n in policies) and arms["rm"].judge is None and arms["gold"].judge is None
+    for n in policies:
+        j = arms[n].judge
+        assert (j.judge, j.reference, j.base, j.prompts, j.disjoint) == ("gold", "sft", "zero-shot", 2, True), n
+        assert j.judge_accuracy == arms["gold"].metrics["pairwise_accuracy"]
+        assert j.length == pytest.approx(arms[n].cost.completion_tokens_per_request)   # the same greedy answers
+    assert arms["sft"].judge.win_rate == 0.5 and arms["sft"].judge.kl == 0.0
+    assert arms["zero-shot"].judge.length_change == 0.0
+    assert arms["dpo"].judge.length_change == pytest.approx(arms["dpo"].judge.length - arms["zero-shot"].judge.length)
+    # PPO: its start (the SFT arm), each saved checkpoint, the best marked; the last is the arm itself
+    cps = arms["ppo"].judge.checkpoints
+    assert [c.step for c in cps] == [0, 1, 2]
+    assert (cps[0].reward, cps[0].kl, cps[0].win_rate) == (arms["sft"].judge.reward, 0.0, 0.5)
+    assert (cps[-1].reward, cps[-1].kl) == (arms["ppo"].judge.reward, arms["ppo"].judge.kl)
+    best = [c for c in cps if c.best]   # one, the saved checkpoint the judge rewards most (not the start)
+    assert len(best) == 1 and best[0].step > 0 and best[0].reward == max(c.reward for c in cps[1:])
+    assert cps[1].train_kl == arms["ppo"].train["history"][0]["kl"]
+    # the last checkpoint's weights are the arm's own (so the ladder takes the arm's grades for it)
+    from tailor.methods import load_adapted
+    from tailor.models import load_base
+    from tailor.preference.judge import checkpoint_weights, judged_answers, unique_prompts
+    run = Path(results.run_dir)
+    base = load_base("tiny-test", dtype="fp32", device="cpu")
+    ppo, gold = load_adapted(run / "arms" / "ppo", base), load_adapted(run / "arms" / "gold", base)
+    rows = unique_prompts(_split(exp, "test"))
+    own = judged_answers(ppo, gold, rows, max_new_tokens=6)[0]
+    with checkpoint_weights(ppo, run / "arms" / "ppo" / "checkpoints" / "step-0000002") as last:
+        assert judged_answers(last, gold, rows, max_new_tokens=6)[0] == pytest.approx(own, abs=1e-5)
+    with checkpoint_weights(ppo, run / "arms" / "ppo" / "checkpoints" / "step-0000001") as first:
+        assert sum(judged_answers(first, gold, rows, max_new_tokens=6)[0]) / len(rows) == pytest.approx(cps[1].reward, abs=1e-5)
     assert arms["orphan"].status == "failed" and "after: must name an earlier arm" in arms["orphan"].error
     assert arms["dpo"].options["after"] == "sft"
     run = Path(results.run_dir)
@@ -533,3 +630,15 @@ def test_ladder_chains_dpo_and_ppo_after_an_sft_arm_and_reports_preferences(tmp_
     assert results.recommendation.arm != "rm"
     html = (run / "report.html").read_text()
     assert "Preference alignment" in html and "judges pairs" in html
+    assert "Graded by a gold reward model: gold" in html and "win rate vs sft (ties ½)" in html
+    assert "ppo: the judge&#x27;s reward against KL over its checkpoints" in html or \
+        "ppo: the judge's reward against KL over its checkpoints" in html
+    assert html.count("★ best") == 1 and "Gao et al. 2023" in html
+    from tailor.results import read_results
+    again = {a.name: a for a in read_results(run).arms}
+    assert again["ppo"].judge == arms["ppo"].judge   # typed in results.json
+
+
+def _split(exp, name):
+    from tailor.datasets import load_task
+    return load_task(exp.task, **exp.task_options.loader_options(exp.seed)).splits[name]

@@ -37,6 +37,19 @@ class TaskOptions(Options):
         return {"seed": seed, **self.model_dump(exclude_none=True)}
 
 
+class JudgeOptions(Options):
+    """`judge:` a gold reward model that grades every policy arm's answers on the held-out prompts
+    (the gold-versus-proxy reward model of Gao et al. 2023; InstructGPT, Ouyang et al. 2022, grades
+    with held-out labelers): a reward-model arm of this ladder, trained on prompts the policies never
+    saw (`train_prompts: half-b` on it, `half-a` on the policies), or a reward-model arm folder."""
+
+    arm: str                           # a reward-model arm of this ladder (its name), or an arm folder
+    reference: str | None = None       # win rate and KL against this arm (default: the first lora arm)
+    base: str | None = None            # length change against this arm (default: the first zero-shot arm)
+    checkpoints: bool = True           # PPO arms: the judge's reward and KL at each saved checkpoint
+    seed: int = 1                      # of the temperature-1 samples the KL is estimated on
+
+
 @dataclass(frozen=True)
 class Arm:
     name: str
@@ -77,6 +90,7 @@ class Experiment(Options):
                                               # fixed subset, about +-3 points; smaller is faster)
     report: bool = True
     advice: dict[str, Any] = {}
+    judge: JudgeOptions | None = None   # a gold reward model grading the policies: {arm: NAME, reference: sft}
     arms: list[Any] = Field(default_factory=list, exclude=True)   # [Arm], validated by `read_arms`
 
     def to_json(self) -> dict:
@@ -94,7 +108,25 @@ def experiment_from_dict(data: dict, path: str | Path = "<experiment>", lines: d
     exp = validate(Experiment, data, path, lines)
     exp.arms = arms
     exp.name = exp.name or f"{Path(str(exp.task)).stem}-ladder"
+    if exp.judge is not None:
+        exp.judge = _check_judge(exp, path, lines or {})
     return exp
+
+
+def _check_judge(exp: Experiment, path, lines: dict) -> JudgeOptions:
+    judge, by_name, where = exp.judge, {a.name: a for a in exp.arms}, ("judge", "arm")
+    if judge.arm in by_name and by_name[judge.arm].method != "reward-model":
+        raise DataError(path, f"arm '{judge.arm}' is a {by_name[judge.arm].method} arm; the judge must be a "
+                              "reward-model arm", lines.get(where, lines.get(("judge",))), "judge.arm")
+    if judge.arm not in by_name and not Path(judge.arm).exists():
+        raise DataError(path, f"'{judge.arm}' is neither an arm of this ladder nor an arm folder",
+                        lines.get(where, lines.get(("judge",))), "judge.arm")
+    for field in ("reference", "base"):
+        name = getattr(judge, field)
+        if name is not None and name not in by_name:
+            raise DataError(path, f"'{name}' is not an arm of this ladder (arms: {', '.join(by_name)})",
+                            lines.get(("judge", field), lines.get(("judge",))), f"judge.{field}")
+    return judge
 
 
 def read_arms(raw: Any, path, lines: dict) -> list[Arm]:

@@ -53,6 +53,9 @@ def run_ladder(exp: Experiment, progress: bool = True) -> LadderResult:
             _print_arm(result, PRIMARY[task.kind])
         _versus_closed_book(arms, predictions, task.kind)
         _imitation(arms, predictions, exp, ctx, test, progress)
+        if exp.judge:   # a gold reward model grades the policies (tailor.preference.judge)
+            from .preference.judge import judge_ladder
+            judge_ladder(arms, exp, ctx, test, progress)
         results = LadderResult(
             experiment=ExperimentInfo(name=exp.name, model=exp.model, task=task.name,
                                       created=time.strftime("%Y-%m-%d %H:%M:%S"), test_rows=len(test),

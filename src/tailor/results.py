@@ -125,6 +125,36 @@ class LongDoc(Result):
     truncated: int | None = None
 
 
+class JudgedCheckpoint(Result):
+    """A PPO arm's saved checkpoint graded by the judge (step 0: the policy it started from)."""
+    step: int
+    reward: float                      # the judge's mean reward of its greedy answers
+    kl: float | None = None            # to the reference on the held-out prompts, estimated as the arm's
+    win_rate: float | None = None
+    length: float = 0.0
+    train_kl: float | None = None      # the PPO iteration's own rollout KL (training prompts)
+    proxy_reward: float | None = None  # the reward PPO optimised, on that iteration's rollouts
+    best: bool = False                 # the saved checkpoint the judge rewards most
+
+
+class Judged(Result):
+    """A policy arm graded by the ladder's judge (a gold reward model) on the held-out prompts
+    (tailor.preference.judge): greedy answers, KL from one temperature-1 sample per prompt."""
+    judge: str                         # the judge arm's name (or folder)
+    judge_accuracy: float | None = None   # the judge's held-out pairwise accuracy
+    disjoint: bool | None = None       # the judge trained on prompts this arm never trained on (None: unknown)
+    prompts: int = 0
+    reference: str | None = None
+    base: str | None = None
+    reward: float                      # the judge's mean reward of the arm's greedy answers
+    win_rate: float | None = None      # share of prompts where it beats the reference's answer, ties half
+    ties: int = 0
+    kl: float | None = None            # mean of log pi - log pi_ref over one sample per prompt (nats per answer)
+    length: float = 0.0                # mean answer tokens (greedy)
+    length_change: float | None = None   # against the base arm
+    checkpoints: list[JudgedCheckpoint] = []
+
+
 class ArmResult(Result):
     name: str
     method: str
@@ -149,6 +179,8 @@ class ArmResult(Result):
     versus_closed_book: dict[str, Any] | None = None
     # a distilled arm against its teacher and gold (tailor.distill.imitation)
     imitation: dict[str, Any] | None = None
+    # a policy graded by the ladder's judge reward model (`judge:`; tailor.preference.judge)
+    judge: Judged | None = None
 
     @property
     def ok(self) -> bool:

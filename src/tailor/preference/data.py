@@ -172,6 +172,20 @@ def prompt_key(prompt) -> str:
     return prompt if isinstance(prompt, str) else json.dumps(prompt, ensure_ascii=False, sort_keys=True)
 
 
+def prompt_half(rows: list[Example], half: str) -> list[Example]:
+    """`half-a` or `half-b` of the rows, split by prompt (every row of a prompt on one side; the
+    prompts sorted, shuffled with seed 0 and cut in two, as bench/preference_alignment.py does),
+    so a judge reward model trained on one half grades policies trained on the other on prompts
+    it never saw (InstructGPT, Ouyang et al. 2022, grades with held-out labelers; Gao et al. 2023
+    keep the gold reward model apart from the proxy one). `all`: the rows unchanged."""
+    if half == "all":
+        return list(rows)
+    keys = sorted({ex.meta.get("prompt_key") or prompt_key(ex.input) for ex in rows})
+    random.Random(0).shuffle(keys)
+    first = set(keys[: len(keys) // 2])
+    return [ex for ex in rows if ((ex.meta.get("prompt_key") or prompt_key(ex.input)) in first) == (half == "half-a")]
+
+
 def split_by_prompt(task: Task, seed: int = 0, test: float | int = 0.2, dev: float | int = 0.1) -> Task:
     """Seeded split of the prompts (ints count prompts, floats are fractions of them): all the
     pairs of a prompt land in one split, so a held-out accuracy is measured on unseen prompts."""

@@ -159,6 +159,9 @@ def train_pool(task, cfg) -> list:
     pool = list(task.splits.get("train") or [])
     if not pool:   # never fall back to all rows: dev and test rows would be trained on
         raise TailorError(f"{task.name}: the train split is empty, so there is nothing to train on")
+    if getattr(cfg, "train_prompts", "all") != "all":
+        from ..preference.data import prompt_half
+        pool = prompt_half(pool, cfg.train_prompts)
     if cfg.max_train_examples and len(pool) > cfg.max_train_examples:
         pool = random.Random(cfg.seed).sample(pool, cfg.max_train_examples)
     return pool

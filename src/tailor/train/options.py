@@ -23,6 +23,9 @@ class TrainConfig(Options):
     pack: bool = True
     overlong: Literal["drop", "error"] = "drop"   # drop: counted and reported
     max_train_examples: int | None = 2000
+    # all, or one half of the train prompts (preference/data.py `prompt_half`): policies on one,
+    # the ladder's judge reward model on the other
+    train_prompts: Literal["all", "half-a", "half-b"] = "all"
     max_grad_norm: float = 1.0
     precision: Literal["auto", "bf16", "fp32"] = "auto"   # auto: bf16 where the hardware has it
     grad_checkpointing: bool = False
