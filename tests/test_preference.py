@@ -642,3 +642,26 @@ def test_ladder_chains_dpo_and_ppo_after_an_sft_arm_and_reports_preferences(tmp_
 def _split(exp, name):
     from tailor.datasets import load_task
     return load_task(exp.task, **exp.task_options.loader_options(exp.seed)).splits[name]
+
+
+def test_tailor_run_prints_a_ladder_whose_reward_model_has_no_task_metric(tmp_path):
+    """The terminal table of `tailor run`: a reward model judges pairs and has no answers, so its
+    metric cell is a dash (it once raised KeyError after the ladder had finished)."""
+    import subprocess
+    import sys
+
+    import yaml
+    pairs = _write(tmp_path / "pairs.jsonl", pair_rows(16))
+    quick = {"steps": 1, "batch_size": 4, "precision": "fp32"}
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump({
+        "model": "tiny-test", "task": str(pairs), "task_options": {"test": 2, "dev": 1}, "dtype": "fp32",
+        "runs_dir": str(tmp_path / "runs"), "curate": False, "forgetting": False, "latency_requests": 0,
+        "max_new_tokens": 4, "cache": False, "report": False,
+        "arms": ["zero-shot", {"name": "rm", "method": "reward-model", **quick}]}))
+    tailor = Path(sys.executable).with_name("tailor")
+    r = subprocess.run([str(tailor), "run", str(exp)], capture_output=True, text=True, timeout=600,
+                       env={**__import__("os").environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = next(line for line in r.stdout.splitlines() if line.startswith("│ rm "))
+    assert "—" in row and "Recommendation" in r.stdout and "zero-shot reaches" in r.stdout

@@ -100,7 +100,8 @@ def _run_and_print(exp) -> None:
             table.add_row(a.name, "[red]failed[/]", (a.error or "")[:90], "", "", "", "", "")
             continue
         c = a.cost
-        table.add_row(a.name, f"{a.metrics[metric]:.3f}",
+        score = a.metrics.get(metric)   # a reward model judges pairs: it has no answers to score
+        table.add_row(a.name, "—" if score is None else f"{score:.3f}",
                       f"{c.prompt_tokens_per_request + c.completion_tokens_per_request:.0f}",
                       f"{c.latency_p50_s * 1000:.0f} ms" if c.latency_p50_s is not None else "",
                       f"{c.train_time_s:.0f}", f"{c.trainable_params:,}", f"{c.cost_per_1k_requests:.4f}",

@@ -164,7 +164,6 @@ class Distill(Full):
         from ..task import load_inputs
         rows = load_inputs(self.unlabelled)
         held = {ex.input_text.strip() for s in ("dev", "test") for ex in task.splits.get(s) or []}
-        known = {ex.id for ex in task.examples}
         kept = [dataclasses.replace(ex, id=f"unlabelled:{ex.id}", target="") for ex in rows
                 if ex.input_text.strip() not in held]
         dropped = len(rows) - len(kept)
@@ -172,9 +171,7 @@ class Distill(Full):
             kept = random.Random(self.seed).sample(kept, self.max_unlabelled)
         if dropped:
             log.warning("distill: %d unlabelled rows repeat a dev or test input and were left out", dropped)
-        clash = sum(ex.id.removeprefix("unlabelled:") in known for ex in kept)
-        return kept, {"file": self.unlabelled, "rows": len(rows), "used": len(kept), "held_out_overlap": dropped,
-                      "ids_shared_with_task": clash}
+        return kept, {"file": self.unlabelled, "rows": len(rows), "used": len(kept), "held_out_overlap": dropped}
 
     def _encode(self, task, builder, rows, extra, labels) -> tuple[list, dict]:
         """Encoded examples for the loss: continuations and `extra` per labels mode."""
