@@ -30,7 +30,6 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -119,7 +118,7 @@ def side_trl(args, paths) -> dict:
     import warnings
     warnings.filterwarnings("ignore")
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, TrainerCallback
+    from transformers import AutoModelForCausalLM
     from trl.experimental.gkd import GKDConfig, GKDTrainer
 
     from tailor.distill.teacher import label_rows
@@ -136,25 +135,12 @@ def side_trl(args, paths) -> dict:
     student = AutoModelForCausalLM.from_pretrained(paths["student"], dtype=torch.bfloat16)
     teacher = AutoModelForCausalLM.from_pretrained(paths["merged"], dtype=torch.bfloat16)
 
-    class Clock(TrainerCallback):
-        start = end = None
-        losses: list = []
-
-        def on_step_begin(self, a, state, control, **kw):
-            self.start = self.start or time.perf_counter()
-
-        def on_log(self, a, state, control, logs=None, **kw):
-            if logs and "loss" in logs:
-                self.losses.append(logs["loss"])
-
-        def on_train_end(self, a, state, control, **kw):
-            self.end = time.perf_counter()
-
     cfg = GKDConfig(output_dir=os.path.join(args.tmp, "trl-gkd"), per_device_train_batch_size=BATCH,
                     num_train_epochs=1, learning_rate=LR, lr_scheduler_type="cosine", warmup_steps=0.05, bf16=True,
                     use_cpu=True, logging_steps=1, save_strategy="no", report_to=[], lmbda=0.0, beta=0.0,
                     temperature=TEMPERATURE, max_length=512, dataloader_num_workers=0, seed=0, disable_tqdm=True,
                     gradient_checkpointing=False)
+    from trl_clock import Clock  # bench/ is on the path when a bench runs
     clock = Clock()
     trainer = GKDTrainer(model=student, teacher_model=teacher, args=cfg, train_dataset=Dataset.from_list(rows),
                          processing_class=tok, callbacks=[clock])

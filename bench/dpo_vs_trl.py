@@ -31,7 +31,6 @@ import random
 import resource
 import subprocess
 import sys
-import time
 
 import torch
 
@@ -117,7 +116,7 @@ def side_trl(args) -> dict:
     warnings.filterwarnings("ignore")
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, TrainerCallback
+    from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
     from tailor.models import model_dir
@@ -126,25 +125,12 @@ def side_trl(args) -> dict:
              "rejected": builder.target_text(ex.meta["rejected"])} for ex in pool]
     model = AutoModelForCausalLM.from_pretrained(model_dir("smollm2-135m"), dtype=torch.bfloat16)
 
-    class Clock(TrainerCallback):
-        start = end = None
-        losses: list = []
-
-        def on_step_begin(self, a, state, control, **kw):
-            self.start = self.start or time.perf_counter()
-
-        def on_log(self, a, state, control, logs=None, **kw):
-            if logs and "loss" in logs:
-                self.losses.append(logs["loss"])
-
-        def on_train_end(self, a, state, control, **kw):
-            self.end = time.perf_counter()
-
     cfg = DPOConfig(output_dir=os.path.join(args.tmp, "trl-dpo"), per_device_train_batch_size=args.batch,
                     num_train_epochs=1, learning_rate=LR, lr_scheduler_type="cosine", warmup_steps=0.1,
                     bf16=True, use_cpu=True, logging_steps=1, save_strategy="no", report_to=[], beta=BETA,
                     loss_type=["sigmoid"], max_length=1024, dataloader_num_workers=0, seed=args.seed,
                     disable_tqdm=True, gradient_checkpointing=False)
+    from trl_clock import Clock  # bench/ is on the path when a bench runs
     clock = Clock()
     trainer = DPOTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tok,
                          peft_config=LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],

@@ -665,3 +665,16 @@ def test_tailor_run_prints_a_ladder_whose_reward_model_has_no_task_metric(tmp_pa
     assert r.returncode == 0, r.stderr[-2000:]
     row = next(line for line in r.stdout.splitlines() if line.startswith("│ rm "))
     assert "—" in row and "Recommendation" in r.stdout and "zero-shot reaches" in r.stdout
+
+
+def test_a_judge_that_fails_leaves_a_note_on_every_arm_not_silence():
+    from types import SimpleNamespace
+
+    from tailor.preference.judge import judge_ladder
+    from tailor.results import ArmResult
+    arms = [ArmResult(name="sft", method="lora"), ArmResult(name="bad", method="dpo", status="failed")]
+    exp = SimpleNamespace(judge=SimpleNamespace(arm="no-such-arm", reference=None, base=None, checkpoints=False,
+                                                seed=1))
+    judge_ladder(arms, exp, None, [], progress=False)
+    assert arms[0].judge is None and any(n.startswith("not graded: the judge failed") for n in arms[0].notes)
+    assert arms[1].notes == {}

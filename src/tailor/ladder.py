@@ -184,7 +184,7 @@ def _imitation(arms: list[ArmResult], predictions: dict[str, list | None], exp: 
     metric = PRIMARY[ctx.task.kind]
     by_dir = {str(Path(a.arm_dir).resolve()): a.name for a in arms if a.ok and a.arm_dir}
     for arm in arms:
-        teacher = arm.options.get("teacher") if arm.method == "distill" else None
+        teacher = arm.options.get("teacher")
         if not arm.ok or not teacher:
             continue
         name = by_dir.get(str(Path(teacher).resolve()))

@@ -148,13 +148,18 @@ def _disjoint(judge_half: str | None, used: set[str]) -> bool | None:
 
 def judge_ladder(arms: list, exp, ctx, test: list, progress: bool = True) -> None:
     """Fills `judge` on every ok policy arm of a ladder (see the module docstring). A failure here
-    is logged and leaves the arms ungraded: it must not lose the ladder's results."""
+    must not lose the ladder's results: it is logged and recorded in every ok arm's notes (which
+    the table and report show), and the arms stay ungraded."""
     import traceback
     try:
         _judge_ladder(arms, exp, ctx, test, progress)
     except Exception as e:
         log.error("judge failed:\n%s", traceback.format_exc())
         console.print(f"[red]judge failed[/]: {type(e).__name__}: {e}", highlight=False)
+        note = f"not graded: the judge failed ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})"
+        for arm in arms:
+            if arm.ok:
+                arm.notes[note] = 1
 
 
 def _judge_ladder(arms: list, exp, ctx, test: list, progress: bool) -> None:
