@@ -107,6 +107,18 @@ def test_unknown_method_and_model_are_user_errors(tmp_path):
     assert r.stderr.strip().startswith("error: unknown method 'telepathy' (known: zero-shot, few-shot")
 
 
+def test_the_ladder_under_a_launcher_is_refused_in_one_line_before_any_rank_writes(tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("model: tiny-test\ntask: tweet-sentiment\narms: [zero-shot]\n")
+    env = {**_env(), "WORLD_SIZE": "2", "RANK": "1"}   # what torchrun gives each rank
+    for args in (["run", exp, "--runs-dir", tmp_path / "runs"], ["demo", "--runs-dir", tmp_path / "runs"]):
+        r = subprocess.run([TAILOR, *map(str, args)], capture_output=True, text=True, timeout=120, env=env)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert re.fullmatch(r"error: tailor (run|demo) runs in one process, .*tailor train CONFIG --processes N.*",
+                            r.stderr.strip())
+    assert not (tmp_path / "runs").exists()
+
+
 def _good_file(tmp_path, n: int = 40, tag: str = "") -> Path:
     """A classification file; `tag` makes its texts unique so the engine cache has never seen them."""
     words = ["great", "awful", "fine"]

@@ -56,6 +56,7 @@ class Gen:
     text: str
     prompt_tokens: int
     completion_tokens: int
+    cached: bool = False
 
 
 class ScriptedModel:
@@ -303,3 +304,70 @@ def test_pearl_on_narrativeqa_with_smollm2(smol_base):
     assert 2 <= d["calls_per_question"] <= 2 + 8
     assert all(p.prediction for p in m.predictions), "every question gets an answer (fallback plans included)"
     assert 0 <= m.metrics["rougeL"] <= 1
+
+
+# ---------------------------------------------------------------- a schema the model proposes
+
+def test_a_proposed_schema_is_mined_by_votes_typed_counted_and_reads_back_as_a_schema_file(tmp_path):
+    from tailor.longdoc.propose import MAX_FIELDS, parse
+    replies = ["Occupation: what they do for a living", "- friends: the people they trust", "occupation: the job",
+               "age: how old they are", "It depends on the story.", "offer: what the shop offered",
+               "alive", "home: where they live", "motive: why they act", "fate: how it ends", "name: the name"]
+    questions = ["What does Mark do?", "Who does Nora trust?", "What is Tom's job?", "How old is Anna?", "Why?",
+                 "What did he offer?", "Is the captain alive at the end?", "Where does May live?", "Why does he go?",
+                 "How does it end?", "Who is she?"]
+    p = parse(replies, questions, "m", 2, "proposed by m")
+    fields = p.schema.spec["fields"]
+    # occupation asked for twice comes first; then first seen; MAX_FIELDS with name first
+    assert list(fields) == ["name", "occupation", "friends", "age", "alive", "home"] and len(fields) == MAX_FIELDS
+    assert p.votes["occupation"] == 2 and p.over_limit == 2 and p.not_fields == 2 and p.copied_example == 1
+    assert fields["name"] == {"type": "string", "required": True}
+    assert [fields[f]["type"] for f in ("occupation", "friends", "age", "alive")] == ["string", "list", "number",
+                                                                                       "boolean"]
+    assert p.meanings["occupation"] == "what they do for a living" and "Is the captain" in p.meanings["alive"]
+    path = tmp_path / "proposed.yaml"
+    path.write_text(p.yaml())
+    assert Schema.read(path).spec == p.schema.spec, "the file the team confirms is the schema that ran"
+    assert "# Review it" in path.read_text() and "#   occupation: what they do for a living (asked for by 2" in \
+        path.read_text()
+
+
+def test_replies_naming_no_field_fall_back_to_the_default_schema_and_say_so():
+    from tailor.longdoc.propose import parse
+    p = parse(["I think you should read the story.", "offer: what the shop offered", "name: a name"],
+              ["a", "b", "c"], "m", 1, "x")
+    assert p.fallback and p.fields_kept == 0 and p.copied_example == 1 and p.not_fields == 2
+    assert p.schema.spec == DEFAULT_SCHEMA and "no reply of m named a field" in p.schema.source
+    assert "default schema" in p.yaml()
+
+
+def test_the_extract_arm_runs_with_its_proposal_and_writes_it_for_confirmation(story_task, tiny_base, tmp_path):
+    from tailor.errors import TailorError
+    from tailor.measure import measure
+    from tailor.methods import make_method
+    kb, task = story_task
+    with pytest.raises(TailorError, match="not both"):
+        make_method("extract", {"kb": str(kb), "propose_schema": True, "schema_file": "s.yaml"}).fit(task, tiny_base)
+    arm = make_method("extract", {"kb": str(kb), "propose_schema": True, "propose_documents": 2, "extract_tokens": 8})
+    adapted = arm.fit(task, tiny_base, tmp_path, progress=False)
+    written = Schema.read(tmp_path / "proposed-schema.yaml")
+    assert written.spec == adapted.recipe.program["schema"]
+    d = measure(adapted, task, task.splits["test"], max_new_tokens=4, progress=False, latency_requests=0).longdoc
+    assert d["proposal"]["documents"] == 2 and d["proposal"]["questions"] >= 1
+    # the tiny random model may well propose nothing usable: then the default runs, and says so
+    said = "named a field" if d["proposal"]["fallback"] else "unconfirmed"
+    assert said in adapted.recipe.program["schema_source"] and said in d["schema"]
+
+
+def test_pearl_predictions_say_cached_only_when_every_call_was_replayed(story_task, tiny_base):
+    from tailor.engine import ResultCache
+    from tailor.methods import make_method
+    kb, task = story_task
+    adapted = make_method("pearl", {"kb": str(kb), "mine_questions": 0, "demo_questions": 0, "max_retries": 0,
+                                    "plan_tokens": 12, "step_tokens": 4}).fit(task, tiny_base, progress=False)
+    engine = adapted.engine(ResultCache())
+    rows = task.splits["test"]
+    first = adapted.predict(engine, task, rows, 4)
+    again = adapted.predict(engine, task, rows, 4)
+    assert not any(p.cached for p in first) and all(p.cached and p.latency_s == 0 for p in again)
+    assert [p.prediction for p in first] == [p.prediction for p in again]

@@ -48,7 +48,7 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
         if cfg.adapter:
             adapted = load_adapted(cfg.adapter, ctx.base)
         else:
-            adapted = method.fit(ctx.task, ctx.base, ctx.path, progress=progress)
+            adapted = method.fit(ctx.task, ctx.base, ctx.path, progress=progress, cache=ctx.cache)
             save_adapted(adapted, ctx.path)
         log.info("eval %s on %s (%d %s rows) with %s", adapted.method, ctx.task.name, len(rows), cfg.split, cfg.model)
         m = measure(adapted, ctx.task, rows, cache=ctx.cache, batch_size=cfg.batch_size,
@@ -81,7 +81,8 @@ def run_train(cfg: TrainRunConfig, method, resume: str | None = None, progress: 
                   model=cfg.model, dtype=cfg.dtype, device=cfg.device, task=cfg.task,
                   task_options=cfg.task_options.loader_options(cfg.seed), seed=cfg.seed, cache=cfg.cache,
                   reopen=reopen) as ctx:
-        adapted = method.fit(ctx.task, ctx.base, ctx.path, progress=progress, resume=resume)
+        adapted = method.fit(ctx.task, ctx.base, ctx.path, progress=progress, resume=resume,
+                             cache=ctx.cache)
         save_adapted(adapted, ctx.path)
         train = adapted.recipe.train
         result = {"task": ctx.task.name, "method": cfg.method, "model": cfg.model, "run_dir": str(ctx.path),

@@ -104,7 +104,8 @@ def _run_arm(exp: Experiment, arm: Arm, ctx: RunContext, test, progress: bool, b
             console.print(f"  reusing the identical fit in {adapted.artifact_dir}")
             copy_artifact(adapted, folder)
         else:
-            adapted = method.fit(ctx.task, ctx.base, folder, progress=progress, budget_s=budget_s)
+            adapted = method.fit(ctx.task, ctx.base, folder, progress=progress, budget_s=budget_s,
+                                     cache=ctx.cache)
             save_adapted(adapted, folder)
             if method.changes_weights:
                 fits.remember(key, folder)

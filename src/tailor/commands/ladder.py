@@ -23,6 +23,7 @@ def run_(
 ) -> None:
     """Run the adaptation ladder of an experiment and write results.json and report.html."""
     from ..config import load_experiment
+    _one_process("tailor run")
     exp = load_experiment(experiment)
     if limit is not None:
         exp.limit = limit
@@ -37,6 +38,7 @@ def demo(
 ) -> None:
     """The main job: the ladder on the bundled tweet-sentiment task with smollm2-135m."""
     from ..config import experiment_from_dict
+    _one_process("tailor demo")
     arms = list(DEMO_ARMS)
     # 40 steps of 16 examples: about 3 minutes on a 2-core CPU (2,000 examples gain a few
     # more points for 3x the time; see the README's measured figures).
@@ -113,3 +115,14 @@ def _run_and_print(exp) -> None:
     if results.report and results.report.get("html"):
         out.print(f"report:  {results.report['html']}")
     out.print(f"total time {results.wall_s:.0f} s")
+
+
+def _one_process(command: str) -> None:
+    """The ladder is one process: under a launcher every rank would run all of it, each measuring and
+    writing its own copy. Refused in one line, with the way to scale what is worth scaling."""
+    from ..errors import TailorError
+    from ..train.launch import launched
+    if launched():
+        raise TailorError(f"{command} runs in one process, not under torchrun / accelerate launch: train the arm "
+                          "worth scaling with `tailor train CONFIG --processes N` (or the launcher), then measure "
+                          "it with `tailor eval --adapter RUN`")

@@ -23,6 +23,7 @@ class Trace:
     values: dict[str, str] = field(default_factory=dict)
     empty_outputs: int = 0       # steps whose output was empty (bound as "", counted)
     passages_dropped: int = 0    # chunks left out of a step's prompt to fit its budget
+    computed: int = 0            # calls the engine computed (not replayed from its cache)
     answer: str = ""
     scores: dict[str, float] = field(default_factory=dict)   # label or choice tasks: option -> log-likelihood
 
@@ -80,6 +81,7 @@ class Executor:
                     t.calls += 1
                     t.prompt_tokens += g.prompt_tokens
                     t.completion_tokens += g.completion_tokens
+                    t.computed += not g.cached
                     t.empty_outputs += not text
                     t.passages_dropped += p.passages_dropped
         for t, p in zip(traces, plans):
@@ -99,6 +101,7 @@ class Executor:
             t.calls += 1
             t.prompt_tokens += s.prompt_tokens
             t.completion_tokens += sum(s.n_tokens)
+            t.computed += not s.cached
 
 
 def _first_paragraph(text: str) -> str:

@@ -30,6 +30,7 @@ class PlanResult:
     errors: list[str] = field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    computed: int = 0              # planner calls the engine computed (not replayed from its cache)
 
     @property
     def retries(self) -> int:
@@ -71,6 +72,7 @@ class Planner:
                 c.attempts += 1
                 c.prompt_tokens += g.prompt_tokens
                 c.completion_tokens += g.completion_tokens
+                c.computed += not g.cached
                 try:
                     plan = read_plan(g.text, self.arity, self.max_steps)
                 except PlanError as e:

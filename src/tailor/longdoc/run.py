@@ -163,8 +163,9 @@ class PearlRun:
         preds = []
         for ex, p, t in zip(examples, plans, traces):
             probs = _probs(t) if task.kind in ("classify", "choice") else None
+            cached = p.computed + t.computed == 0   # every call of this question was replayed
             preds.append(Prediction(ex.id, t.answer, ex.target, p.prompt_tokens + t.prompt_tokens,
-                                    p.completion_tokens + t.completion_tokens, per_row, False, probs,
+                                    p.completion_tokens + t.completion_tokens, 0.0 if cached else per_row, cached, probs,
                                     prompt=f"plan ({'valid' if p.valid else 'fallback'}, {p.attempts} planner "
                                            f"calls):\n{p.text}\n\nvalues: {t.values}",
                                     passages_dropped=t.passages_dropped))

@@ -30,9 +30,10 @@ class Method(Options):
     own_model: ClassVar[bool] = False    # serves a model of its own, not the base (priced by its size)
 
     def fit(self, task: Task, base: Base, out: Path | None = None, *, progress: bool = True,
-            budget_s: float | None = None, resume: str | None = None) -> Adapted:
+            budget_s: float | None = None, resume: str | None = None, cache=None) -> Adapted:
         """Adapt `base` to `task`. `out`: the arm folder (training logs and checkpoints go there);
-        `budget_s`: wall-clock seconds training may take; `resume`: a checkpoint to continue."""
+        `budget_s`: wall-clock seconds training may take; `resume`: a checkpoint to continue;
+        `cache`: the run's engine cache for the model calls a fit makes (None: the run's cache is off)."""
         raise NotImplementedError
 
     def fit_inputs(self) -> dict:

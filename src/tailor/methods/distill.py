@@ -60,7 +60,7 @@ class Distill(Full):
                 "unlabelled": sha256_file(unlabelled) if unlabelled and unlabelled.is_file() else None}
 
     def fit(self, task, base, out: Path | None = None, *, progress: bool = True, budget_s: float | None = None,
-            resume: str | None = None) -> Adapted:
+            resume: str | None = None, **_) -> Adapted:
         import torch
 
         from ..distill.teacher import label_rows, teacher_identity

@@ -52,7 +52,7 @@ class _Trained(TrainConfig, Method):
         return 0
 
     def fit(self, task, base, out: Path | None = None, *, progress: bool = True, budget_s: float | None = None,
-            resume: str | None = None) -> Adapted:
+            resume: str | None = None, **_) -> Adapted:
         import torch
 
         from ..prompts import builder_for

@@ -88,15 +88,48 @@ class Truncated(_LongDoc):
 class Extract(_LongDoc):
     method: ClassVar[str] = "extract"
     schema_file: str | None = None              # the team's schema (JSON or YAML); none: the default
+    propose_schema: bool = False                # the model proposes one from training documents and questions
+    propose_documents: int = Field(3, gt=0)
+    propose_questions: int = Field(8, gt=0)
     select: Literal["all", "top"] = "all"       # all records (prompting), or the `top` matching the question (RAG)
     top: int = Field(8, gt=0)
     extract_tokens: int = Field(160, gt=0)
+    seed: int = 0
 
-    def fit(self, task, base, out=None, **_) -> Adapted:
+    def fit(self, task, base, out=None, *, progress: bool = True, cache=None, **_) -> Adapted:
         from ..longdoc.extract import Schema
-        schema = Schema.read(self.schema_file)   # checked before anything runs; its content goes in the recipe
-        return self.load(self._recipe(task, base, program={"schema": schema.spec, "schema_source": schema.source}),
-                         [], None, base)
+        if self.propose_schema and self.schema_file:
+            raise TailorError("extract: give schema_file (a confirmed schema) or propose_schema: true, not both")
+        if not self.propose_schema:
+            schema = Schema.read(self.schema_file)   # checked before anything runs; its content goes in the recipe
+            return self.load(self._recipe(task, base, program={"schema": schema.spec, "schema_source": schema.source}),
+                             [], None, base)
+        recipe = self._recipe(task, base)
+        proposal = self._propose(task, base, recipe, out, progress, cache)
+        program = {"schema": proposal.schema.spec, "schema_source": proposal.schema.source,
+                   "proposal": {k: v for k, v in proposal.to_json().items() if k != "schema"}}
+        return self.load(recipe.model_copy(update={"program": program}), [], None, base)
+
+    def _propose(self, task, base, recipe, out, progress: bool, cache):
+        """The model's schema from a few training documents' openings and their questions, written
+        to ARM/proposed-schema.yaml for the team to review and confirm."""
+        from ..longdoc.propose import propose
+        from ..longdoc.run import engine_for, question_of
+        from ..utils import atomic_write_text
+        options, docs, builder = self._parts(recipe, base)
+        by_doc: dict[str, list] = {}
+        for ex in train_pool(task):
+            by_doc.setdefault(docs.of(ex, task.name), []).append(ex)
+        chosen = random.Random(self.seed).sample(sorted(by_doc), min(self.propose_documents, len(by_doc)))
+        openings = {d: builder.tok.decode(builder.encode(docs.text(d))[:160]) for d in chosen}
+        asked = [(d, question_of(ex)) for d in chosen for ex in by_doc[d]]
+        asked = random.Random(self.seed).sample(asked, min(self.propose_questions, len(asked)))
+        where = f"{out / 'proposed-schema.yaml'}" if out else "the arm's recipe"
+        proposal = propose(engine_for(base, cache, progress=progress), builder, base.name, openings, asked,
+                           f"proposed by {base.name}, unconfirmed (review {where}, then pass it as schema_file)")
+        if out:
+            atomic_write_text(out / "proposed-schema.yaml", proposal.yaml())
+        return proposal
 
     @classmethod
     def load(cls, recipe, pool, folder, base) -> Adapted:
@@ -104,9 +137,11 @@ class Extract(_LongDoc):
         from ..longdoc.run import ExtractRun
         options, docs, builder = cls._parts(recipe, base)
         schema = Schema(recipe.program["schema"], recipe.program.get("schema_source", "the recipe's schema"))
+        proposal = recipe.program.get("proposal")
         return cls._make(recipe, base, builder, ExtractRun(docs, builder, schema, options.context_tokens,
                                                               options.select, options.top, options.extract_tokens,
-                                                              recipe.task.get("name", "the task")))
+                                                              recipe.task.get("name", "the task")),
+                         {"proposal": proposal} if proposal else None)
 
 
 class Pearl(_LongDoc):
@@ -123,8 +158,7 @@ class Pearl(_LongDoc):
     step_tokens: int = Field(48, gt=0)
     seed: int = 0
 
-    def fit(self, task, base, out=None, *, progress: bool = True, **_) -> Adapted:
-        from ..engine import ResultCache
+    def fit(self, task, base, out=None, *, progress: bool = True, cache=None, **_) -> Adapted:
         from ..evaluate import rouge_pair
         from ..longdoc.actions import STARTING_ACTIONS, merge, mining_messages, parse_proposal
         from ..longdoc.planning import WRITTEN_DEMOS
@@ -134,8 +168,8 @@ class Pearl(_LongDoc):
         recipe = self._recipe(task, base, program={"actions": [a.to_json() for a in STARTING_ACTIONS],
                                                    "demonstrations": list(WRITTEN_DEMOS)})
         adapted = self.load(recipe, [], None, base)
-        runner, cache = adapted.runner, ResultCache()
-        engine = engine_for(base, cache, progress=progress)
+        runner = adapted.runner
+        engine = engine_for(base, cache, progress=progress)   # the run's cache: off when the run says so
         planner = runner.planner_engine(engine)
         # 1. action mining: the planner proposes one action per training question
         mine = rng.sample(pool, min(self.mine_questions, len(pool)))

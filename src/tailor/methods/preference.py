@@ -78,7 +78,7 @@ class DPO(_Policy):
     warmup_ratio: float = 0.1
 
     def fit(self, task, base, out: Path | None = None, *, progress: bool = True, budget_s: float | None = None,
-            resume: str | None = None) -> Adapted:
+            resume: str | None = None, **_) -> Adapted:
         import torch
 
         from ..preference.dpo import DPOLoss, encode_pairs, precompute_reference
@@ -123,7 +123,7 @@ class RewardModel(LoRA):
         return get_peft_model(reward_backbone(base, self.seed), cfg)
 
     def fit(self, task, base, out: Path | None = None, *, progress: bool = True, budget_s: float | None = None,
-            resume: str | None = None) -> Adapted:
+            resume: str | None = None, **_) -> Adapted:
         import torch
 
         from ..preference.dpo import encode_pairs
@@ -178,7 +178,7 @@ class PPO(_Policy):
     dropout: float = 0.0              # old and new log-probs must come from the same function
 
     def fit(self, task, base, out: Path | None = None, *, progress: bool = True, budget_s: float | None = None,
-            resume: str | None = None) -> Adapted:
+            resume: str | None = None, **_) -> Adapted:
         import torch
 
         from ..preference.data import prompt_key

@@ -94,7 +94,7 @@ class RAGLoRA(_Knowledge, LoRA):
     gold_share: float = Field(0.8, ge=0, le=1)
 
     def fit(self, task, base, out: Path | None = None, *, progress: bool = True, budget_s: float | None = None,
-            resume: str | None = None) -> Adapted:
+            resume: str | None = None, **_) -> Adapted:
         import torch
 
         from ..train.data import encode_examples

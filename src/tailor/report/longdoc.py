@@ -71,10 +71,27 @@ def _votes(action: dict) -> str:
     return f", proposed for {action['votes']} questions" if action.get("votes") else ""
 
 
+def _proposal(d: dict) -> str:
+    p = d.get("proposal")
+    if not p:
+        return ""
+    votes = p.get("votes") or {}
+    fields = "".join(f"<li><code>{esc(n)}</code>: {esc(m)}"
+                     + (f" (asked for by {esc(votes[n])})" if n in votes else "") + "</li>"
+                     for n, m in (p.get("meanings") or {}).items())
+    return (f"<p class=\"note\">The schema was proposed by {esc(p.get('model'))}, one field per training question "
+            f"over {esc(p.get('documents'))} documents: of {esc(p.get('questions'))} replies, "
+            f"{esc(p.get('not_fields'))} named no field and {esc(p.get('copied_example'))} repeated the worked "
+            f"example; {esc(p.get('fields_kept'))} fields kept, {esc(p.get('over_limit'))} over the limit"
+            + (", so the default schema ran" if p.get("fallback") else "")
+            + ". It is unconfirmed: review the arm's proposed-schema.yaml and pass it as schema_file.</p>"
+            + (f"<ul>{fields}</ul>" if fields and not p.get("fallback") else ""))
+
+
 def _extract(a) -> str:
     d = a.longdoc.model_dump()
     x = d.get("extraction") or {}
-    return (f"<h3>{esc(a.name)}: extraction</h3><p class=\"note\">schema {esc(d.get('schema'))}: "
+    return (f"<h3>{esc(a.name)}: extraction</h3>" + _proposal(d) + f"<p class=\"note\">schema {esc(d.get('schema'))}: "
             f"{esc(x.get('documents', 0))} documents, {esc(x.get('calls', 0))} extraction calls "
             f"({esc(x.get('prompt_tokens', 0) + x.get('completion_tokens', 0))} tokens, built once per document), "
             f"{esc(x.get('records_valid', 0))} valid records of {esc(x.get('lines', 0))} output lines "
