@@ -192,14 +192,14 @@ def summary(label: str, r: dict) -> dict:
             "first_failure": r["failures"][0] if r["failures"] else None}
 
 
-def chat_requests(n: int, names: list[str], instruction: str | None, max_tokens: int) -> list[dict]:
+def chat_requests(n: int, names: list[str], instruction: str | None, max_tokens: int, words: int) -> list[dict]:
     from tailor.datasets import load_task
     task = load_task("xsum")
     docs = [ex.input_text for split in task.splits.values() for ex in split]
     out = []
     for i in range(n):
-        words = docs[i % len(docs)].split()[:80]
-        messages = [{"role": "user", "content": " ".join(words)}]
+        opening = docs[i % len(docs)].split()[:words]
+        messages = [{"role": "user", "content": " ".join(opening)}]
         if instruction:
             messages.insert(0, {"role": "system", "content": instruction})
         out.append({"model": names[i % len(names)], "messages": messages, "max_tokens": max_tokens,
@@ -213,6 +213,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--prompt-words", type=int, default=80,
+                    help="words of each article's opening a request sends (fewer: a decode-heavy load)")
     ap.add_argument("--peer-seconds", type=float, default=150, help="how long each peer gets requests")
     ap.add_argument("--peers", default="transformers,vllm", help="comma-separated: transformers, vllm (or none)")
     ap.add_argument("--dtype", default="bf16")
@@ -229,7 +231,8 @@ def main() -> None:
     count = lambda text: len(tok(text, add_special_tokens=False).input_ids)  # noqa: E731
     peers = [p for p in args.peers.split(",") if p and p != "none"]
     print(f"{args.model}, {args.requests} chat requests at concurrency {args.concurrency} over {len(arms)} LoRA "
-          f"adapters, {args.max_tokens} tokens each; peers {peers or 'none'} for {args.peer_seconds:.0f} s; "
+          f"adapters, {args.prompt_words}-word openings, {args.max_tokens} tokens each; peers {peers or 'none'} "
+          f"for {args.peer_seconds:.0f} s; "
           f"logs in {logs}", flush=True)
 
     tailor = [str(ROOT / ".venv" / "bin" / "tailor"), "serve", "--base", args.model, "--dtype", args.dtype,
@@ -270,7 +273,7 @@ def main() -> None:
             errors[label] = str(e)[:500]
             continue
         try:
-            reqs = chat_requests(args.requests, names, instruction if system else None, args.max_tokens)
+            reqs = chat_requests(args.requests, names, instruction if system else None, args.max_tokens, args.prompt_words)
             asyncio.run(load(server.url, reqs[: 2 * args.concurrency], args.concurrency, None, count))  # warm-up
             r = summary(label, asyncio.run(load(server.url, reqs, args.concurrency, deadline, count)))
             r["ready_s"] = round(server.ready_s, 1)

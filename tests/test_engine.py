@@ -321,6 +321,21 @@ def test_a_row_that_joins_mid_generation_gets_what_it_gets_alone(tiny_base):
         assert seq.tokens == greedy_reference(tiny_base, prompt, len(seq.tokens))
 
 
+def test_a_prefill_projects_only_the_last_positions_and_never_copies_the_head_per_row(tiny_base):
+    """logits_to_keep=1 slices a strided view, and linear() on it falls back to a batched matmul that
+    copies the vocabulary head once per row (1.7 s of a 2.5 s prefill of 32 prompts of smollm2)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from tailor.decode import Decoder, Sequence
+    engine = make_engine(tiny_base)
+    vocab = tiny_base.model.config.vocab_size
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        Decoder(engine).join([Sequence(engine.encode(p), max_new_tokens=1) for p in PROMPTS[:4] * 2])
+        engine.generate(PROMPTS[:4], max_new_tokens=1)   # the engine's shared-prefix cache path too
+    per_row_heads = [e for e in prof.events() if e.name == "aten::bmm" and any(vocab in s for s in e.input_shapes if s)]
+    assert not per_row_heads
+
+
 def test_sampling_draws_from_each_row_s_own_seed(tiny_base):
     engine = make_engine(tiny_base)
     together = _decode(engine, PROMPTS, max_new_tokens=10, temperature=1.0, top_p=0.9, seed=7)

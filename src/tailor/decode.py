@@ -75,11 +75,13 @@ class Decoder:
 
     def _prefill(self, seqs: list[Sequence]) -> None:
         from transformers import DynamicCache
+
+        from .engine import last_position
         ids, mask = self.engine._left_pad([s.prompt for s in seqs])
         cache = DynamicCache(config=self.model.config)
         with self.engine._rows([s.adapter for s in seqs]):
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), cache=cache,
-                             use_cache=True, logits_to_keep=1)
+                             use_cache=True, logits_to_keep=last_position(ids))
         for s in seqs:
             if s.temperature > 0:
                 # any integer a client sends is a seed; torch takes 64 bits

@@ -236,7 +236,7 @@ class Engine:
             return None
         ids = torch.tensor([first[:n]] * len(adapters), device=self.device)
         with self._rows(adapters):
-            cache = self.model(input_ids=ids, use_cache=True, logits_to_keep=1).cache
+            cache = self.model(input_ids=ids, use_cache=True, logits_to_keep=last_position(ids)).cache
         return n, cache, {a: r for r, a in enumerate(adapters)}
 
     def _score_batch(self, prompts: list[list[int]], options: list[list[list[int]]], prefix=None,
@@ -494,6 +494,14 @@ def last_token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tens
 def causal_lm_of(model):
     """The transformers model under a peft wrapper (LoRA and IA3 layers sit inside it)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def last_position(ids: torch.Tensor) -> torch.Tensor:
+    """`logits_to_keep` for the last position only, as an index tensor, not the int 1: transformers
+    slices `hidden[:, -1:]`, a strided view of a batch, and linear() on a non-contiguous 3-D input
+    falls back to a batched matmul that copies the vocabulary head once per row (49152 x 576 for
+    SmolLM2: 1.7 s of a 2.5 s prefill of 32 short prompts on a 2-core CPU). Indexing with a tensor gives a contiguous [rows, 1, hidden], projected by one matmul."""
+    return torch.tensor([ids.shape[1] - 1], device=ids.device)
 
 
 def head_logits(causal_lm, hidden: torch.Tensor) -> torch.Tensor:
