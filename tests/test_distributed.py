@@ -70,17 +70,49 @@ def test_processes_inside_a_launched_run_or_below_one_is_refused(monkeypatch):
         launch_local(["train", "x.yaml"], 2)
 
 
-def test_fsdp_from_an_accelerate_config_is_refused_not_ignored(monkeypatch):
-    """The loop does not shard the model: FSDP would silently train full replicas."""
+@pytest.mark.parametrize("env, message", [
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, "FSDP version 1 .* is not wired"),
+    ({"ACCELERATE_USE_DEEPSPEED": "true"}, "DeepSpeed .* is not wired")])
+def test_what_the_loop_cannot_honour_from_an_accelerate_config_is_refused_not_ignored(monkeypatch, env, message):
+    """FSDP1 or DeepSpeed would silently train full replicas: refused in one line."""
     from tailor.errors import TailorError
     from tailor.train.distributed import world
-    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
     world.cache_clear()
     try:
-        with pytest.raises(TailorError, match="FSDP .* is not wired into Tailor's training loop"):
+        with pytest.raises(TailorError, match=message):
             world()
     finally:
         world.cache_clear()
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_two_fsdp2_processes_train_what_one_process_trains(tmp_path, method):
+    """FSDP2 (train/fsdp.py): the trained weights, gradients and optimiser states sharded between 2
+    ranks, examples of different lengths; the saved arm equals a one-process run's."""
+    from tailor.arm_run import run_train
+    from tailor.config import load_train_config
+    config = tmp_path / "train.yaml"
+    text = CONFIG.replace("steps: 40", "steps: 8")
+    if method == "full":   # no adapter dropout to switch off; a smaller step for every weight
+        text = text.replace("method: lora", "method: full").replace("dropout: 0.0, ", "").replace("3.0e-3", "1.0e-3")
+    config.write_text(text)
+    done = subprocess.run(_train_cmd(config, tmp_path / "two", "--fsdp"), env=ENV, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (two,) = (tmp_path / "two").iterdir()
+    assert "(FSDP2: trained weights, gradients, optimiser states sharded)" in (two / "log.txt").read_text()
+    cfg, arm = load_train_config(config, {"runs_dir": str(tmp_path / "one")})
+    one = Path(run_train(cfg, arm, progress=False)["run_dir"])
+    if method == "lora":
+        a, b = _adapter(one), _adapter(two)
+    else:
+        (fa,), (fb,) = (list((r / "model").glob("*.safetensors")) for r in (one, two))
+        a, b = load_file(str(fa)), load_file(str(fb))
+    assert a.keys() == b.keys() and len(a) > 0
+    diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert diff < 1e-5, f"max parameter difference {diff:.2e}"
 
 
 def test_two_processes_train_what_one_process_trains(two_process_run, config, tmp_path):

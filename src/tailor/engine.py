@@ -500,7 +500,8 @@ def last_position(ids: torch.Tensor) -> torch.Tensor:
     """`logits_to_keep` for the last position only, as an index tensor, not the int 1: transformers
     slices `hidden[:, -1:]`, a strided view of a batch, and linear() on a non-contiguous 3-D input
     falls back to a batched matmul that copies the vocabulary head once per row (49152 x 576 for
-    SmolLM2: 1.7 s of a 2.5 s prefill of 32 short prompts on a 2-core CPU). Indexing with a tensor gives a contiguous [rows, 1, hidden], projected by one matmul."""
+    SmolLM2: 1.7 s of a 2.5 s prefill of 32 short prompts on a 2-core CPU). Indexing with a
+    tensor gives a contiguous [rows, 1, hidden], projected by one matmul."""
     return torch.tensor([ids.shape[1] - 1], device=ids.device)
 
 

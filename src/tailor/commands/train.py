@@ -19,17 +19,28 @@ def train(
     processes: int = typer.Option(1, help="train in N processes on this machine (torchrun over loopback), the same "
                                           "global batch; for several machines use torchrun / accelerate launch "
                                           "-m tailor.cli train (README)"),
+    fsdp: bool = typer.Option(False, help="with --processes N: shard the trained weights, gradients and optimiser "
+                                          "states between the processes (FSDP2), as an accelerate config with "
+                                          "fsdp_version 2 does"),
 ) -> None:
     """Train one fine-tuning arm (full, lora, qlora, prompt-tuning, prefix, ia3, bitfit)."""
     from ..arm_run import check_several_processes, run_train
     from ..config import load_train_config
     cfg, method = load_train_config(config, {"runs_dir": runs_dir} if runs_dir else None)
+    if fsdp and processes == 1:
+        import os
+
+        from ..train.fsdp import LAUNCH_ENV
+        from ..train.launch import launched
+        if not launched():
+            raise TailorError("--fsdp shards the weights between processes: add --processes N (N >= 2)")
+        os.environ.update(LAUNCH_ENV)   # a rank of `torchrun ... -m tailor.cli train CONFIG --fsdp`
     if processes != 1:
         from ..train.launch import launch_local
         check_several_processes(cfg)   # once here, not once per rank under the launcher's traceback
         _resumable(resume)
         args = ["train", config] + (["--resume", resume] if resume else []) + (["--runs-dir", runs_dir] if runs_dir else [])
-        code = launch_local(args, processes)
+        code = launch_local(args, processes, fsdp=fsdp)
         if code:
             raise typer.Exit(code)
         return

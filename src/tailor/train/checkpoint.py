@@ -81,15 +81,17 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
 
 
 def save_checkpoint(root: Path, model, optimizer: torch.optim.Optimizer, state: dict, keep: int = 1,
-                    rank_rngs: list | None = None) -> Path:
-    """`rank_rngs`: every rank's `rng_state()` under several processes (rank 0's is the main one)."""
+                    rank_rngs: list | None = None, optimizer_state: dict | None = None) -> Path:
+    """`rank_rngs`: every rank's `rng_state()` under several processes (rank 0's is the main one);
+    `optimizer_state`: the optimiser's state dict when `optimizer` holds only a shard of it (FSDP
+    gathers it whole first, so the checkpoint is the one a single process writes)."""
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{state['step']:07d}"
     final, tmp = root / name, root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file(_contiguous(trainable_state(model)), str(tmp / "trainable.safetensors"))
-    opt = optimizer.state_dict()
+    opt = optimizer_state if optimizer_state is not None else optimizer.state_dict()
     opt_tensors = {f"{i}.{k}": v for i, s in opt["state"].items() for k, v in s.items()
                    if isinstance(v, torch.Tensor)}
     opt_scalars = {f"{i}.{k}": v for i, s in opt["state"].items() for k, v in s.items()

@@ -17,17 +17,25 @@ head only on positions that predict a target), which bypasses a wrapper's forwar
 already accumulates every micro-batch before it needs the gradients, which is what DDP's
 `no_sync` followed by one synchronised backward gives. One flattened all_reduce per step is the
 same traffic, and the model stays a plain transformers / peft model for evaluation and saving.
+
+FSDP2 (an accelerate config with fsdp_version 2, or `tailor train --fsdp`) is a mode of the same
+loop: the same shards of the same steps and the same normalisation, with the trained weights,
+gradients and optimiser states sharded instead of replicated (train/fsdp.py).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from dataclasses import dataclass
 
 import torch
 
 from ..errors import TailorError
+from .fsdp import FSDPOptions, requested
+
+log = logging.getLogger("tailor")
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,7 @@ class World:
     size: int = 1
     local_rank: int = 0
     device: str = "cpu"     # where collectives' tensors live (cuda under nccl)
+    fsdp: FSDPOptions | None = None   # sharded training (train/fsdp.py) instead of replicas
 
     @property
     def is_main(self) -> bool:
@@ -49,12 +58,12 @@ class World:
 @functools.lru_cache(maxsize=1)
 def world() -> World:
     """This process's place among the launched ones; a plain run (no WORLD_SIZE) is a world of one."""
-    for flag, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
-        # refused rather than ignored: the loop would train full unsharded replicas
-        if os.environ.get(flag, "false").lower() == "true":
-            raise TailorError(f"{name} (from the accelerate config) is not wired into Tailor's training loop yet: use "
-                              "distributed_type MULTI_GPU (examples/accelerate/ddp.yaml), data parallel")
+    # what the loop cannot honour (FSDP 1, DeepSpeed) is refused rather than ignored: it would train
+    # full unsharded replicas
+    fsdp = requested()
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        if fsdp:
+            log.info("FSDP with one process: nothing to shard, training as one process does")
         return World()
     from accelerate import PartialState
     state = PartialState(cpu=not torch.cuda.is_available())
@@ -62,7 +71,7 @@ def world() -> World:
         raise TailorError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but accelerate opened no process group "
                           f"(distributed type {state.distributed_type}); launch with torchrun or accelerate launch")
     device = str(state.device) if state.device.type == "cuda" else "cpu"
-    return World(state.process_index, state.num_processes, state.local_process_index, device)
+    return World(state.process_index, state.num_processes, state.local_process_index, device, fsdp)
 
 
 def shard(examples: list, w: World) -> list:

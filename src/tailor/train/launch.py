@@ -5,6 +5,7 @@ directly, with the same entry point:
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29400 \\
         -m tailor.cli train CONFIG
     accelerate launch --config_file examples/accelerate/ddp.yaml -m tailor.cli train CONFIG
+    accelerate launch --config_file examples/accelerate/fsdp2.yaml -m tailor.cli train CONFIG   # sharded
 
 Each worker finds its place through accelerate (train/distributed.py).
 """
@@ -23,17 +24,23 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def launch_local(args: list[str], processes: int) -> int:
+def launch_local(args: list[str], processes: int, fsdp: bool = False) -> int:
     """Runs `python -m tailor.cli ARGS` as `processes` ranks on this machine, over loopback, and
     returns the launcher's exit code. The cores are split between the ranks: two processes that
-    each want every core slow each other down many times over."""
+    each want every core slow each other down many times over. `fsdp`: the ranks shard the trained
+    weights (FSDP2, train/fsdp.py), through the variables `accelerate launch` sets from a config."""
     if processes < 1:
         raise TailorError(f"--processes {processes}: need at least 1")
+    if fsdp and processes < 2:
+        raise TailorError("--fsdp shards the weights between processes: add --processes N (N >= 2)")
     if launched():
         raise TailorError("--processes inside a launched run (torchrun / accelerate launch already started "
                           f"{os.environ['WORLD_SIZE']} processes): drop --processes")
     threads = max(1, (os.cpu_count() or 1) // processes)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    if fsdp:
+        from .fsdp import LAUNCH_ENV
+        env.update(LAUNCH_ENV)
     env.setdefault("OMP_NUM_THREADS", str(threads))
     env.setdefault("GLOO_SOCKET_IFNAME", "lo")      # all ranks are here: gloo talks over loopback
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",

@@ -20,7 +20,9 @@ fits the number of steps to a wall-clock budget when one is given.
 
 Under a launcher (torchrun, accelerate launch, `tailor train --processes N`) each rank trains on
 its shard of every step, with the loss normalised and the gradients summed over all ranks, so N
-processes train what one does at the same batch; rank 0 alone writes (distributed.py).
+processes train what one does at the same batch; rank 0 alone writes (distributed.py). Under
+FSDP2 the same happens with the trained weights sharded: the loss runs on a sharded copy of the
+model, and the plain model gets the weights back where it is read (train/fsdp.py).
 """
 
 from __future__ import annotations
@@ -195,15 +197,24 @@ class Trainer:
         if not self.trainable:
             raise TailorError("nothing to train: no parameter requires grad")
         distributed.broadcast_parameters(self.trainable, world)
-        self.optimizer = torch.optim.AdamW(
-            [{"params": [p for p in self.trainable if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-             {"params": [p for p in self.trainable if p.ndim < 2], "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.999))
+        self.optimizer = self._adamw(self.trainable)
         self.state, self.resumed_from = LoopState(), None
         if resume:
             saved = load_checkpoint(Path(resume), model, self.optimizer, rank=world.rank)
             self.resumed_from = saved.pop("checkpoint")
             self.state = LoopState(**{k: v for k, v in saved.items() if k in LoopState.__dataclass_fields__})
             log.info("resumed from %s at step %d", self.resumed_from, self.state.step)
+        # FSDP (train/fsdp.py): the loss runs on a sharded copy cut from the weights above (rank 0's,
+        # or the checkpoint's), and the optimiser moves onto the shards with whatever state it resumed
+        self.sharded, self.train_model = None, model
+        if world.fsdp and world.distributed:
+            from .fsdp import Sharded, load_sharded_state
+            self.sharded = Sharded(model, self.loss, world, world.fsdp)
+            self.train_model = self.sharded.model
+            plain = self.optimizer.state_dict()
+            self.trainable = self.sharded.parameters([n for n, p in model.named_parameters() if p.requires_grad])
+            self.optimizer = self._adamw(self.trainable)
+            load_sharded_state(self.optimizer, plain)
         self.out = out = out if world.is_main else None
         if out:
             out.mkdir(parents=True, exist_ok=True)
@@ -220,6 +231,12 @@ class Trainer:
 
     # ---------------------------------------------------------------- named steps
 
+    def _adamw(self, params: list) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        return torch.optim.AdamW(
+            [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.999))
+
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
 
@@ -231,26 +248,38 @@ class Trainer:
         units = int(distributed.sum_numbers([self.loss.units(examples)], self.world)[0])
         if not examples:   # a short last step of an epoch can leave a rank nothing
             return [], units
+        return self._micro_batches(examples), units
+
+    def _micro_batches(self, examples: list[Encoded]) -> list[Batch]:
+        cfg = self.cfg
         if self.layout == "packed" and cfg.pack:
             row_len = max(cfg.pack_len, max(len(e) for e in examples))
-            out = pack(examples, row_len, self.pad_id, max(1, cfg.micro_batch_tokens // row_len))
-        else:
-            out = padded(examples, self.pad_id, max(1, cfg.micro_batch_tokens // max(len(e) for e in examples)),
-                         self.soft_tokens)
-        return out, units
+            return pack(examples, row_len, self.pad_id, max(1, cfg.micro_batch_tokens // row_len))
+        return padded(examples, self.pad_id, max(1, cfg.micro_batch_tokens // max(len(e) for e in examples)),
+                      self.soft_tokens)
 
     def forward_backward(self, batches: list[Batch], units: int) -> tuple[float, dict]:
         """Gradients of the step's mean loss, accumulated over its micro-batches."""
         loss_sum, logs = 0.0, {}
-        for batch in batches:
-            with self.autocast(), no_input_upcast(self.model, self.bf16):
-                loss, extra = self.loss(self.model, batch)
+        runs = [(batch, True) for batch in batches]
+        if self.sharded:
+            # every forward gathers weights with the other ranks, so all run as many as the busiest
+            # rank; a filler (a batch again, or any example) counts zero
+            fillers = int(distributed.max_number(len(batches), self.world)) - len(batches)
+            runs += [(batches[-1] if batches else self._micro_batches(self.data[:1])[0], False)] * fillers
+        for batch, counts in runs:
+            with self.autocast(), no_input_upcast(self.train_model, self.bf16):
+                loss, extra = self.sharded.root(batch) if self.sharded else self.loss(self.model, batch)
+                if not counts:
+                    loss, extra = loss * 0.0, {}
             if not torch.isfinite(loss):
                 raise TailorError(f"loss is {loss.item()} at step {self.state.step + 1}: training stopped; weights "
                                   f"are left as after step {self.state.step}; last good checkpoint: "
                                   f"{self.resumed_from or self._last_checkpoint() or 'none saved'} "
                                   "(lower lr, or use precision: fp32)")
             (loss / units).backward()
+            if not counts:
+                continue
             loss_sum += loss.item()
             for k, v in extra.items():
                 logs[k] = logs.get(k, 0.0) + float(v)
@@ -269,10 +298,14 @@ class Trainer:
         lr = cfg.lr * lr_factor(step, self.state.total, self.warmup, cfg.schedule, cfg.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        distributed.sum_gradients(self.trainable, self.world)
+        if not self.sharded:   # FSDP summed them in backward (reduce-scatter into the shards)
+            distributed.sum_gradients(self.trainable, self.world)
         norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm) if cfg.max_grad_norm else None
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if norm is not None and self.sharded:
+            from .fsdp import global_norm
+            return global_norm(norm)
         return None if norm is None else float(norm)
 
     def record(self, step: int, loss: float, logs: dict, grad_norm: float | None, tokens: int) -> None:
@@ -293,6 +326,8 @@ class Trainer:
         due = (cfg.eval_every and step % cfg.eval_every == 0) or (step == s.total and (cfg.eval_every or cfg.patience))
         if not (self.dev and due):
             return
+        if self.sharded:   # rank 0 evaluates the plain model: every rank gathers the weights into it
+            self.sharded.gather_into(self.model)
         # rank 0 evaluates; every rank takes its value, so all make the same best / early-stop decision
         value = distributed.broadcast(self._dev_metric(step) if self.world.is_main else None, self.world)
         s.dev_history.append({"step": step, self.metric: value})
@@ -315,9 +350,14 @@ class Trainer:
         if cfg.save_every and (step % cfg.save_every == 0 or step == self.state.total):
             # every rank's RNG goes into rank 0's checkpoint: a resumed rank draws what it would have
             rngs = distributed.gather_on_main(rng_state(), self.world) if self.world.distributed else None
+            optimizer_state = None
+            if self.sharded:   # whole tensors, in the one-process format (every rank gathers)
+                from .fsdp import full_optimizer_state
+                self.sharded.gather_into(self.model)
+                optimizer_state = full_optimizer_state(self.optimizer)
             if self.out:
                 save_checkpoint(self.out / "checkpoints", self.model, self.optimizer, asdict(self.state),
-                                cfg.keep_checkpoints, rank_rngs=rngs)
+                                cfg.keep_checkpoints, rank_rngs=rngs, optimizer_state=optimizer_state)
 
     # ---------------------------------------------------------------- the run
 
@@ -346,18 +386,20 @@ class Trainer:
             console.print(f"  {text}", highlight=False)
 
     def run(self) -> TrainResult:
-        cfg, model = self.cfg, self.model
-        causal = _causal(model)
+        cfg = self.cfg
+        causal = _causal(self.train_model)
         if cfg.grad_checkpointing:
             causal.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.train()
+        self.model.train()
+        self.train_model.train()
         take_counts()
         try:
             with self.kernels:
                 self.plan()
-                log.info("training %d steps (%d examples, %d per step), bf16=%s, layout=%s, kernels=%s, processes=%d",
+                log.info("training %d steps (%d examples, %d per step), bf16=%s, layout=%s, kernels=%s, processes=%d%s",
                          self.state.total, len(self.data), cfg.batch_size, self.bf16, self.layout,
-                         ",".join(self.kernels.kernels) or "none", self.world.size)
+                         ",".join(self.kernels.kernels) or "none", self.world.size,
+                         " (FSDP2: trained weights, gradients, optimiser states sharded)" if self.sharded else "")
                 self.meter = Meter(self.state.total - self.state.step, f"training {self.tag}", self.progress, "steps")
                 self.t_start = time.perf_counter() - self.state.elapsed_s
                 try:
@@ -381,6 +423,10 @@ class Trainer:
 
     def finish(self) -> TrainResult:
         s = self.state
+        if self.sharded:   # the caller's model gets the trained weights on every rank; the shards go
+            self.sharded.gather_into(self.model)
+            self.sharded = self.train_model = None
+            self.optimizer.state.clear()
         counts = take_counts()
         if any(counts.values()):
             log.info("attention over packed rows, calls of this run: %d per example, %d sdpa over the rows (fewer "
