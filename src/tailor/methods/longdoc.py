@@ -116,7 +116,7 @@ class Extract(_LongDoc):
         from ..longdoc.propose import propose
         from ..longdoc.run import engine_for, question_of
         from ..utils import atomic_write_text
-        options, docs, builder = self._parts(recipe, base)
+        _, docs, builder = self._parts(recipe, base)
         by_doc: dict[str, list] = {}
         for ex in train_pool(task):
             by_doc.setdefault(docs.of(ex, task.name), []).append(ex)

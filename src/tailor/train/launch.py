@@ -31,8 +31,6 @@ def launch_local(args: list[str], processes: int, fsdp: bool = False) -> int:
     weights (FSDP2, train/fsdp.py), through the variables `accelerate launch` sets from a config."""
     if processes < 1:
         raise TailorError(f"--processes {processes}: need at least 1")
-    if fsdp and processes < 2:
-        raise TailorError("--fsdp shards the weights between processes: add --processes N (N >= 2)")
     if launched():
         raise TailorError("--processes inside a launched run (torchrun / accelerate launch already started "
                           f"{os.environ['WORLD_SIZE']} processes): drop --processes")
