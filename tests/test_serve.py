@@ -273,19 +273,25 @@ def test_a_model_behind_the_server_is_a_base_that_measures_like_the_local_one(se
         assert results["tiny-test", method] == results[f"openai:{server.url}/v1#tiny-test", method]
 
 
-def test_without_log_probabilities_a_remote_engine_matches_generated_answers_and_says_so(server, monkeypatch):
+def test_without_log_probabilities_a_remote_engine_matches_generated_answers_and_says_so(server, monkeypatch,
+                                                                                          tmp_path):
+    from tailor.engine import ResultCache
     from tailor.models import load_base
     from tailor.remote import RemoteEngine
     monkeypatch.setenv("TAILOR_REMOTE_API_KEY", KEY)
     remote = load_base(f"openai:{server.url}/v1#tiny-test")
     assert remote.n_params == 0 and remote.weights_id.startswith("openai:")
-    engine = RemoteEngine(remote.model, remote.tokenizer, remote.weights_id, None, progress=False)
-    engine.logprobs = False   # as if the endpoint gave none
-    free = engine.generate(["Greet Ada."], max_new_tokens=3)[0].text.strip()
-    scores = engine.score(["Greet Ada.", "Greet Ada."], [[free or "x", "zzz"], ["zzz", "yyy"]])
-    assert scores[0].logprobs[0] == 0.0 and scores[0].logprobs[1] == float("-inf")
-    assert engine.notes == {"scored by matching generated text (the endpoint returns no log-probabilities)": 2,
-                            "generated answers that matched no option (counted as the first option)": 1}
+    cache = ResultCache(tmp_path / "engine.sqlite")
+    counted = {"scored by matching generated text (the endpoint returns no log-probabilities)": 2,
+               "generated answers that matched no option (counted as the first option)": 1}
+    for replay in (False, True):   # a result replayed from the cache is counted as the computed one was
+        engine = RemoteEngine(remote.model, remote.tokenizer, remote.weights_id, cache, progress=False)
+        engine.logprobs = False   # as if the endpoint gave none
+        free = engine.generate(["Greet Ada."], max_new_tokens=3)[0].text.strip()
+        scores = engine.score(["Greet Ada.", "Greet Ada."], [[free or "x", "zzz"], ["zzz", "yyy"]])
+        assert [s.cached for s in scores] == [replay, replay]
+        assert scores[0].logprobs[0] == 0.0 and scores[0].logprobs[1] == float("-inf")
+        assert engine.notes == counted
 
 
 def test_a_teacher_behind_the_server_labels_for_distillation_as_the_arm_does_locally(server, arms, tiny_base,

@@ -20,7 +20,7 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -47,6 +47,9 @@ class ChoiceScores:
     prompt_tokens: int
     latency_s: float
     cached: bool = False
+    # how the scores were made where not by log-likelihood (a remote endpoint without log-
+    # probabilities); kept with the result, so a replayed result is counted as the computed one was
+    notes: list[str] = field(default_factory=list)
 
     @property
     def mean_logprobs(self) -> list[float]:
@@ -166,6 +169,9 @@ class Engine:
                 results[i] = r
             if self.cache:
                 self.cache.put_many({keys[i]: _stored(r) for i, r in zip(todo, fresh)})
+        for r in results:
+            for note in getattr(r, "notes", ()):
+                self.notes[note] = self.notes.get(note, 0) + 1
         return results
 
     def _batches(self, order: list[int], lengths: dict[int, int]):

@@ -14,7 +14,6 @@ The API key comes from OPENAI_API_KEY (or TAILOR_REMOTE_API_KEY).
 from __future__ import annotations
 
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -74,7 +73,6 @@ class RemoteEngine(Engine):
         key = os.environ.get("TAILOR_REMOTE_API_KEY") or os.environ.get("OPENAI_API_KEY") or "none"
         self.client = openai.OpenAI(base_url=model.url, api_key=key, max_retries=5)
         self.logprobs: bool | None = None   # does the endpoint score prompts? (found out on first use)
-        self._lock = threading.Lock()
 
     @property
     def device(self):
@@ -113,12 +111,12 @@ class RemoteEngine(Engine):
         # the longest option the answer starts with ("Yes, partly" over "Yes")
         hits = [(len(self._plain(o)), j) for j, o in enumerate(options) if self._plain(o) and text.startswith(self._plain(o))]
         hit = max(hits)[1] if hits else None
-        self._count("scored by matching generated text (the endpoint returns no log-probabilities)")
+        notes = ["scored by matching generated text (the endpoint returns no log-probabilities)"]
         if hit is None:
-            self._count("generated answers that matched no option (counted as the first option)")
+            notes.append("generated answers that matched no option (counted as the first option)")
         sums = [0.0 if j == (hit or 0) else float("-inf") for j in range(len(options))]
         return ChoiceScores(sums, [len(self.encode(o)) for o in options], len(self.encode(prompt)),
-                            time.perf_counter() - t0)
+                            time.perf_counter() - t0, notes=notes)
 
     def _option_logprob(self, prompt: str, option: str) -> float:
         import openai
@@ -148,10 +146,6 @@ class RemoteEngine(Engine):
 
     def _plain(self, option: str) -> str:
         return self.tok.decode(self.encode(option), skip_special_tokens=True).strip()
-
-    def _count(self, note: str) -> None:
-        with self._lock:   # requests run in threads
-            self.notes[note] = self.notes.get(note, 0) + 1
 
 
 class _NoLogprobs(Exception):
