@@ -321,6 +321,50 @@ def test_a_row_that_joins_mid_generation_gets_what_it_gets_alone(tiny_base):
         assert seq.tokens == greedy_reference(tiny_base, prompt, len(seq.tokens))
 
 
+def test_prompts_that_start_alike_reuse_the_prefix_and_get_what_they_get_alone(tiny_base, three_adapters):
+    """An arm's prompts share their start (instruction, template): a prompt that begins with at
+    least REUSE_MIN tokens of its adapter's remembered prompt prefills only the rest, joining mid-
+    generation beside other adapters' rows, and decodes what it decodes alone."""
+    from tailor.decode import REUSE_MIN, Decoder, Sequence
+    from tailor.methods import load_adapted
+    from tailor.methods.finetune import lora_stack
+    model, ids = lora_stack(tiny_base, three_adapters)
+    engine = Engine(model, tiny_base.tokenizer, tiny_base.weights_id, None, progress=False, adapters=ids)
+    shared = "<|im_start|>system\nAnswer in one short sentence, politely and to the point.<|im_end|>\n<|im_start|>user\n"
+    asks = [shared + q + "<|im_end|>\n<|im_start|>assistant\n"
+            for q in ("Hello?", "What is the capital of France, please tell me?", "Hi", "Why is the sky blue?")]
+    assert len(engine.encode(shared)) >= REUSE_MIN + 4
+    names = ("ada", "bob", None)
+    decoder = Decoder(engine)
+    first = [Sequence(engine.encode(asks[0]), name, 10) for name in names]
+    decoder.join(first)                                   # nothing to reuse yet: each adapter remembers its prompt
+    assert decoder.reused_tokens == 0
+    for _ in range(3):
+        decoder.step()
+    later = [Sequence(engine.encode(a), name, 10) for a in asks[1:] for name in names]
+    decoder.join(later)
+    assert decoder.reused_tokens >= len(later) * (len(engine.encode(shared)) - 1)
+    assert decoder.reused_tokens + decoder.prefilled_tokens == sum(len(s.prompt) for s in first + later)
+    alone = {None: make_engine(tiny_base)}
+    alone.update({n: load_adapted(three_adapters[n], tiny_base).engine(None, progress=False) for n in names if n})
+    for seq in later:   # each row's keys and values, on its real columns, are those of its prompt prefilled alone
+        row = next(i for i, s in enumerate(decoder.rows) if s is seq)
+        single = Decoder(alone[seq.adapter])
+        single.join([Sequence(list(seq.prompt), None, 10)])
+        for ours, theirs in zip(decoder.cache.layers, single.cache.layers):
+            real = decoder.mask[row].bool()
+            assert torch.allclose(ours.keys[row][:, real], theirs.keys[0], atol=1e-5)
+            assert torch.allclose(ours.values[row][:, real], theirs.values[0], atol=1e-5)
+    while decoder.busy:
+        decoder.step()
+    texts = [asks[0]] * len(names) + [a for a in asks[1:] for _ in names]
+    for seq, text in zip(first + later, texts):
+        want = _decode(alone[seq.adapter], [text], max_new_tokens=10)[0]
+        assert seq.tokens == want.tokens and seq.finish_reason == want.finish_reason
+    # the adapters decode differently here (the test is not vacuous)
+    assert len({tuple(s.tokens) for s in later[:3]}) > 1
+
+
 def test_a_prefill_projects_only_the_last_positions_and_never_copies_the_head_per_row(tiny_base):
     """logits_to_keep=1 slices a strided view, and linear() on it falls back to a batched matmul that
     copies the vocabulary head once per row (1.7 s of a 2.5 s prefill of 32 prompts of smollm2)."""

@@ -10,6 +10,11 @@ engine's mixed-adapter rows).
 
 What a row gets is what it would get alone: its positions count its own tokens only, padding is
 masked, and its sampling draws from its own generator.
+
+Prompts of one arm start alike (its instruction, chat template, fixed examples): a prompt that
+begins with at least `REUSE_MIN` tokens of an earlier prompt of the same adapter reuses their keys
+and values instead of prefilling them again (vLLM's automatic prefix caching, in its simplest
+form: one remembered prompt per adapter, the last that found nothing to reuse).
 """
 
 from __future__ import annotations
@@ -43,6 +48,10 @@ class Sequence:
         return self.finish_reason is not None
 
 
+REUSE_MIN = 16      # a shorter shared prefix is not worth its own group
+REMEMBER_MAX = 4096  # the longest prompt remembered for reuse (its keys and values, one row)
+
+
 class Decoder:
     def __init__(self, engine):
         self.engine, self.model, self.tok = engine, engine.model, engine.tok
@@ -55,6 +64,9 @@ class Decoder:
         self.rows: list[Sequence] = []
         self.cache = None
         self.mask: torch.Tensor | None = None   # [rows, width]: 1 on real tokens
+        self._remembered: dict[str | None, tuple[list[int], list]] = {}   # adapter -> (prompt, [(keys, values)])
+        self.reused_tokens = 0    # prompt tokens not prefilled: their keys and values were reused
+        self.prefilled_tokens = 0
 
     @property
     def busy(self) -> bool:
@@ -63,31 +75,70 @@ class Decoder:
     @torch.inference_mode()
     def join(self, seqs: list[Sequence]) -> None:
         """Prefills `seqs` and adds them to the running batch: prompts of near-equal length share
-        a forward (left-padded), others get their own, so no prefill computes much padding."""
+        a forward (left-padded), others get their own, so no prefill computes much padding; a
+        prompt that starts like its adapter's remembered one prefills only the rest."""
         seqs = [s for s in seqs if not s.done]
         for s in seqs:
             if s.max_new_tokens < 1:
                 s.finish_reason = "length"
             if not s.prompt:
                 s.prompt = list(self.start)
-        for group in _prefill_groups([s for s in seqs if not s.done]):
+        seqs = [s for s in seqs if not s.done]
+        reuse = {id(s): self._reusable(s) for s in seqs}
+        for group in _prefill_groups([s for s in seqs if not reuse[id(s)]]):
             self._prefill(group)
+        for adapter in dict.fromkeys(s.adapter for s in seqs if reuse[id(s)]):
+            rows = [s for s in seqs if reuse[id(s)] and s.adapter == adapter]
+            for group in _prefill_groups(rows, lambda s: len(s.prompt) - reuse[id(s)]):
+                self._prefill(group, min(reuse[id(s)] for s in group))
 
-    def _prefill(self, seqs: list[Sequence]) -> None:
+    def _reusable(self, s: Sequence) -> int:
+        """How many of `s`'s first tokens its adapter's remembered prompt shares (0: too few)."""
+        if s.adapter not in self._remembered:
+            return 0
+        known, n = self._remembered[s.adapter][0], 0
+        limit = min(len(known), len(s.prompt) - 1)   # the last token is prefilled: its logits pick the first
+        while n < limit and known[n] == s.prompt[n]:
+            n += 1
+        return n if n >= REUSE_MIN else 0
+
+    def _prefill(self, seqs: list[Sequence], reuse: int = 0) -> None:
+        """One forward over `seqs`' prompts; with `reuse`, their first `reuse` tokens (shared with
+        the adapter's remembered prompt) come from its cache, and the rest is left-padded after
+        them (the padding is masked, so it may sit in the middle)."""
         from transformers import DynamicCache
 
         from .engine import last_position
-        ids, mask = self.engine._left_pad([s.prompt for s in seqs])
+        ids, mask = self.engine._left_pad([s.prompt[reuse:] for s in seqs])
         cache = DynamicCache(config=self.model.config)
+        if reuse:
+            for i, (k, v) in enumerate(self._remembered[seqs[0].adapter][1]):
+                cache.update(k[:, :, :reuse].expand(len(seqs), -1, -1, -1),
+                             v[:, :, :reuse].expand(len(seqs), -1, -1, -1), i)
+            mask = torch.cat([mask.new_ones(len(seqs), reuse), mask], 1)
         with self.engine._rows([s.adapter for s in seqs]):
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), cache=cache,
-                             use_cache=True, logits_to_keep=last_position(ids))
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)[:, reuse:],
+                             cache=cache, use_cache=True, logits_to_keep=last_position(ids))
+        self.reused_tokens += reuse * len(seqs)
+        self.prefilled_tokens += sum(len(s.prompt) - reuse for s in seqs)
+        if not reuse:
+            self._remember(seqs, out.cache)
         for s in seqs:
             if s.temperature > 0:
                 # any integer a client sends is a seed; torch takes 64 bits
                 s._gen = torch.Generator(device=ids.device).manual_seed((s.seed or 0) % (1 << 63))
         self._merge(out.cache, mask, seqs)
         self._advance(out.logits[:, -1], seqs)
+
+    def _remember(self, seqs: list[Sequence], cache) -> None:
+        """Each adapter's longest prompt of a plain prefill (its real tokens are the last columns)."""
+        longest = {s.adapter: row for row, s in enumerate(seqs)}   # rows are sorted by length
+        for adapter, row in longest.items():
+            n = len(seqs[row].prompt)
+            if n <= REMEMBER_MAX:
+                self._remembered[adapter] = (list(seqs[row].prompt), [
+                    (layer.keys[row:row + 1, :, -n:].clone(), layer.values[row:row + 1, :, -n:].clone())
+                    for layer in cache.layers])
 
     @torch.inference_mode()
     def step(self) -> None:
@@ -206,15 +257,16 @@ def supported(model) -> bool:
     return all(type(layer) is DynamicLayer for layer in DynamicCache(config=config).layers)
 
 
-def _prefill_groups(seqs: list[Sequence], waste: float = 0.1) -> list[list[Sequence]]:
-    """Prompts sorted by length, cut into runs whose padding is at most `waste` of their tokens:
-    a padded token costs a real token's compute in the prefill (bench/predict_throughput.py: 500-
-    token documents of mixed lengths, padded together, made batch prediction slower than a
-    one-row loop), while the padding left in the cache costs little once decoding starts."""
+def _prefill_groups(seqs: list[Sequence], length=lambda s: len(s.prompt), waste: float = 0.1) -> list[list[Sequence]]:
+    """Prompts sorted by `length` (the tokens to prefill), cut into runs whose padding is at most
+    `waste` of their tokens: a padded token costs a real token's compute in the prefill
+    (bench/predict_throughput.py: 500-token documents of mixed lengths, padded together, made
+    batch prediction slower than a one-row loop), while the padding left in the cache costs little
+    once decoding starts."""
     groups: list[list[Sequence]] = []
-    for s in sorted(seqs, key=lambda s: len(s.prompt)):
+    for s in sorted(seqs, key=length):
         group = groups[-1] if groups else None
-        if group and len(s.prompt) * (len(group) + 1) <= (1 + waste) * (sum(len(g.prompt) for g in group) + len(s.prompt)):
+        if group and length(s) * (len(group) + 1) <= (1 + waste) * (sum(map(length, group)) + length(s)):
             group.append(s)
         else:
             groups.append([s])
