@@ -341,28 +341,56 @@ def test_prompts_that_start_alike_reuse_the_prefix_and_get_what_they_get_alone(t
     assert decoder.reused_tokens == 0
     for _ in range(3):
         decoder.step()
+    # and a prompt that shares nothing, about as long as a question: it prefills whole, in the same forward
+    other = "Tell me: what is the capital of Spain, please?<|im_end|>\n<|im_start|>assistant\n"
     later = [Sequence(engine.encode(a), name, 10) for a in asks[1:] for name in names]
+    later.append(Sequence(engine.encode(other), "bob", 10))
+    forwards = []
+    prefill = decoder._prefill
+    decoder._prefill = lambda seqs, reuse: (forwards.append(list(reuse)), prefill(seqs, reuse))[1]
     decoder.join(later)
-    assert decoder.reused_tokens >= len(later) * (len(engine.encode(shared)) - 1)
+    assert any(0 in reuse and max(reuse) > 0 for reuse in forwards)   # rows reusing and not, in one forward
+    assert decoder.reused_tokens >= (len(later) - 1) * (len(engine.encode(shared)) - 1)
     assert decoder.reused_tokens + decoder.prefilled_tokens == sum(len(s.prompt) for s in first + later)
     alone = {None: make_engine(tiny_base)}
     alone.update({n: load_adapted(three_adapters[n], tiny_base).engine(None, progress=False) for n in names if n})
-    for seq in later:   # each row's keys and values, on its real columns, are those of its prompt prefilled alone
-        row = next(i for i, s in enumerate(decoder.rows) if s is seq)
-        single = Decoder(alone[seq.adapter])
-        single.join([Sequence(list(seq.prompt), None, 10)])
-        for ours, theirs in zip(decoder.cache.layers, single.cache.layers):
-            real = decoder.mask[row].bool()
-            assert torch.allclose(ours.keys[row][:, real], theirs.keys[0], atol=1e-5)
-            assert torch.allclose(ours.values[row][:, real], theirs.values[0], atol=1e-5)
+    _assert_cached_as_alone(decoder, later, alone)
     while decoder.busy:
         decoder.step()
-    texts = [asks[0]] * len(names) + [a for a in asks[1:] for _ in names]
+    texts = [asks[0]] * len(names) + [a for a in asks[1:] for _ in names] + [other]
     for seq, text in zip(first + later, texts):
         want = _decode(alone[seq.adapter], [text], max_new_tokens=10)[0]
         assert seq.tokens == want.tokens and seq.finish_reason == want.finish_reason
     # the adapters decode differently here (the test is not vacuous)
     assert len({tuple(s.tokens) for s in later[:3]}) > 1
+
+
+def test_rows_reusing_spans_of_different_lengths_share_one_forward(tiny_base):
+    from tailor.decode import REUSE_MIN, Decoder, Sequence
+    engine = make_engine(tiny_base)
+    shared = "<|im_start|>system\nAnswer in one short sentence, politely and to the point.<|im_end|>\n<|im_start|>user\n"
+    decoder = Decoder(engine)
+    decoder.join([Sequence(engine.encode(shared + "Hello? Tell me about the sea, and the ships."), None, 4)])
+    rows = [Sequence(engine.encode(text), None, 4) for text in
+            (shared + "Hello? Tell me about the sky.", shared + "Why?", "Nothing alike at all, not one token.")]
+    reuse = [decoder._reusable(s) for s in rows]
+    assert reuse[0] > reuse[1] >= REUSE_MIN and reuse[2] == 0
+    decoder._prefill(rows, reuse)
+    _assert_cached_as_alone(decoder, rows, {None: engine})
+
+
+def _assert_cached_as_alone(decoder, seqs, engines) -> None:
+    """Each row's keys and values, on its real columns, are those of its prompt prefilled alone."""
+    from tailor.decode import Decoder, Sequence
+    for seq in seqs:
+        row = next(i for i, s in enumerate(decoder.rows) if s is seq)
+        single = Decoder(engines[seq.adapter])
+        single.join([Sequence(list(seq.prompt), None, 10)])
+        real = decoder.mask[row].bool()
+        assert int(real.sum()) == len(seq.prompt)
+        for ours, theirs in zip(decoder.cache.layers, single.cache.layers):
+            assert torch.allclose(ours.keys[row][:, real], theirs.keys[0], atol=1e-5)
+            assert torch.allclose(ours.values[row][:, real], theirs.values[0], atol=1e-5)
 
 
 def test_a_prefill_projects_only_the_last_positions_and_never_copies_the_head_per_row(tiny_base):

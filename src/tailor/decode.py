@@ -85,12 +85,8 @@ class Decoder:
                 s.prompt = list(self.start)
         seqs = [s for s in seqs if not s.done]
         reuse = {id(s): self._reusable(s) for s in seqs}
-        for group in _prefill_groups([s for s in seqs if not reuse[id(s)]]):
-            self._prefill(group)
-        for adapter in dict.fromkeys(s.adapter for s in seqs if reuse[id(s)]):
-            rows = [s for s in seqs if reuse[id(s)] and s.adapter == adapter]
-            for group in _prefill_groups(rows, lambda s: len(s.prompt) - reuse[id(s)]):
-                self._prefill(group, min(reuse[id(s)] for s in group))
+        for group in _prefill_groups(seqs, lambda s: len(s.prompt) - reuse[id(s)]):
+            self._prefill(group, [reuse[id(s)] for s in group])
 
     def _reusable(self, s: Sequence) -> int:
         """How many of `s`'s first tokens its adapter's remembered prompt shares (0: too few)."""
@@ -102,27 +98,35 @@ class Decoder:
             n += 1
         return n if n >= REUSE_MIN else 0
 
-    def _prefill(self, seqs: list[Sequence], reuse: int = 0) -> None:
-        """One forward over `seqs`' prompts; with `reuse`, their first `reuse` tokens (shared with
-        the adapter's remembered prompt) come from its cache, and the rest is left-padded after
-        them (the padding is masked, so it may sit in the middle)."""
+    def _prefill(self, seqs: list[Sequence], reuse: list[int]) -> None:
+        """One forward over `seqs`' prompts, rows of any adapters. Row i's first `reuse[i]`
+        tokens (shared with its adapter's remembered prompt) come from that prompt's cache,
+        right-aligned in the widest reused span; the rest of the prompt is prefilled, left-padded
+        after it. The padding is masked, so it may sit in the middle of a row."""
         from transformers import DynamicCache
 
         from .engine import last_position
-        ids, mask = self.engine._left_pad([s.prompt[reuse:] for s in seqs])
-        cache = DynamicCache(config=self.model.config)
-        if reuse:
-            for i, (k, v) in enumerate(self._remembered[seqs[0].adapter][1]):
-                cache.update(k[:, :, :reuse].expand(len(seqs), -1, -1, -1),
-                             v[:, :, :reuse].expand(len(seqs), -1, -1, -1), i)
-            mask = torch.cat([mask.new_ones(len(seqs), reuse), mask], 1)
+        ids, mask = self.engine._left_pad([s.prompt[n:] for s, n in zip(seqs, reuse)])
+        cache, width = DynamicCache(config=self.model.config), max(reuse)
+        if width:
+            spans = [(i, n, self._remembered[s.adapter][1]) for i, (s, n) in enumerate(zip(seqs, reuse)) if n]
+            for layer, (k, v) in enumerate(spans[0][2]):
+                keys = k.new_zeros(len(seqs), k.shape[1], width, k.shape[3])
+                values = v.new_zeros(len(seqs), v.shape[1], width, v.shape[3])
+                for i, n, kv in spans:
+                    keys[i, :, width - n:] = kv[layer][0][0, :, :n]
+                    values[i, :, width - n:] = kv[layer][1][0, :, :n]
+                cache.update(keys, values, layer)
+            known = mask.new_zeros(len(seqs), width)
+            for i, n, _ in spans:
+                known[i, width - n:] = 1
+            mask = torch.cat([known, mask], 1)
         with self.engine._rows([s.adapter for s in seqs]):
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)[:, reuse:],
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)[:, width:],
                              cache=cache, use_cache=True, logits_to_keep=last_position(ids))
-        self.reused_tokens += reuse * len(seqs)
-        self.prefilled_tokens += sum(len(s.prompt) - reuse for s in seqs)
-        if not reuse:
-            self._remember(seqs, out.cache)
+        self.reused_tokens += sum(reuse)
+        self.prefilled_tokens += sum(len(s.prompt) - n for s, n in zip(seqs, reuse))
+        self._remember([s for s, n in zip(seqs, reuse) if not n], [i for i, n in enumerate(reuse) if not n], out.cache)
         for s in seqs:
             if s.temperature > 0:
                 # any integer a client sends is a seed; torch takes 64 bits
@@ -130,15 +134,16 @@ class Decoder:
         self._merge(out.cache, mask, seqs)
         self._advance(out.logits[:, -1], seqs)
 
-    def _remember(self, seqs: list[Sequence], cache) -> None:
-        """Each adapter's longest prompt of a plain prefill (its real tokens are the last columns)."""
-        longest = {s.adapter: row for row, s in enumerate(seqs)}   # rows are sorted by length
-        for adapter, row in longest.items():
-            n = len(seqs[row].prompt)
-            if n <= REMEMBER_MAX:
-                self._remembered[adapter] = (list(seqs[row].prompt), [
-                    (layer.keys[row:row + 1, :, -n:].clone(), layer.values[row:row + 1, :, -n:].clone())
-                    for layer in cache.layers])
+    def _remember(self, seqs: list[Sequence], rows: list[int], cache) -> None:
+        """Each adapter's longest prompt prefilled whole (`seqs`, rows `rows` of the cache, their
+        real tokens its last columns): what later prompts of the adapter may reuse."""
+        # rows come sorted by the tokens they prefill (for these, the whole prompt): the last is the longest
+        longest = {s.adapter: (s, row) for s, row in zip(seqs, rows) if len(s.prompt) <= REMEMBER_MAX}
+        for adapter, (s, row) in longest.items():
+            n = len(s.prompt)
+            self._remembered[adapter] = (list(s.prompt), [
+                (layer.keys[row:row + 1, :, -n:].clone(), layer.values[row:row + 1, :, -n:].clone())
+                for layer in cache.layers])
 
     @torch.inference_mode()
     def step(self) -> None:
