@@ -20,8 +20,8 @@ the adapters were trained on, a few steps each), spread round-robin over the thr
   Prefilling a prompt costs the same whichever way the adapters are batched, so mixing adapters
   gains less here than on the chat load: on this CPU a prefill of 150 tokens is compute-bound,
   while a decoding step's cost is mostly per step, not per row, which is what mixing shares.
-Output
-tokens are counted with the base's tokenizer from the text each server returned, the same
+
+Output tokens are counted with the base's tokenizer from the text each server returned, the same
 count for every server. Tailor runs all `--requests`; a peer gets `--peer-seconds` of requests
 (its tokens/s is what it sustained; it would take too long to send it all of them on this CPU).
 Each server gets the arm's instruction as its system message, which Tailor's own arms add from
@@ -317,6 +317,7 @@ def load_figures(rows: list[dict]) -> dict:
             "mixed_vs_switching": round(mixed["tokens_per_s"] / switching["tokens_per_s"], 2)
             if mixed and switching and switching["tokens_per_s"] else None,
             "ttft_p50_s": mixed["ttft_p50_s"] if mixed else None, "e2e_p99_s": mixed["e2e_p99_s"] if mixed else None}
+
 
 if __name__ == "__main__":
     main()

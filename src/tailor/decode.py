@@ -14,7 +14,7 @@ masked, and its sampling draws from its own generator.
 Prompts of one arm start alike (its instruction, chat template, fixed examples): a prompt that
 begins with at least `REUSE_MIN` tokens of an earlier prompt of the same adapter reuses their keys
 and values instead of prefilling them again (vLLM's automatic prefix caching, in its simplest
-form: one remembered prompt per adapter, the last that found nothing to reuse).
+form: one remembered prompt per adapter, the longest of the last prefill that reused nothing).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Sequence:
         return self.finish_reason is not None
 
 
-REUSE_MIN = 16      # a shorter shared prefix is not worth its own group
+REUSE_MIN = 16      # a shorter shared start saves too little prefill to track
 REMEMBER_MAX = 4096  # the longest prompt remembered for reuse (its keys and values, one row)
 
 
@@ -92,10 +92,8 @@ class Decoder:
         """How many of `s`'s first tokens its adapter's remembered prompt shares (0: too few)."""
         if s.adapter not in self._remembered:
             return 0
-        known, n = self._remembered[s.adapter][0], 0
-        limit = min(len(known), len(s.prompt) - 1)   # the last token is prefilled: its logits pick the first
-        while n < limit and known[n] == s.prompt[n]:
-            n += 1
+        # the last token is always prefilled: its logits pick the first new one
+        n = shared_start(self._remembered[s.adapter][0], s.prompt, len(s.prompt) - 1)
         return n if n >= REUSE_MIN else 0
 
     def _prefill(self, seqs: list[Sequence], reuse: list[int]) -> None:
@@ -260,6 +258,14 @@ def supported(model) -> bool:
         return False
     config = getattr(model, "get_base_model", lambda: model)().config
     return all(type(layer) is DynamicLayer for layer in DynamicCache(config=config).layers)
+
+
+def shared_start(a: list[int], b: list[int], limit: int) -> int:
+    """How many first tokens `a` and `b` share, at most `limit`."""
+    n, limit = 0, min(limit, len(a), len(b))
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def _prefill_groups(seqs: list[Sequence], length=lambda s: len(s.prompt), waste: float = 0.1) -> list[list[Sequence]]:

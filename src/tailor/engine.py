@@ -231,16 +231,13 @@ class Engine:
         Returns (length, cache with one row per adapter, adapter -> row)."""
         if len(seqs) < 2 or _is_prompt_learning(self.model):
             return None
+        from .decode import shared_start
         n = min(len(s) for s in seqs) - 1  # each prompt keeps at least one token of its own
-        first = seqs[0]
         for s in seqs[1:]:
-            k = 0
-            while k < n and s[k] == first[k]:
-                k += 1
-            n = k
+            n = shared_start(seqs[0], s, n)
         if n < min_tokens:
             return None
-        ids = torch.tensor([first[:n]] * len(adapters), device=self.device)
+        ids = torch.tensor([seqs[0][:n]] * len(adapters), device=self.device)
         with self._rows(adapters):
             cache = self.model(input_ids=ids, use_cache=True, logits_to_keep=last_position(ids)).cache
         return n, cache, {a: r for r, a in enumerate(adapters)}
