@@ -172,6 +172,20 @@ def test_a_tiny_temperature_samples_the_greedy_answer(server):
     assert client.completions.create(**ask, temperature=5e-324, seed=1).choices[0].text == greedy
 
 
+def test_health_counts_the_prompt_tokens_reused_from_a_shared_start(server):
+    """A request whose prompt starts like the adapter's last one (instruction, chat template) prefills only
+    the rest; /health says how many prompt tokens were prefilled and how many reused."""
+    client = server.client()
+    ask = "Please write a short and warm greeting, in one sentence, for my old friend"
+    before = httpx.get(server.url + "/health").json()["prompt_tokens"]
+    usage = [client.chat.completions.create(model="bob", messages=[{"role": "user", "content": f"{ask} {n}."}],
+                                            max_tokens=2, temperature=0).usage.prompt_tokens for n in ("Ada", "Kim")]
+    after = httpx.get(server.url + "/health").json()["prompt_tokens"]
+    prefilled, reused = (after[k] - before[k] for k in ("prefilled", "reused"))
+    assert prefilled + reused == sum(usage)
+    assert reused >= usage[1] // 2   # the prompts differ only near their end
+
+
 def test_without_mixing_one_adapter_runs_per_batch_until_it_drains():
     """The switching baseline of bench/serve_load.py: a server without mixed-adapter forwards."""
     from types import SimpleNamespace

@@ -82,7 +82,8 @@ def create_app(arms: dict, scheduler: Scheduler, api_key: str | None = None, max
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "waiting": scheduler.waiting, "models": len(arms)}
+        return {"status": "ok", "waiting": scheduler.waiting, "models": len(arms),
+                "prompt_tokens": scheduler.prompt_tokens}
 
     @app.get("/v1/models", response_model=ModelList, responses=ERROR_CODES)
     async def models() -> ModelList:
