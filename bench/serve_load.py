@@ -134,6 +134,14 @@ class Server:
         self.close()
         raise RuntimeError(f"{label} was not ready after {ready_s:.0f} s; see {log}")
 
+    def prompt_tokens(self) -> dict | None:
+        """Tailor's prefilled and reused prompt-token counts (its /health); None for a peer."""
+        import httpx
+        try:
+            return httpx.get(self.url.removesuffix("/v1") + "/health", timeout=5).json().get("prompt_tokens")
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+
     def close(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -288,18 +296,24 @@ def main() -> None:
                 reqs = chat_requests(args.requests, names, instruction if system else None, max_tokens, words)
                 if i == 0:   # warm-up
                     asyncio.run(load(server.url, reqs[: 2 * args.concurrency], args.concurrency, None, count))
+                before = server.prompt_tokens()
                 r = {"load": name, **summary(label, asyncio.run(load(server.url, reqs, args.concurrency, deadline,
                                                                      count))), "ready_s": round(server.ready_s, 1)}
+                if before:   # Tailor's /health: how much of the prompts' prefill the decoder skipped
+                    after = server.prompt_tokens()
+                    reused, prefilled = (after[k] - before[k] for k in ("reused", "prefilled"))
+                    r["reused_prompt_fraction"] = round(reused / (reused + prefilled), 3) if reused + prefilled else None
                 rows.append(r)
                 print(json.dumps(r), flush=True)
         finally:
             server.close()
 
     print(f"\n{'load':<10} {'server':<30} {'done':>5} {'fail':>5} {'tok/s':>7} {'ttft p50':>9} {'e2e p50':>8} "
-          f"{'e2e p99':>8} {'ready s':>8}")
+          f"{'e2e p99':>8} {'ready s':>8} {'reused':>7}")
     for r in sorted(rows, key=lambda r: loads.index(r["load"])):
         print(f"{r['load']:<10} {r['server']:<30} {r['completed']:>5} {r['failed']:>5} {r['tokens_per_s']:>7.1f} "
-              f"{r['ttft_p50_s'] or 0:>9.3f} {r['e2e_p50_s'] or 0:>8.3f} {r['e2e_p99_s'] or 0:>8.3f} {r['ready_s']:>8}")
+              f"{r['ttft_p50_s'] or 0:>9.3f} {r['e2e_p50_s'] or 0:>8.3f} {r['e2e_p99_s'] or 0:>8.3f} {r['ready_s']:>8} "
+              f"{r.get('reused_prompt_fraction', '-')!s:>7}")
     figures = {name: load_figures([r for r in rows if r["load"] == name]) for name in loads}
     print(json.dumps({**figures[loads[0]], "load": loads[0], "loads": figures, "peers_not_started": errors}))
 
