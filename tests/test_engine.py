@@ -338,7 +338,7 @@ def test_prompts_that_start_alike_reuse_the_prefix_and_get_what_they_get_alone(t
     decoder = Decoder(engine)
     first = [Sequence(engine.encode(asks[0]), name, 10) for name in names]
     decoder.join(first)                                   # nothing to reuse yet: each adapter remembers its prompt
-    assert decoder.reused_tokens == 0
+    assert engine.prompt_tokens["reused"] == 0
     for _ in range(3):
         decoder.step()
     # and a prompt that shares nothing, about as long as a question: it prefills whole, in the same forward
@@ -350,8 +350,9 @@ def test_prompts_that_start_alike_reuse_the_prefix_and_get_what_they_get_alone(t
     decoder._prefill = lambda seqs, reuse: (forwards.append(list(reuse)), prefill(seqs, reuse))[1]
     decoder.join(later)
     assert any(0 in reuse and max(reuse) > 0 for reuse in forwards)   # rows reusing and not, in one forward
-    assert decoder.reused_tokens >= (len(later) - 1) * (len(engine.encode(shared)) - 1)
-    assert decoder.reused_tokens + decoder.prefilled_tokens == sum(len(s.prompt) for s in first + later)
+    counts = engine.prompt_tokens
+    assert counts["reused"] >= (len(later) - 1) * (len(engine.encode(shared)) - 1)
+    assert counts["reused"] + counts["prefilled"] == sum(len(s.prompt) for s in first + later)
     alone = {None: make_engine(tiny_base)}
     alone.update({n: load_adapted(three_adapters[n], tiny_base).engine(None, progress=False) for n in names if n})
     _assert_cached_as_alone(decoder, later, alone)
@@ -363,6 +364,45 @@ def test_prompts_that_start_alike_reuse_the_prefix_and_get_what_they_get_alone(t
         assert seq.tokens == want.tokens and seq.finish_reason == want.finish_reason
     # the adapters decode differently here (the test is not vacuous)
     assert len({tuple(s.tokens) for s in later[:3]}) > 1
+
+
+def test_rows_joining_a_fresh_decoder_together_reuse_one_leader_s_start(tiny_base, three_adapters, monkeypatch):
+    """A batch job's chunk joins a fresh decoder all at once: with nothing remembered, one row per
+    adapter leads (prefilled first) and the others reuse its start; each row still decodes what
+    it decodes alone, and what reuse off decodes."""
+    from tailor import decode
+    from tailor.decode import Decoder, Sequence
+    from tailor.methods import load_adapted
+    from tailor.methods.finetune import lora_stack
+    model, ids = lora_stack(tiny_base, three_adapters)
+    shared = ("<|im_start|>system\nAnswer in one short sentence, politely and to the point, and never "
+              "with more words than the question has; say so when you do not know the answer, and never guess "
+              "a number or a name.<|im_end|>\n<|im_start|>user\n")
+    asks = [shared + q + "<|im_end|>\n<|im_start|>assistant\n" for q in ("Hello?", "Why is the sky blue?", "Hi")]
+
+    def chunk(engine):
+        rows = [Sequence(engine.encode(a), name, 8) for name in ("ada", None) for a in asks]
+        return rows + [Sequence(engine.encode(asks[0]), "bob", 8)]   # alone in its adapter: no leader
+
+    engine = Engine(model, tiny_base.tokenizer, tiny_base.weights_id, None, progress=False, adapters=ids)
+    n_shared = len(engine.encode(shared))
+    assert 2 * (n_shared - 1) >= decode.LEAD_MIN
+    decoder, rows = Decoder(engine), chunk(engine)
+    decoder.join(rows)
+    counts = engine.prompt_tokens
+    assert counts["reused"] >= 2 * 2 * (n_shared - 1)     # two followers of each of ada and the base
+    assert counts["reused"] + counts["prefilled"] == sum(len(s.prompt) for s in rows)
+    alone = {None: make_engine(tiny_base)}
+    alone.update({n: load_adapted(three_adapters[n], tiny_base).engine(None, progress=False) for n in ("ada", "bob")})
+    _assert_cached_as_alone(decoder, rows, alone)
+    while decoder.busy:
+        decoder.step()
+    monkeypatch.setattr(decode, "LEAD_MIN", 1 << 30)      # no leaders: every row prefills whole
+    engine.prompt_tokens = {"prefilled": 0, "reused": 0}
+    plain = Decoder(engine).run(chunk(engine))
+    assert engine.prompt_tokens["reused"] == 0
+    assert [s.tokens for s in rows] == [s.tokens for s in plain]
+    assert rows[0].tokens != rows[3].tokens or rows[0].tokens != rows[6].tokens   # adapters differ: not vacuous
 
 
 def test_rows_reusing_spans_of_different_lengths_share_one_forward(tiny_base):

@@ -15,6 +15,8 @@ Prompts of one arm start alike (its instruction, chat template, fixed examples):
 begins with at least `REUSE_MIN` tokens of an earlier prompt of the same adapter reuses their keys
 and values instead of prefilling them again (vLLM's automatic prefix caching, in its simplest
 form: one remembered prompt per adapter, the longest of the last prefill that reused nothing).
+Rows that join together with nothing to reuse (a batch job's chunk, a burst of requests) let one
+of them lead: its prompt is prefilled first, and the others reuse its start.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Sequence:
 
 REUSE_MIN = 16      # a shorter shared start saves too little prefill to track
 REMEMBER_MAX = 4096  # the longest prompt remembered for reuse (its keys and values, one row)
+LEAD_MIN = 64       # the reusable tokens a leader must bring its followers to earn its own forward
 
 
 class Decoder:
@@ -65,8 +68,6 @@ class Decoder:
         self.cache = None
         self.mask: torch.Tensor | None = None   # [rows, width]: 1 on real tokens
         self._remembered: dict[str | None, tuple[list[int], list]] = {}   # adapter -> (prompt, [(keys, values)])
-        self.reused_tokens = 0    # prompt tokens not prefilled: their keys and values were reused
-        self.prefilled_tokens = 0
 
     @property
     def busy(self) -> bool:
@@ -84,9 +85,32 @@ class Decoder:
             if not s.prompt:
                 s.prompt = list(self.start)
         seqs = [s for s in seqs if not s.done]
+        leaders = self._leaders(seqs)
+        for group in _prefill_groups(leaders):
+            self._prefill(group, [0] * len(group))
+        seqs = [s for s in seqs if all(s is not x for x in leaders)]
         reuse = {id(s): self._reusable(s) for s in seqs}
         for group in _prefill_groups(seqs, lambda s: len(s.prompt) - reuse[id(s)]):
             self._prefill(group, [reuse[id(s)] for s in group])
+
+    def _leaders(self, seqs: list[Sequence]) -> list[Sequence]:
+        """For each adapter with several joining rows and none able to reuse a remembered start:
+        its longest prompt, when the starts the others share with it would spare at least
+        `LEAD_MIN` tokens of prefill."""
+        by_adapter: dict[str | None, list[Sequence]] = {}
+        for s in seqs:
+            by_adapter.setdefault(s.adapter, []).append(s)
+        leaders = []
+        for rows in by_adapter.values():
+            if len(rows) < 2 or any(self._reusable(s) for s in rows):
+                continue
+            lead = max(rows, key=lambda s: len(s.prompt))
+            if len(lead.prompt) > REMEMBER_MAX:
+                continue
+            shared = (shared_start(lead.prompt, s.prompt, len(s.prompt) - 1) for s in rows if s is not lead)
+            if sum(n for n in shared if n >= REUSE_MIN) >= LEAD_MIN:
+                leaders.append(lead)
+        return leaders
 
     def _reusable(self, s: Sequence) -> int:
         """How many of `s`'s first tokens its adapter's remembered prompt shares (0: too few)."""
@@ -122,8 +146,9 @@ class Decoder:
         with self.engine._rows([s.adapter for s in seqs]):
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)[:, width:],
                              cache=cache, use_cache=True, logits_to_keep=last_position(ids))
-        self.reused_tokens += sum(reuse)
-        self.prefilled_tokens += sum(len(s.prompt) - n for s, n in zip(seqs, reuse))
+        counts = self.engine.prompt_tokens
+        counts["reused"] += sum(reuse)
+        counts["prefilled"] += sum(len(s.prompt) - n for s, n in zip(seqs, reuse))
         self._remember([s for s, n in zip(seqs, reuse) if not n], [i for i, n in enumerate(reuse) if not n], out.cache)
         for s in seqs:
             if s.temperature > 0:

@@ -121,6 +121,9 @@ class Engine:
         self.batch_size, self.max_batch_tokens, self.progress = batch_size, max_batch_tokens, progress
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.notes: dict[str, int] = {}   # fallbacks taken, counted: measurements report them
+        # prompt tokens the decoder prefilled, and those whose keys and values it reused from an
+        # earlier prompt's identical start (instruction, chat template, fixed shots)
+        self.prompt_tokens = {"prefilled": 0, "reused": 0}
         self._row_lora = None
         if self.adapters:
             from .lora_rows import RowLoRA

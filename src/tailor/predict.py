@@ -169,7 +169,8 @@ def run_predict(arm: str, input_path: str | Path, output: str | Path, errors: st
         finally:
             getattr(run, "close", lambda: None)()
         # every rank's rows are in its journal once all have summed their tokens; rank 0 merges
-        tokens = int(sum_numbers([tokens], w)[0])
+        counts = run.engine.prompt_tokens
+        tokens, prefilled, reused = (int(x) for x in sum_numbers([tokens, counts["prefilled"], counts["reused"]], w))
         if not w.is_main:
             return None
         wall = time.perf_counter() - t0
@@ -182,6 +183,7 @@ def run_predict(arm: str, input_path: str | Path, output: str | Path, errors: st
         summary = {"rows": len(rows), "written": len(rows) - len(failed), "failed": len(failed),
                    "computed": len(todo), "from_journal": resumed, "wall_s": wall,
                    "rows_per_s": len(todo) / wall if wall else None, "tokens_per_s": tokens / wall if wall else None,
+                   "prompt_tokens": {"prefilled": prefilled, "reused": reused},
                    "output": str(output), "errors": str(errors), "run_dir": str(ctx.path)}
         if not batch:
             summary["metrics"] = _score(recipe, rows, lines)
@@ -209,6 +211,7 @@ def _task_runner(arm, ctx, recipe, batch_size: int):
                 line["target"] = row.example.target
             entries.append({"i": i, "line": line})
         return entries, sum(p.prompt_tokens + p.completion_tokens for p in preds if not p.cached)
+    run.engine = engine
     return run
 
 
@@ -239,7 +242,7 @@ def _batch_runner(arm, ctx, batch_size: int):
             tokens += body.usage.total_tokens
             entries.append({"i": i, "line": _batch_line(row.key, status=200, body=body.model_dump())})
         return sorted(entries, key=lambda e: e["i"]), tokens
-    run.close = scheduler.stop
+    run.close, run.engine = scheduler.stop, served.engine
     return run
 
 

@@ -81,6 +81,11 @@ def predict(
               f"; computed {s['computed']:,} now, {s['from_journal']:,} resumed from an earlier run "
               f"({s['rows_per_s'] or 0:,.1f} rows/s, {s['tokens_per_s'] or 0:,.0f} tokens/s, prompt + completion)",
               highlight=False)
+    prompt = s["prompt_tokens"]
+    if prompt["reused"]:
+        out.print(f"{prompt['reused'] / (prompt['reused'] + prompt['prefilled']):.0%} of the prompt tokens decoded reused "
+                  "the keys and values of a shared start (instruction, template, fixed examples) instead of "
+                  "prefilling them again", highlight=False)
     if s.get("metrics"):
         out.print("metrics on the rows with a target: " + ", ".join(
             f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in s["metrics"].items()), highlight=False)

@@ -62,7 +62,6 @@ class Scheduler:
         self._lock = threading.Lock()
         self._waiting = 0
         self._stop = threading.Event()
-        self._decoders: dict[int, object] = {}   # engine id -> its decoder, for the prompt-token counts
         self._threads = [threading.Thread(target=self._work, args=(e,), name=f"tailor-engine-{i}", daemon=True)
                          for i, e in enumerate(engines)]
 
@@ -84,9 +83,7 @@ class Scheduler:
     def prompt_tokens(self) -> dict:
         """Prompt tokens the decoders prefilled, and those whose keys and values they reused
         from an earlier prompt's identical start (instruction, chat template, fixed shots)."""
-        decoders = list(self._decoders.values())
-        return {"prefilled": sum(d.prefilled_tokens for d in decoders),
-                "reused": sum(d.reused_tokens for d in decoders)}
+        return {k: sum(e.prompt_tokens[k] for e in self._engines.values()) for k in ("prefilled", "reused")}
 
     def submit(self, jobs: list[Job]) -> None:
         """All of a request's jobs are queued, or none (QueueFull)."""
@@ -103,8 +100,6 @@ class Scheduler:
         from ..decode import Decoder, supported
         inbox = self._inboxes[id(engine)]
         decoder = Decoder(engine) if supported(engine.model) else None
-        if decoder is not None:
-            self._decoders[id(engine)] = decoder
         pending: list[Job] = []
         live: list[Job] = []
         while not self._stop.is_set():
@@ -133,9 +128,7 @@ class Scheduler:
                 log.exception("decoding failed")
                 for job in live:
                     self._fail(job, e)
-                fresh = Decoder(engine)   # a clean cache; the counts go on
-                fresh.prefilled_tokens, fresh.reused_tokens = decoder.prefilled_tokens, decoder.reused_tokens
-                decoder = self._decoders[id(engine)] = fresh
+                decoder = Decoder(engine)   # a clean cache
                 live = []
                 continue
             for job in [j for j in live if j._seq.done]:
