@@ -29,6 +29,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from .errors import TailorError
+from .methods.base import method_class
 from .utils import atomic_write_json, atomic_write_text
 
 
@@ -82,10 +83,6 @@ def run_task(run: Path):
     return load_task(cfg["task"], **TaskOptions.model_validate(options).loader_options(cfg.get("seed", 0)))
 
 
-# training arms whose loop reads train_pool's rows in step_examples' order (methods/finetune.py)
-_POOL_TRAINED = {"full", "lora", "qlora", "prompt-tuning", "prefix", "ia3", "bitfit"}
-
-
 def learned_rows(task, recipe, pool) -> list:
     """The rows the arm learned from: a training arm's sampled train rows, a prompting arm's pool.
     A pool-trained arm that stopped short of one pass (the demo's 40 steps of 16 over a 2,000-row
@@ -100,7 +97,7 @@ def learned_rows(task, recipe, pool) -> list:
         dropped = set(data.get("dropped_too_long_ids") or [])
         encoded = [ex for ex in rows if ex.id not in dropped and ex.target.strip()]   # as encode_examples keeps
         steps, batch = recipe.train.get("steps") or 0, recipe.options.get("batch_size") or 0
-        if (recipe.method in _POOL_TRAINED and data.get("kept") == len(encoded) and batch
+        if (method_class(recipe.method).trains_on_pool and data.get("kept") == len(encoded) and batch
                 and 0 < steps * batch < len(encoded)):
             seen = {ex.id for step in range(steps) for ex in step_examples(encoded, batch, cfg.seed, step)}
             rows = [ex for ex in encoded if ex.id in seen]

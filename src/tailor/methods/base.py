@@ -26,8 +26,18 @@ class Method(Options):
     """An arm's options (validated from an experiment file) and how it adapts the base."""
 
     method: ClassVar[str] = ""
+    # What an arm IS. Code outside a method's family (serving, export, debugging, the ladder, the
+    # report) asks these, never the method's name; a new family sets the ones that hold for it.
     changes_weights: ClassVar[bool] = False
     own_model: ClassVar[bool] = False    # serves a model of its own, not the base (priced by its size)
+    lora_adapter: ClassVar[bool] = False  # its artifact is a plain PEFT LoRA folder over the unchanged base:
+    #                                       served in mixed-adapter batches with other such arms, exported to vLLM
+    quantized: ClassVar[bool] = False    # trained over a 4-bit copy of the base (served on the full base it differs)
+    scorer: ClassVar[bool] = False       # judges answers (a reward model): measured on pairs, never served
+    own_predict: ClassVar[bool] = False  # Adapted.predict runs a program (plans, several calls) rather than one
+    #                                       prompt per example: the server answers each request through it
+    trains_on_pool: ClassVar[bool] = False  # THE loop reads the task's train rows in step_examples' order
+    #                                         (tailor debug counts only the rows a short run consumed)
 
     def fit(self, task: Task, base: Base, out: Path | None = None, *, progress: bool = True,
             budget_s: float | None = None, resume: str | None = None, cache=None) -> Adapted:

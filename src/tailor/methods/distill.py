@@ -40,6 +40,7 @@ class StudentLayers(Options):
 class Distill(Full):
     method: ClassVar[str] = "distill"
     own_model: ClassVar[bool] = True
+    trains_on_pool: ClassVar[bool] = False   # teacher-labelled rows, not the task's pool
     teacher: str | None = None     # an arm folder; in a ladder, the name of an earlier arm
     student: StudentLayers | str | None = None   # None: the most layers within max_params_ratio
     labels: Literal["gold", "hard", "soft"] = "soft"

@@ -42,6 +42,7 @@ class _Trained(TrainConfig, Method):
     """What the training arms share: fit through the loop, save and load an artifact."""
 
     changes_weights: ClassVar[bool] = True
+    trains_on_pool: ClassVar[bool] = True
     layout: ClassVar[str] = "packed"     # padded: every sequence alone (soft prompts, prefixes)
     folder: ClassVar[str] = "adapter"    # where the weights go in the arm folder
 
@@ -181,6 +182,7 @@ class LoRA(_Trained):
     """Low-rank adapters on the linear layers (default: all of them except the output head)."""
 
     method: ClassVar[str] = "lora"
+    lora_adapter: ClassVar[bool] = True
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
@@ -222,6 +224,7 @@ class QLoRA(LoRA):
     """LoRA on a 4-bit (NF4) quantised base: the base's memory drops ~4x; training is slower."""
 
     method: ClassVar[str] = "qlora"
+    quantized: ClassVar[bool] = True
 
     def trainable_model(self, task, base):
         from peft import get_peft_model, prepare_model_for_kbit_training

@@ -47,6 +47,7 @@ class LongDocAdapted(Adapted):
 
 
 class _LongDoc(_Prompting):
+    own_predict: ClassVar[bool] = True   # a program over the document's chunks, not one prompt
     kb: str | None = None                       # a knowledge base folder, or the task's bundled one
     retriever: Retrieval = "hybrid"
     context_tokens: int = Field(512, gt=0)      # the document context one prompt may carry

@@ -51,6 +51,8 @@ def _start_adapter(self, base):
 class _Policy(LoRA):
     """A LoRA policy trained from preferences; `init_adapter`: an SFT arm to start from."""
 
+    trains_on_pool: ClassVar[bool] = False   # pairs or rollouts, not the SFT rows in step order
+
     init_adapter: str | None = None   # an SFT (lora) arm's folder to start from; frozen, it is the reference
     after: str | None = None          # in a ladder: the name of an earlier arm to start from (sets init_adapter)
 
@@ -107,6 +109,8 @@ class RewardModel(LoRA):
 
     method: ClassVar[str] = "reward-model"
     scorer: ClassVar[bool] = True        # judges answers (pairwise accuracy), does not generate them
+    lora_adapter: ClassVar[bool] = False  # a LoRA over a scalar-head backbone, with the head saved whole
+    trains_on_pool: ClassVar[bool] = False
     layout: ClassVar[str] = "padded"     # one row per sequence: the score is read at its last real token
     folder: ClassVar[str] = "reward"
     margin: float = 0.0

@@ -91,6 +91,7 @@ class RAG(_Knowledge, _Prompting):
 
 class RAGLoRA(_Knowledge, LoRA):
     method: ClassVar[str] = "rag+lora"
+    trains_on_pool: ClassVar[bool] = False   # rows with retrieved passages, not the plain pool
     gold_share: float = Field(0.8, ge=0, le=1)
 
     def fit(self, task, base, out: Path | None = None, *, progress: bool = True, budget_s: float | None = None,
