@@ -11,6 +11,7 @@ from .config import TrainRunConfig
 from .context import open_run
 from .errors import TailorError
 from .measure import measure
+from .methods.base import method_class
 
 log = logging.getLogger("tailor")
 
@@ -105,10 +106,9 @@ def run_train(cfg: TrainRunConfig, method, resume: str | None = None, progress: 
 
 
 def check_several_processes(cfg: TrainRunConfig) -> None:
-    if cfg.method == "ppo":
-        # PPO runs its own small loop (preference/ppo.py), not the one the ranks share: every rank would
-        # train alone on all the data
-        raise TailorError("ppo trains in one process: drop --processes / the launcher")
+    if not method_class(cfg.method).runs_on_ranks:
+        # e.g. PPO runs its own loop over rollouts, not the one the ranks share: every rank would train alone
+        raise TailorError(f"a {cfg.method} arm trains in one process: drop --processes / the launcher")
 
 
 def _train_on_rank(cfg: TrainRunConfig, method, resume: str | None) -> None:

@@ -19,6 +19,7 @@ from .config import Arm, Experiment
 from .context import RunContext, open_run
 from .errors import TailorError
 from .measure import measure
+from .methods.base import method_class
 from .progress import console
 from .results import ArmResult, Curation, ExampleRow, ExperimentInfo, Forgetting, LadderResult, LongDoc, Recommendation, Retrieval
 
@@ -154,7 +155,6 @@ def _closed_book_probe(adapted, exp: Experiment, ctx: RunContext, test, progress
     answer comes from the context and how much it memorised."""
     import dataclasses
 
-    from .methods.base import method_class
     if adapted.passages is None or not method_class(adapted.method).changes_weights:
         return None
     console.print("  closed-book probe: the same rows without passages")
@@ -169,7 +169,7 @@ def _versus_closed_book(arms: list[ArmResult], predictions: dict[str, list | Non
     from .retrieval.grounding import helped_hurt, item_correct
     correct = {name: None if preds is None else {p.id: item_correct(kind, p.prediction, p.target) for p in preds}
                for name, preds in predictions.items()}
-    base = next((a for a in arms if a.ok and a.method == "zero-shot"), None)
+    base = next((a for a in arms if a.ok and method_class(a.method).bare), None)
     if base is None or not correct.get(base.name):
         return
     for arm in arms:

@@ -38,6 +38,9 @@ class Method(Options):
     #                                       prompt per example: the server answers each request through it
     trains_on_pool: ClassVar[bool] = False  # THE loop reads the task's train rows in step_examples' order
     #                                         (tailor debug counts only the rows a short run consumed)
+    runs_on_ranks: ClassVar[bool] = False  # its training shards over the processes of a launcher
+    on_policy: ClassVar[bool] = False    # learns from its own samples: judged along its saved checkpoints
+    bare: ClassVar[bool] = False         # the base as it is (no weights, shots or passages): the closed-book baseline
 
     def fit(self, task: Task, base: Base, out: Path | None = None, *, progress: bool = True,
             budget_s: float | None = None, resume: str | None = None, cache=None) -> Adapted:
@@ -96,6 +99,10 @@ class Adapted:
         from ..remote import RemoteEngine, RemoteModel
         cls = RemoteEngine if isinstance(self.model, RemoteModel) else Engine
         return cls(self.model, self.tokenizer, self.weights_id, cache, **options)
+
+    def check_request(self, example: Example) -> None:
+        """Refuses, with a TailorError, a served request this arm cannot answer, before any work
+        (a request carries only its text and metadata). Prompt arms answer any text."""
 
     def predict(self, engine: Engine, task: Task, examples: list[Example],
                 max_new_tokens: int = 64) -> list[Prediction]:

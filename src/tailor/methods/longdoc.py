@@ -40,6 +40,9 @@ class LongDocAdapted(Adapted):
     def predict(self, engine, task, examples, max_new_tokens: int = 64):
         return self.runner.predict(engine, task, examples, max_new_tokens)
 
+    def check_request(self, example) -> None:
+        self.runner.docs.of(example, "the request's metadata")   # the question's document, in this knowledge base
+
     @property
     def measured(self) -> dict:
         """What the last predict measured (plans, calls, compression), for the arm's result."""

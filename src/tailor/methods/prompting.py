@@ -33,6 +33,7 @@ class ZeroShot(_Prompting):
     """The instruction and the input, nothing else: the floor every other arm must beat."""
 
     method: ClassVar[str] = "zero-shot"
+    bare: ClassVar[bool] = True
 
     def fit(self, task: Task, base, out=None, **_) -> Adapted:
         return self._adapted(task, base)

@@ -23,6 +23,7 @@ import contextlib
 import logging
 from pathlib import Path
 
+from ..methods.base import method_class
 from ..progress import console
 from ..results import Judged, JudgedCheckpoint
 
@@ -128,7 +129,7 @@ def _train_prompts(arm, by_name: dict, seen: set | None = None) -> set[str]:
     if arm.name in seen:
         return set()
     seen.add(arm.name)
-    if arm.method == "zero-shot":
+    if method_class(arm.method).bare:
         return set()
     out = {arm.options.get("train_prompts", "all")}
     after = arm.options.get("after")
@@ -185,8 +186,9 @@ def _judge_ladder(arms: list, exp, ctx, test: list, progress: bool) -> None:
         judge_half = judge.recipe.options.get("train_prompts", "all") if same_data else None
     metric = {"classify": "accuracy", "choice": "accuracy"}.get(ctx.task.kind, "rougeL")
     policies = [a for a in arms if a.ok and a.arm_dir and metric in a.metrics]   # a reward model has no answers
-    ref_name = opts.reference or next((a.name for a in policies if a.method == "lora"), None)
-    base_name = opts.base or next((a.name for a in policies if a.method == "zero-shot"), None)
+    sft = lambda a: method_class(a.method).lora_adapter and method_class(a.method).trains_on_pool  # noqa: E731
+    ref_name = opts.reference or next((a.name for a in policies if sft(a)), None)
+    base_name = opts.base or next((a.name for a in policies if method_class(a.method).bare), None)
     if ref_name is not None and ref_name not in {a.name for a in policies}:
         console.print(f"[yellow]judge:[/] the reference arm {ref_name} has no answers; no win rate or KL")
         ref_name = None
@@ -210,7 +212,7 @@ def _judge_ladder(arms: list, exp, ctx, test: list, progress: bool) -> None:
     for a in policies:
         adapted = reference if a.name == ref_name else load_adapted(a.arm_dir, base)
         graded[a.name] = grade(adapted)
-        if a.method == "ppo" and opts.checkpoints:
+        if method_class(a.method).on_policy and opts.checkpoints:
             saved[a.name] = _checkpoints(a, adapted, grade, graded[a.name])
         del adapted
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731

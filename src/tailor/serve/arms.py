@@ -1,10 +1,11 @@
 """Arms ready to answer requests: each with its engine, its adapter in that engine, and its
 recipe (instruction, chat template, shots), so what the ladder measured is what is served.
 
-LoRA arms of one base share one engine (rows of different adapters in one forward); prompting
-arms run on that engine's bare base; the base itself is served under its own name (prompts as
-given). An arm with other weights (full fine-tuning, BitFit, IA3, soft prompts) gets an engine of
-its own.
+LoRA arms of one base (SFT, DPO, PPO, RAG+LoRA, ...) share one engine (rows of different
+adapters in one forward); prompting and RAG arms run on that engine's bare base; the base itself is
+served under its own name (prompts as given). An arm with other weights (full fine-tuning, BitFit,
+IA3, soft prompts, a student) gets an engine of its own. A plan-and-execute arm (PEARL, extraction)
+answers each request by running its program, as the ladder measured it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class ServedArm:
     parent: str | None = None
     context: int = 2048         # the longest prompt + answer this arm accepts, in tokens
     passages: object = None     # a RAG arm's retriever: each request's passages, as the ladder measured
+    program: object = None      # an arm whose predictions are a program (PEARL): its Adapted, run per request
+    task: object = None         # what the program reads of the task (kind, instruction, labels)
 
     def prompt(self, request: str | list[dict]) -> str:
         """The prompt text of a request: a completion prompt (text) or chat turns."""
@@ -62,38 +65,57 @@ def check_name(name: str) -> str:
 
 
 def load_arms(base, arms: dict[str, str | Path]) -> dict[str, ServedArm]:
-    """The base (under its own name) and every arm, each on its engine."""
+    """The base (under its own name) and every arm, each on its engine. What an arm is decides
+    where it runs (its family's capabilities, never its name): LoRA adapters of the unchanged base
+    are stacked on one shared engine with the prompting arms; an arm with weights of its own gets
+    an engine of its own; an arm whose predictions are a program (plans, several calls) runs that
+    program per request; a scorer (a reward model) writes no answers and is refused."""
     from ..methods import load_adapted
-    from ..methods.base import recipe_builder
+    from ..methods.base import method_class, recipe_builder
     from ..methods.finetune import lora_stack
     from ..methods.prompting import make_shots
+    from ..retrieval import Retriever
     recipes = {}
     for name, path in arms.items():
         check_name(name)
         if name == base.name:
             raise TailorError(f"arm name '{name}' is the base's own name; choose another")
         folder = find_arm(path)
-        recipes[name] = (folder, *read_recipe(folder))
-    lora = {n: folder for n, (folder, recipe, _) in recipes.items() if recipe.method == "lora"}
+        recipe, pool = read_recipe(folder)
+        cls = method_class(recipe.method)
+        if cls.scorer:
+            raise TailorError(f"{folder}: a {recipe.method} arm scores answers, it writes none, so it cannot be served "
+                              "(use it as a judge, or as a ppo arm's reward_model)")
+        recipes[name] = (folder, recipe, pool, cls)
+    stacked = {n: folder for n, (folder, _, _, cls) in recipes.items() if cls.lora_adapter and not cls.quantized}
     context = _context(base.model)
-    if lora:
-        model, ids = lora_stack(base, lora)
+    if stacked:
+        model, ids = lora_stack(base, stacked)
         shared = Engine(model, base.tokenizer, base.weights_id, None, progress=False, adapters=ids)
     else:
         shared = Engine(base.model, base.tokenizer, base.weights_id, None, progress=False)
     out = {base.name: ServedArm(base.name, None, "generate", shared, context=context)}
-    for name, (folder, recipe, pool) in recipes.items():
-        if recipe.method == "lora" or recipe.method in ("zero-shot", "few-shot", "icl"):
-            builder = recipe_builder(recipe, base.tokenizer)
-            out[name] = ServedArm(name, recipe.method, recipe.kind, shared, name if name in lora else None, builder,
-                                  make_shots(recipe.shots, pool, builder, recipe.labels), recipe.labels, base.name,
-                                  context)
-        else:   # weights of its own: its own model and engine
+    for name, (folder, recipe, pool, cls) in recipes.items():
+        if cls.own_predict or (cls.changes_weights and name not in stacked):   # a program, or weights of its own
             adapted = load_adapted(folder, base)
-            engine = Engine(adapted.model, adapted.tokenizer, adapted.weights_id, None, progress=False)
+            engine = shared if not cls.changes_weights else Engine(adapted.model, adapted.tokenizer, adapted.weights_id,
+                                                                   None, progress=False)
             out[name] = ServedArm(name, recipe.method, recipe.kind, engine, None, adapted.builder, adapted.shots,
-                                  recipe.labels, base.name, context, adapted.passages)
+                                  recipe.labels, base.name, context, adapted.passages,
+                                  program=adapted if cls.own_predict else None, task=_task(recipe))
+            continue
+        builder = recipe_builder(recipe, base.tokenizer)
+        passages = Retriever.from_spec(recipe.retriever) if recipe.retriever else None
+        out[name] = ServedArm(name, recipe.method, recipe.kind, shared, name if name in stacked else None, builder,
+                              make_shots(recipe.shots, pool, builder, recipe.labels), recipe.labels, base.name,
+                              context, passages)
     return out
+
+
+def _task(recipe):
+    """What a program arm's predict reads of its task: name, kind, instruction, labels."""
+    from ..task import Task
+    return Task(recipe.task.get("name", "served"), recipe.kind, recipe.instruction, [], recipe.labels)
 
 
 def _context(model) -> int:

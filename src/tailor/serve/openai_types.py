@@ -38,6 +38,10 @@ class _Request(BaseModel):
     stop: str | Annotated[list[str], Field(max_length=MAX_STOP)] | None = None
     seed: int | None = None
     user: str | None = None
+    # OpenAI's request metadata (string pairs). A plan-and-execute arm reads the document the question
+    # is about from it ({"document": ID}), as its rows name theirs.
+    metadata: Annotated[dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]],
+                        Field(max_length=16)] | None = None
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])

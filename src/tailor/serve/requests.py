@@ -38,6 +38,8 @@ def request_jobs(arm, body, limit: int) -> list[Job]:
     if max_tokens > limit:
         raise ApiError(400, f"max_tokens is {max_tokens}; this server generates at most {limit} tokens a choice",
                        "max_tokens_too_large", "max_tokens")
+    if arm.program is not None:
+        return _program_jobs(arm, body, chat, max_tokens, echo)
     prompts = [arm.prompt(body.turns())] if chat else [arm.prompt(p) for p in body.prompts()]
     # n choices draw from seeds seed, seed+1, ...: reproducible with a seed, independent without one
     seed = body.seed if body.seed is not None else random.getrandbits(31)
@@ -50,6 +52,31 @@ def request_jobs(arm, body, limit: int) -> list[Job]:
                            "messages" if chat else "prompt")
         jobs += [Job(arm, prompt, max_tokens, body.temperature, body.top_p, seed + i, body.stops(), echo=echo)
                  for i in range(body.n)]
+    return jobs
+
+
+def _program_jobs(arm, body, chat: bool, max_tokens: int, echo: bool) -> list[Job]:
+    """A plan-and-execute arm: each prompt (or the chat's last user message) is a question, its
+    metadata the row's other fields (the document it is about); the program runs per question as
+    the ladder ran it, so sampling settings do not apply and n is 1."""
+    from ..errors import TailorError
+    from ..task import Example
+    if echo or body.n != 1:
+        raise ApiError(400, f"{arm.name} answers by running its plan-and-execute program: one answer per question "
+                            "(n 1), no echo or logprobs", "unsupported_parameter", "n" if body.n != 1 else "echo")
+    if chat:
+        users = [m["content"] for m in body.turns() if m["role"] == "user"]
+        questions = users[-1:] or [body.turns()[-1]["content"]]
+    else:
+        questions = body.prompts()
+    jobs = []
+    for i, question in enumerate(questions):
+        example = Example(f"request-{i}", question, "", meta=dict(body.metadata or {}))
+        try:
+            arm.program.check_request(example)
+        except TailorError as e:
+            raise ApiError(400, str(e), "invalid_request", "metadata") from None
+        jobs.append(Job(arm, question, max_tokens, 0.0, 1.0, body.seed, body.stops(), example=example))
     return jobs
 
 

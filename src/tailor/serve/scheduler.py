@@ -44,6 +44,7 @@ class Job:
     stop: list[str] = field(default_factory=list)
     on_text: Callable[[str], None] | None = None   # streamed text, called from the worker thread
     echo: bool = False               # score the prompt's own tokens, generate nothing
+    example: object = None           # a program arm's request as a task row (its question and metadata)
     future: Future = field(default_factory=Future)
     cancelled: bool = False
     _seq: object = None
@@ -106,9 +107,13 @@ class Scheduler:
             busy = bool(pending or live)
             pending += self._take(inbox, block=not busy)
             pending = [j for j in pending if not self._drop_cancelled(j)]
+            programs = [j for j in pending if j.example is not None]
+            pending = [j for j in pending if j.example is None]
             echoing = [j for j in pending if j.echo]
             scoring = [j for j in pending if j.arm.kind == "classify" and not j.echo]
             generating = [j for j in pending if j.arm.kind != "classify" and not j.echo]
+            if programs:
+                self._programs(engine, programs)
             if echoing:
                 self._echo(engine, echoing)
             if scoring:
@@ -184,6 +189,22 @@ class Scheduler:
             if job.on_text is not None:
                 job.on_text(label)
             self._finish(job, Answer(label, "stop", s.prompt_tokens, len(engine.encode(label))))
+
+    def _programs(self, engine, jobs: list[Job]) -> None:
+        """Plan-and-execute arms: each arm's program over its requests' rows (one predict call
+        per arm, so its model calls batch across requests), answered whole."""
+        by_arm: dict[int, list[Job]] = {}
+        for job in jobs:
+            by_arm.setdefault(id(job.arm), []).append(job)
+        for group in by_arm.values():
+            arm = group[0].arm
+            run = lambda arm=arm, group=group: arm.program.predict(   # noqa: E731
+                engine, arm.task, [j.example for j in group], max(j.max_tokens for j in group))
+            preds = self._batched(group, f"{arm.name}'s program", run)
+            for job, p in zip(group, preds or []):
+                if job.on_text is not None and p.prediction:
+                    job.on_text(p.prediction)
+                self._finish(job, Answer(p.prediction, "stop", p.prompt_tokens, p.completion_tokens))
 
     def _echo(self, engine, jobs: list[Job]) -> None:
         scored = self._batched(jobs, "prompt scoring", lambda: engine.prompt_logprobs(

@@ -34,12 +34,14 @@ class VllmArm:
 
 def check_arm(name: str, folder: Path) -> VllmArm:
     """The arm's adapter as vLLM would load it, with a warning for each rule it breaks."""
+    from ..methods.base import method_class
     from ..recipe import read_recipe
     recipe, _ = read_recipe(folder)
-    if recipe.method not in ("lora", "qlora"):
+    cls = method_class(recipe.method)
+    if not cls.lora_adapter:
         raise TailorError(f"{folder}: vLLM serves LoRA adapters; a {recipe.method} arm is not one "
                           "(merge it with `tailor export ARM --merge OUT` and serve the merged folder)")
-    adapter = folder / (recipe.weights or {}).get("folder", "adapter")
+    adapter = folder / cls.folder
     try:
         config = json.loads((adapter / "adapter_config.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -58,9 +60,12 @@ def check_arm(name: str, folder: Path) -> VllmArm:
         arm.warnings.append(f"adapts {', '.join(heads)}: vLLM's support for these is limited; check its output")
     if arm.rank not in VLLM_RANKS:
         arm.warnings.append(f"has rank {arm.rank}, which vLLM does not accept (ranks: {VLLM_RANKS})")
-    if recipe.method == "qlora":
+    if cls.quantized:
         arm.warnings.append("was trained on a 4-bit base: vLLM serves it on the full-precision base, which "
                             "computes slightly different answers than the ladder measured")
+    if recipe.retriever or recipe.shots:
+        arm.warnings.append("retrieves passages or shows shots in its prompt: vLLM serves the adapter with the "
+                            "request as sent, so the client must build that prompt (tailor serve does it)")
     return arm
 
 
