@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from .engine import Engine
-from .prompts import PromptBuilder
+from .prompts import PromptBuilder, assemble
 from .task import Example, Task
 
 # ---------------------------------------------------------------- metrics
@@ -142,9 +142,7 @@ def predict(engine: Engine, builder: PromptBuilder, task: Task, examples: list[E
     passages of every example (one batch of queries), most relevant first.
     length_norm: rank options by mean log-probability per token instead of the sum (options of
     different lengths, as in general benchmarks; the sum favours short options)."""
-    retrieved = passages_for(examples) if passages_for else [[] for _ in examples]
-    prompts = [builder.build(ex, shots_for(ex) if shots_for else (), [p.text for p in ps])
-               for ex, ps in zip(examples, retrieved)]
+    prompts, retrieved = assemble(builder, examples, shots_for, passages_for)
     texts = [p.text for p in prompts]
     out = []
     if task.kind in ("classify", "choice"):
@@ -169,13 +167,31 @@ def predict(engine: Engine, builder: PromptBuilder, task: Task, examples: list[E
 
 
 def _record_passages(pred: Prediction, shown: list, dropped: int, generated: bool) -> None:
-    from .retrieval.grounding import parse_citations, strip_citations
     pred.retrieved = [{"id": p.id, "doc": p.doc_id, "score": round(p.score, 6)} for p in shown]
     pred.passages_dropped = dropped
     if generated:
         numbers, bad = parse_citations(pred.prediction, len(shown))
         pred.cited, pred.cited_out_of_range = [shown[n - 1].id for n in numbers], len(bad)
         pred.prediction = strip_citations(pred.prediction)   # scored as the answer, its citations apart
+
+
+_CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")   # [2] or [1, 3]: the passages a prompt numbers [1]..[n]
+
+
+def parse_citations(text: str, n_passages: int) -> tuple[list[int], list[int]]:
+    """([n, ...] cited in order, first mention only, within 1..n_passages; [out-of-range numbers])."""
+    cited, bad = [], []
+    for m in _CITATION.finditer(text):
+        for part in m.group(1).split(","):
+            n = int(part)
+            target = cited if 1 <= n <= n_passages else bad
+            if n not in target:
+                target.append(n)
+    return cited, bad
+
+
+def strip_citations(text: str) -> str:
+    return re.sub(r"\s*\[\d+(?:\s*,\s*\d+)*\]", "", text).strip()
 
 
 def _softmax(logprobs: list[float]) -> list[float]:

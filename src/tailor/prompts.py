@@ -135,3 +135,14 @@ def builder_for(task, tokenizer, model_config=None, max_new_tokens: int = 64,
     context = getattr(model_config, "max_position_embeddings", None) or context_cap
     return PromptBuilder(tokenizer, task.kind, task.instruction,
                          max_prompt_tokens=min(context, context_cap) - max_new_tokens)
+
+
+def assemble(builder: PromptBuilder, examples: list[Example], shots_for=None, passages_for=None):
+    """THE assembly of an arm's prompts, for measurement, prediction, serving, judging and
+    labelling alike: each example through the builder with its in-context shots
+    (`shots_for(example)`) and its retrieved passages (`passages_for(examples)`: one batch of
+    queries, most relevant first). Returns (prompts, retrieved passages per example)."""
+    retrieved = passages_for(examples) if passages_for else [[] for _ in examples]
+    prompts = [builder.build(ex, shots_for(ex) if shots_for else (), [p.text for p in ps])
+               for ex, ps in zip(examples, retrieved)]
+    return prompts, retrieved

@@ -7,19 +7,27 @@ loading; nothing else switches on method names, so a new method touches one file
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..errors import TailorError
 from ..recipe import Recipe, find_arm, read_recipe, save_recipe
 from ..schema import Options
 
+# engine, remote and evaluate import torch: they are imported in the functions that run a model, so
+# validating an experiment's arms (tailor.config) never loads it
 if TYPE_CHECKING:
     from ..engine import Engine, ResultCache
     from ..evaluate import Prediction
     from ..models import Base
     from ..prompts import PromptBuilder
     from ..task import Example, Task
+
+# method name -> its class: every class that names a `method` adds itself when it is defined, so
+# importing the families (the `tailor.methods` package does) fills it, and nothing here imports them
+METHODS: dict[str, type[Method]] = {}
 
 
 class Method(Options):
@@ -41,6 +49,19 @@ class Method(Options):
     runs_on_ranks: ClassVar[bool] = False  # its training shards over the processes of a launcher
     on_policy: ClassVar[bool] = False    # learns from its own samples: judged along its saved checkpoints
     bare: ClassVar[bool] = False         # the base as it is (no weights, shots or passages): the closed-book baseline
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs) -> None:
+        # pydantic's hook, called once the class is complete (__init_subclass__ runs before its fields are)
+        super().__pydantic_init_subclass__(**kwargs)
+        name = cls.__dict__.get("method")
+        if not name:   # a family's shared base class, or a subclass that keeps its parent's method
+            return
+        known = METHODS.get(name)
+        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise TypeError(f"method '{name}' is defined twice: {known.__module__}.{known.__qualname__} "
+                            f"and {cls.__module__}.{cls.__qualname__}")
+        METHODS[name] = cls
 
     def fit(self, task: Task, base: Base, out: Path | None = None, *, progress: bool = True,
             budget_s: float | None = None, resume: str | None = None, cache=None) -> Adapted:
@@ -100,6 +121,11 @@ class Adapted:
         cls = RemoteEngine if isinstance(self.model, RemoteModel) else Engine
         return cls(self.model, self.tokenizer, self.weights_id, cache, **options)
 
+    def prompts(self, examples: list[Example]) -> list[str]:
+        """Each example's prompt exactly as this arm is measured with (shots and passages included)."""
+        from ..prompts import assemble
+        return [p.text for p in assemble(self.builder, examples, self.shots, self.passages)[0]]
+
     def check_request(self, example: Example) -> None:
         """Refuses, with a TailorError, a served request this arm cannot answer, before any work
         (a request carries only its text and metadata). Prompt arms answer any text."""
@@ -110,9 +136,20 @@ class Adapted:
         return predict(engine, self.builder, task, examples, self.shots, self.passages, max_new_tokens)
 
 
+def frozen_copy(base):
+    """A private module tree over the base's own frozen weight tensors. Arms of a ladder share one
+    loaded base, which must stay intact: peft and BitFit change modules (wrap them, add biases),
+    never the frozen weights, so copying the modules but not the weights keeps the base intact
+    without a second copy of the model in memory (the training loop never mutates a frozen
+    tensor either: see `prepare_precision`)."""
+    shared = {id(p): p for p in base.model.parameters()}
+    model = copy.deepcopy(base.model, shared)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 def method_class(name: str) -> type[Method]:
-    from ..errors import TailorError
-    from . import METHODS
     if name not in METHODS:
         raise TailorError(f"unknown method '{name}' (known: {', '.join(METHODS)})")
     return METHODS[name]
@@ -173,7 +210,6 @@ def arm_content(path: str | None) -> str | None:
     """An arm folder's weights digest (its recipe, for arms without weights), None if unreadable."""
     if not path:
         return None
-    from ..errors import TailorError
     from ..utils import sha256_file
     try:
         folder = find_arm(Path(path))

@@ -26,6 +26,7 @@ from pathlib import Path
 from ..methods.base import method_class
 from ..progress import console
 from ..results import Judged, JudgedCheckpoint
+from ..task import primary_metric
 
 log = logging.getLogger("tailor")
 
@@ -58,18 +59,11 @@ def answer_text(builder, generation) -> str:
         builder.answer_prefix + generation.text
 
 
-def arm_prompts(adapted, rows: list) -> list[str]:
-    """Each row's prompt exactly as the arm is measured with (its shots and passages included)."""
-    retrieved = adapted.passages(rows) if adapted.passages else [[] for _ in rows]
-    return [adapted.builder.build(ex, adapted.shots(ex) if adapted.shots else (), [p.text for p in ps]).text
-            for ex, ps in zip(rows, retrieved)]
-
-
 def judged_answers(adapted, judge, rows: list, *, cache=None, batch_size: int = 16, max_new_tokens: int = 64):
     """The judge's reward of the arm's greedy answer to each row, and each answer's length in tokens.
     The judge reads the plain prompt and the answer in its own builder's layout."""
     gens = adapted.engine(cache, batch_size=batch_size, progress=False).generate(
-        arm_prompts(adapted, rows), max_new_tokens=max_new_tokens)
+        adapted.prompts(rows), max_new_tokens=max_new_tokens)
     j = judge.builder
     rewards = judge.engine(cache, batch_size=batch_size, progress=False).reward(
         [j.build(ex).text for ex in rows], [answer_text(j, g) for g in gens])
@@ -82,12 +76,12 @@ def kl_to_reference(policy, reference, rows: list, *, cache=None, batch_size: in
     mean of log π(y|x) − log π_ref(y|x) (sums over y's tokens, each model on its own prompt for x).
     Returns the mean and the per-prompt values. The reference itself gives 0 exactly."""
     engine = policy.engine(cache, batch_size=batch_size, progress=False)
-    texts = arm_prompts(policy, rows)
+    texts = policy.prompts(rows)
     gens = engine.generate(texts, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed)
     answers = [[answer_text(policy.builder, g)] for g in gens]
     own = [s.logprobs[0] for s in engine.score(texts, answers)]
     ref_engine = reference.engine(cache, batch_size=batch_size, progress=False)
-    ref = [s.logprobs[0] for s in ref_engine.score(arm_prompts(reference, rows), answers)]
+    ref = [s.logprobs[0] for s in ref_engine.score(reference.prompts(rows), answers)]
     per = [o - r for o, r in zip(own, ref)]
     return sum(per) / len(per), per
 
@@ -184,7 +178,7 @@ def _judge_ladder(arms: list, exp, ctx, test: list, progress: bool) -> None:
                                      test)["accuracy"]
         same_data = (judge.recipe.task or {}).get("data_hash") == ctx.task.data_hash
         judge_half = judge.recipe.options.get("train_prompts", "all") if same_data else None
-    metric = {"classify": "accuracy", "choice": "accuracy"}.get(ctx.task.kind, "rougeL")
+    metric = primary_metric(ctx.task.kind)
     policies = [a for a in arms if a.ok and a.arm_dir and metric in a.metrics]   # a reward model has no answers
     sft = lambda a: method_class(a.method).lora_adapter and method_class(a.method).trains_on_pool  # noqa: E731
     ref_name = opts.reference or next((a.name for a in policies if sft(a)), None)

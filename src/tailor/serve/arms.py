@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..engine import Engine
 from ..errors import TailorError
+from ..prompts import assemble
 from ..recipe import find_arm, read_recipe
 from ..task import Example
 
@@ -47,9 +48,7 @@ class ServedArm:
             if getattr(tok, "chat_template", None):
                 return tok.apply_chat_template(request, tokenize=False, add_generation_prompt=True)
             return "\n\n".join(m["content"] for m in request)
-        example = Example("request", request, "")
-        passages = [p.text for p in self.passages([example])[0]] if self.passages else ()
-        return self.builder.build(example, self.shots(example) if self.shots else (), passages).text
+        return assemble(self.builder, [Example("request", request, "")], self.shots, self.passages)[0][0].text
 
     def options(self) -> list[str]:
         return [self.builder.target_text(label) for label in self.labels]
