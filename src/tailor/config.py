@@ -115,9 +115,9 @@ def experiment_from_dict(data: dict, path: str | Path = "<experiment>", lines: d
 
 def _check_judge(exp: Experiment, path, lines: dict) -> JudgeOptions:
     judge, by_name, where = exp.judge, {a.name: a for a in exp.arms}, ("judge", "arm")
-    if judge.arm in by_name and by_name[judge.arm].method != "reward-model":
+    if judge.arm in by_name and not type(by_name[judge.arm].options).scorer:
         raise DataError(path, f"arm '{judge.arm}' is a {by_name[judge.arm].method} arm; the judge must be a "
-                              "reward-model arm", lines.get(where, lines.get(("judge",))), "judge.arm")
+                              "scorer (a reward-model arm)", lines.get(where, lines.get(("judge",))), "judge.arm")
     if judge.arm not in by_name and not Path(judge.arm).exists():
         raise DataError(path, f"'{judge.arm}' is neither an arm of this ladder nor an arm folder",
                         lines.get(where, lines.get(("judge",))), "judge.arm")

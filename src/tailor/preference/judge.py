@@ -167,7 +167,7 @@ def _judge_ladder(arms: list, exp, ctx, test: list, progress: bool) -> None:
         console.print(f"[yellow]judge:[/] the judge arm {opts.arm} failed; no policy is graded")
         return
     judge = load_adapted(judge_arm.arm_dir if judge_arm else opts.arm, base)
-    if judge.method != "reward-model":
+    if not method_class(judge.method).scorer:
         console.print(f"[yellow]judge:[/] {opts.arm} is a {judge.method} arm, not a reward model; no policy is graded")
         return
     size = {"cache": ctx.cache, "batch_size": exp.batch_size, "max_new_tokens": exp.max_new_tokens}
