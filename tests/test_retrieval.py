@@ -91,7 +91,7 @@ def test_empty_document_gives_no_chunks(tok):
     ("bad.jsonl", '{"id": 1, "text": "a"}\n{"id": 1, "text": "b"}\n', "bad.jsonl:line 2: field 'id': duplicate id '1'"),
     ("bad.jsonl", '{"id": "a", "title": "t"}\n', "bad.jsonl:line 1: field 'text': missing"),
     ("bad.jsonl", '{"id": "a", "text": "   "}\n', "bad.jsonl:line 1: field 'text': empty document"),
-    ("bad.jsonl", '{"id": "a", "text": "x"}\nnot json\n', "bad.jsonl:line 2: not valid JSON"),
+    ("bad.jsonl", '{"id": "a", "text": "x"}\nnot json\n', "bad.jsonl:line 2: invalid JSON"),
     ("docs/empty.md", "   \n", "empty.md: empty document"),
     ("docs/latin.txt", b"caf\xe9", "latin.txt: not valid utf-8"),
 ])

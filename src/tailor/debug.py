@@ -29,6 +29,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from .errors import TailorError
+from .jsonl import read_jsonl
 from .methods.base import method_class
 from .utils import atomic_write_json, atomic_write_text
 
@@ -113,7 +114,7 @@ def debug_run(run: str | Path, arm: str | None = None, options: DebugOptions = D
     src = locate(run, arm)
     task = run_task(src.run)
     recipe, pool = read_recipe(src.folder)
-    preds = [json.loads(line) for line in src.predictions.read_text(encoding="utf-8").split("\n") if line.strip()]
+    preds = [p for _, p in read_jsonl(src.predictions)]
     test = {ex.id: ex for split in task.splits.values() for ex in split}
     missing = [p["id"] for p in preds if p["id"] not in test]
     if missing:

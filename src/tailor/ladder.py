@@ -22,10 +22,9 @@ from .measure import measure
 from .methods.base import method_class
 from .progress import console
 from .results import ArmResult, Curation, ExampleRow, ExperimentInfo, Forgetting, LadderResult, LongDoc, Recommendation, Retrieval
+from .task import primary_metric
 
 log = logging.getLogger("tailor")
-
-PRIMARY = {"classify": "accuracy", "choice": "accuracy", "generate": "rougeL"}
 
 
 def run_ladder(exp: Experiment, progress: bool = True) -> LadderResult:
@@ -51,7 +50,7 @@ def run_ladder(exp: Experiment, progress: bool = True) -> LadderResult:
                 base_general = _forgetting(result, adapted, ctx, base_general, progress, exp.forgetting_size)
             del adapted  # frees a trained model before the next arm trains
             arms.append(result)
-            _print_arm(result, PRIMARY[task.kind])
+            _print_arm(result, primary_metric(task.kind))
         _versus_closed_book(arms, predictions, task.kind)
         _imitation(arms, predictions, exp, ctx, test, progress)
         if exp.judge:   # a gold reward model grades the policies (tailor.preference.judge)
@@ -64,8 +63,8 @@ def run_ladder(exp: Experiment, progress: bool = True) -> LadderResult:
                                       price_per_train_hour=exp.price_per_train_hour,
                                       requests_per_month=exp.requests_per_month, tolerance=exp.tolerance,
                                       budget_minutes=exp.budget_minutes),
-            task=task.summary(), curation=curation, primary_metric=PRIMARY[task.kind], arms=arms,
-            recommendation=recommend(arms, PRIMARY[task.kind], exp), advice=_advice(exp),
+            task=task.summary(), curation=curation, primary_metric=primary_metric(task.kind), arms=arms,
+            recommendation=recommend(arms, primary_metric(task.kind), exp), advice=_advice(exp),
             manifest=ctx.run.read_json("manifest.json"), run_dir=str(ctx.path))
         results.wall_s = time.perf_counter() - t_start
         ctx.run.write_json("results.json", results.to_json())
@@ -182,7 +181,7 @@ def _imitation(arms: list[ArmResult], predictions: dict[str, list | None], exp: 
     """The imitation check of every arm that learned from a teacher (tailor.distill.imitation):
     the teacher's answers on the same rows, from its own arm of this ladder or measured here."""
     from .distill.imitation import imitation, warnings_for
-    metric = PRIMARY[ctx.task.kind]
+    metric = primary_metric(ctx.task.kind)
     by_dir = {str(Path(a.arm_dir).resolve()): a.name for a in arms if a.ok and a.arm_dir}
     for arm in arms:
         teacher = arm.options.get("teacher")

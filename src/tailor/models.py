@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .errors import TailorError
-from .utils import atomic_write_json, cache_dir, sha256_file, sha256_text
+from .utils import atomic_dir, atomic_write_json, cache_dir, sha256_file, sha256_text
 
 log = logging.getLogger("tailor")
 
@@ -151,13 +151,9 @@ def _converted(name: str, locate) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = out.with_name(out.name + ".tmp")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    if out.exists():
-        import shutil
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
     return out
 
 
@@ -178,10 +174,9 @@ def _tiny_test() -> Path:
     tok = AutoTokenizer.from_pretrained(model_dir("smollm2-135m"))
     torch.manual_seed(0)
     model = LlamaForCausalLM(tiny_config(len(tok)))
-    tmp = out.with_name(out.name + ".tmp")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    os.replace(tmp, out)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
     return out
 
 
@@ -204,6 +199,21 @@ def weights_hash(path: Path) -> str:
 
 
 # ---------------------------------------------------------------- loading
+
+
+def recipe_base(recipe, folder: Path) -> str:
+    """The base an arm was fitted on (the recipe's `base`), as load_base takes it: a bundled model
+    or a model behind an endpoint by its name (a bundled model's path is a cache folder of the
+    machine it was fitted on; an endpoint's is only its tokenizer's), any other by its path (the
+    local folder with ~ expanded, or the hub id)."""
+    info = recipe.base or {}
+    name, path = str(info.get("name") or ""), str(info.get("path") or "")
+    if name in BUNDLED_MODELS or name.startswith("openai:"):
+        return name
+    if not (path or name):
+        raise TailorError(f"{Path(folder) / 'recipe.json'}: the recipe does not name the base model the arm was "
+                          "fitted on (its 'base' has no name or path)")
+    return path or name
 
 
 def load_tokenizer(name: str):

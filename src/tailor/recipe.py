@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import TailorError
+from .errors import DataError, TailorError
+from .jsonl import read_jsonl
 from .schema import Options
 from .task import Example
 from .utils import atomic_write_json, atomic_write_text
@@ -86,7 +87,9 @@ def read_recipe(folder: Path) -> tuple[Recipe, list[Example]]:
     recipe = validate(Recipe, data, folder / RECIPE)
     pool = []
     if (folder / POOL).is_file():
-        for line in (folder / POOL).read_text(encoding="utf-8").splitlines():
-            r = json.loads(line)
+        for no, r in read_jsonl(folder / POOL):
+            missing = next((k for k in ("id", "input", "target") if k not in r), None)
+            if missing:
+                raise DataError(folder / POOL, "missing", no, missing)
             pool.append(Example(r["id"], r["input"], r["target"], r.get("choices")))
     return recipe, pool

@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import TailorError
 from .task import Example
-from .utils import cache_dir, sha256_text
+from .utils import atomic_write, cache_dir, sha256_text
 
 SELECTORS = ("similarity", "mmr", "ngram", "balanced", "budget", "random")
 
@@ -46,9 +46,7 @@ class Embedder:
                                  # a bar on a terminal only: in a log its redraws are noise
                                  show_progress_bar=len(texts) > 500 and sys.stderr.isatty())
         vecs = vecs.astype(np.float32)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, vecs)
-        tmp.replace(path)
+        atomic_write(path, lambda tmp: np.save(tmp, vecs))
         return vecs
 
 

@@ -12,12 +12,14 @@ import io
 import json
 import random
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import DataError
+from .jsonl import MAX_DEPTH, Unusable, parse_jsonl
+from .jsonl import json_type as _type
+from .jsonl import loads as _loads
 
 KINDS = ("classify", "generate", "choice")
 DEFAULT_METRICS = {
@@ -39,9 +41,6 @@ INPUT_FIELDS = {"chat": ("messages",), "prompt_completion": ("prompt",), "alpaca
 FORMAT_KIND = {"chat": "generate", "prompt_completion": "generate", "alpaca": "generate",
                "choice": "choice", "text_label": "classify"}
 SPLIT_NAMES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "test": "test"}
-# Deeper values are refused when read: Python's JSON parser, json.dumps and the hashing of
-# examples all recurse, and fail with RecursionError near 1000 levels (fewer on a deep stack).
-MAX_DEPTH = 100
 
 
 @dataclass
@@ -132,6 +131,13 @@ def _count(size: float | int, n: int) -> int:
     return min(n, int(size) if isinstance(size, int) or size >= 1 else int(round(size * n)))
 
 
+def primary_metric(kind: str) -> str:
+    """THE metric arms of a task kind are ranked by (ladder, recommendation), trained to (dev
+    evaluation, early stopping, best checkpoint) and judged by: accuracy for labels and choices,
+    ROUGE-L for generated text."""
+    return {"classify": "accuracy", "choice": "accuracy", "generate": "rougeL"}[kind]
+
+
 def hash_examples(examples: list[Example]) -> str:
     h = hashlib.sha256()
     for ex in examples:
@@ -198,20 +204,9 @@ def _field_at_byte(raw: bytes, pos: int, suffix: str, codec: str) -> str | None:
 
 
 def _read_jsonl(path: Path, text: str) -> list[tuple[int, dict]]:
-    out = []
-    # split on \n only: str.splitlines() also breaks at U+2028 and friends, which JSON strings
-    # may hold unescaped (tweets do)
-    for no, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = _loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(path, f"invalid JSON ({e.msg} at column {e.colno})", no) from None
-        if not isinstance(rec, dict):
-            raise DataError(path, f"expected a JSON object, got {_type(rec)}", no)
+    out = parse_jsonl(text, path)   # the text is decoded here already: the file's encoding may be another
+    for no, rec in out:
         _check_record(path, no, rec, "line")
-        out.append((no, rec))
     if not out:
         raise DataError(path, "file is empty")
     return out
@@ -268,35 +263,7 @@ def _read_parquet(path: Path) -> list[tuple[int, dict]]:
     return list(enumerate(rows, 1))
 
 
-# Strings are skipped whole, so brackets and digits inside them are not counted.
-_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]|\d+')
 _SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair, alone
-
-
-class _Unusable(json.JSONDecodeError):
-    """JSON that tailor refuses though it is valid: nested too deep, or a number too long."""
-
-
-def _loads(text: str):
-    """json.loads, whose other failures (RecursionError on deep nesting, ValueError on an integer
-    longer than Python converts) become an _Unusable located where the limit is passed."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        raise
-    except (RecursionError, ValueError) as e:
-        depth, digits = 0, sys.get_int_max_str_digits() or len(text)
-        for m in _JSON_TOKENS.finditer(text):
-            tok = m.group()
-            if tok in ("[", "{"):
-                depth += 1
-                if depth > MAX_DEPTH and isinstance(e, RecursionError):
-                    raise _Unusable(f"nested deeper than {MAX_DEPTH} levels", text, m.start()) from None
-            elif tok in ("]", "}"):
-                depth -= 1
-            elif tok[0].isdigit() and len(tok) > digits:
-                raise _Unusable(f"a number longer than {digits} digits", text, m.start()) from None
-        raise _Unusable(str(e).split(":")[0], text, 0) from None
 
 
 def _bad_value(value) -> str | None:
@@ -323,11 +290,6 @@ def _check_record(path, no, rec: dict, unit: str) -> None:
             raise DataError(path, f"a field name {problem}", no, unit=unit)
         if problem := _bad_value(value):
             raise DataError(path, problem, no, key, unit)
-
-
-def _type(v) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-            int: "a number", float: "a number", type(None): "null"}.get(type(v), type(v).__name__)
 
 
 # ---------------------------------------------------------------- records -> examples
@@ -457,7 +419,7 @@ def _choice(row: _Row) -> Example:
     if isinstance(choices, str):  # CSV cells: a JSON array or one choice per line
         try:
             choices = _loads(choices)
-        except _Unusable as e:
+        except Unusable as e:
             raise row.err("choices", f"invalid JSON ({e.msg} at column {e.colno})") from None
         except json.JSONDecodeError:
             choices = [c for c in choices.splitlines() if c.strip()]

@@ -1,11 +1,14 @@
-"""Small shared helpers: atomic writes, hashing, cache location."""
+"""Small shared helpers: atomic durable writes, hashing, cache location."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -18,23 +21,67 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """THE atomic, durable file write: `write(tmp)` writes a temporary file beside `path` (same
+    suffix, so writers that add one, like np.save, add none); it is fsynced, renamed over `path`,
+    and the folder fsynced, so a crash, even of the machine, leaves the old file or the new one,
+    never half of one, and a finished write survives."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs are meant to be shared like any file
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        write(Path(tmp))
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """The same for a folder: the block writes into a temporary folder beside `path`; when it ends
+    without an error every file in it is fsynced, a `path` already there is removed, the folder
+    renamed to `path` and its parent fsynced. On an error the temporary folder is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)   # left by a killed run
+    tmp.mkdir()
+    try:
+        yield tmp
+        for folder, _, files in os.walk(tmp):
+            for name in files:
+                _fsync(os.path.join(folder, name))
+            _fsync(folder)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+        _fsync(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _fsync(path: str | Path) -> None:
+    """Flushes a file's or a folder's contents to disk (a folder: the names in it, so a rename
+    is durable). Windows cannot open a folder to fsync it; there the rename itself is all."""
+    if os.name == "nt" and os.path.isdir(path):
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

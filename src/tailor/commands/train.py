@@ -133,9 +133,9 @@ def inspect_prompt(
 
 
 def _base(arm: str, model: str | None, dtype: str):
-    from ..models import BUNDLED_MODELS, load_base
+    from ..models import load_base, recipe_base
     from ..recipe import find_arm, read_recipe
     if model is None:
-        recipe, _ = read_recipe(find_arm(arm))
-        model = recipe.base["name"] if recipe.base["name"] in BUNDLED_MODELS else recipe.base["path"]
+        folder = find_arm(arm)
+        model = recipe_base(read_recipe(folder)[0], folder)
     return load_base(model, dtype, "cpu")

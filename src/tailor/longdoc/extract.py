@@ -140,7 +140,7 @@ class ExtractStats:
 
 def parse_records(text: str, schema: Schema, stats: ExtractStats) -> list[dict]:
     out = []
-    for line in text.splitlines():
+    for line in text.split("\n"):   # not splitlines(): it also breaks inside a JSON string at U+2028 and friends
         if not line.strip():
             continue
         stats.lines += 1

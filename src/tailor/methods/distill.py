@@ -260,13 +260,13 @@ def _params_of(base_info: dict) -> int:
 def _same_vocabulary(who: dict, model, tokenizer) -> None:
     """Token-level soft labels compare distributions over token ids: teacher and student must
     share the vocabulary (its size and the tokenizer's id for every token)."""
-    from ..models import load_tokenizer
+    from ..models import load_tokenizer, model_dir, recipe_base
     from ..recipe import find_arm, read_recipe
-    recipe, _ = read_recipe(find_arm(who["arm"]))
-    name = recipe.base.get("name") or recipe.base.get("path")
+    folder = find_arm(who["arm"])
+    name = recipe_base(read_recipe(folder)[0], folder)
     teacher_tok = load_tokenizer(name)
     from transformers import AutoConfig
-    teacher_vocab = AutoConfig.from_pretrained(recipe.base.get("path") or name).vocab_size
+    teacher_vocab = AutoConfig.from_pretrained(model_dir(name)).vocab_size
     differ = []
     if teacher_vocab != model.config.vocab_size:
         differ.append(f"config.vocab_size {teacher_vocab} (teacher) vs {model.config.vocab_size} (student)")

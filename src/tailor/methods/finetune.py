@@ -26,7 +26,7 @@ from typing import ClassVar, Literal
 from ..errors import TailorError
 from ..recipe import Recipe
 from ..train.options import TrainConfig
-from ..utils import atomic_write_json
+from ..utils import atomic_dir, atomic_write_json
 from .base import Adapted, Method, base_recipe, recipe_builder
 
 log = logging.getLogger("tailor")
@@ -404,13 +404,10 @@ def merge_arm(adapted: Adapted, out: Path) -> Path:
     if not hasattr(cls, "merged"):
         raise TailorError(f"a {adapted.method} arm changes no weights: there is nothing to merge")
     model = cls.merged(adapted)
-    tmp = out.with_name(out.name + ".tmp")
-    model.save_pretrained(tmp, safe_serialization=True)
-    adapted.tokenizer.save_pretrained(tmp)
-    atomic_write_json(tmp / "tailor_merged.json", {"from": str(adapted.artifact_dir), **adapted.recipe.model_dump()})
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:   # `out` is absent or empty (checked above)
+        model.save_pretrained(tmp, safe_serialization=True)
+        adapted.tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / "tailor_merged.json", {"from": str(adapted.artifact_dir), **adapted.recipe.model_dump()})
     return out
 
 

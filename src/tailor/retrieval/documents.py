@@ -5,7 +5,6 @@ naming the file (and line) before anything is written."""
 from __future__ import annotations
 
 import html
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from ..errors import DataError
+from ..jsonl import read_jsonl
 from ..utils import sha256_text
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm")
@@ -90,19 +90,7 @@ def _markdown_title(text: str) -> str:
 
 def _read_jsonl(path: Path) -> list[Document]:
     docs, seen = [], {}
-    try:
-        lines = path.read_text(encoding="utf-8").removeprefix("\ufeff").split("\n")
-    except UnicodeDecodeError as e:
-        raise DataError(path, f"not valid utf-8 (byte 0x{e.object[e.start]:02x})") from None
-    for no, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as e:
-            raise DataError(path, f"not valid JSON ({getattr(e, 'msg', 'nested too deeply')})", no) from None
-        if not isinstance(rec, dict):
-            raise DataError(path, f"expected an object {{id, title, text}}, got {type(rec).__name__}", no)
+    for no, rec in read_jsonl(path):
         doc_id, title, text = rec.get("id"), rec.get("title", ""), rec.get("text")
         if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or str(doc_id).strip() == "":
             raise DataError(path, "expected a non-empty string or number", no, "id")

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TailorError
+from ..jsonl import read_jsonl
 from ..utils import atomic_write_json
 from .chunking import Chunk, Chunker
 from .documents import Document
@@ -131,7 +132,7 @@ def search_text(chunk: Chunk) -> str:
 
 
 def _read_chunks(gen: Path) -> list[Chunk]:
-    return [Chunk(**json.loads(line)) for line in (gen / "chunks.jsonl").read_text(encoding="utf-8").split("\n") if line]
+    return [Chunk(**c) for _, c in read_jsonl(gen / "chunks.jsonl")]
 
 
 def read_manifest(folder: Path) -> dict | None:

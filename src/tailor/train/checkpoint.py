@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import shutil
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import TailorError
-from ..utils import atomic_write_json
+from ..utils import atomic_dir, atomic_write, atomic_write_json
 
 log = logging.getLogger("tailor")
 
@@ -46,9 +45,7 @@ def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(_contiguous(tensors), str(tmp))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file(_contiguous(tensors), str(tmp)))
 
 
 def load_weights_into(model: torch.nn.Module, path: Path) -> None:
@@ -87,27 +84,24 @@ def save_checkpoint(root: Path, model, optimizer: torch.optim.Optimizer, state: 
     gathers it whole first, so the checkpoint is the one a single process writes)."""
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{state['step']:07d}"
-    final, tmp = root / name, root / f".{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(_contiguous(trainable_state(model)), str(tmp / "trainable.safetensors"))
-    opt = optimizer_state if optimizer_state is not None else optimizer.state_dict()
-    opt_tensors = {f"{i}.{k}": v for i, s in opt["state"].items() for k, v in s.items()
-                   if isinstance(v, torch.Tensor)}
-    opt_scalars = {f"{i}.{k}": v for i, s in opt["state"].items() for k, v in s.items()
-                   if not isinstance(v, torch.Tensor)}
-    save_file(_contiguous(opt_tensors), str(tmp / "optimizer.safetensors"))
-    rng_tensors, rng_meta = rng_state()
-    save_file(_contiguous(rng_tensors), str(tmp / "rng.safetensors"))
-    ranks = {}
-    for rank, (tensors, meta) in enumerate(rank_rngs or []):
-        if rank:
-            save_file(_contiguous(tensors), str(tmp / f"rng-rank{rank}.safetensors"))
-            ranks[str(rank)] = meta
-    atomic_write_json(tmp / "state.json", {**state, "rng": rng_meta, "optimizer_groups": opt["param_groups"],
-                                           "optimizer_scalars": opt_scalars, "rank_rng": ranks})
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    final = root / name
+    with atomic_dir(final) as tmp:
+        save_file(_contiguous(trainable_state(model)), str(tmp / "trainable.safetensors"))
+        opt = optimizer_state if optimizer_state is not None else optimizer.state_dict()
+        opt_tensors = {f"{i}.{k}": v for i, s in opt["state"].items() for k, v in s.items()
+                       if isinstance(v, torch.Tensor)}
+        opt_scalars = {f"{i}.{k}": v for i, s in opt["state"].items() for k, v in s.items()
+                       if not isinstance(v, torch.Tensor)}
+        save_file(_contiguous(opt_tensors), str(tmp / "optimizer.safetensors"))
+        rng_tensors, rng_meta = rng_state()
+        save_file(_contiguous(rng_tensors), str(tmp / "rng.safetensors"))
+        ranks = {}
+        for rank, (tensors, meta) in enumerate(rank_rngs or []):
+            if rank:
+                save_file(_contiguous(tensors), str(tmp / f"rng-rank{rank}.safetensors"))
+                ranks[str(rank)] = meta
+        atomic_write_json(tmp / "state.json", {**state, "rng": rng_meta, "optimizer_groups": opt["param_groups"],
+                                               "optimizer_scalars": opt_scalars, "rank_rng": ranks})
     atomic_write_json(root / "latest.json", {"step": state["step"], "dir": name})
     # Older checkpoints go only after the pointer has moved past them.
     olds = sorted(p for p in root.glob("step-*") if p.is_dir() and p.name != name)

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 from pathlib import Path
 
 from ..errors import TailorError
-
-log = logging.getLogger("tailor")
 
 
 class MetricsLog:
@@ -36,18 +33,10 @@ class MetricsLog:
         that the resumed run does again), so the file holds each step once."""
         if self.path is None or not self.path.exists():
             return
+        from ..jsonl import read_jsonl
         from ..utils import atomic_write_text
-        rows, torn = [], 0
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:   # a kill in the middle of a write leaves half a line
-                torn += line.strip() != ""
-                continue
-            if row.get("step", 0) <= step:
-                rows.append(line + "\n")
-        if torn:
-            log.warning("%s: dropped %d unreadable line(s) left by the killed run", self.path, torn)
+        # a kill in the middle of a write leaves half a last line: left out (with a warning)
+        rows = [json.dumps(row) + "\n" for _, row in read_jsonl(self.path, torn="drop") if row.get("step", 0) <= step]
         atomic_write_text(self.path, "".join(rows))
 
     def write(self, row: dict) -> None:

@@ -40,7 +40,7 @@ import torch
 from ..errors import TailorError
 from ..progress import Meter, console
 from ..prompts import PromptBuilder
-from ..task import Task
+from ..task import Task, primary_metric
 from . import distributed
 from .checkpoint import load_checkpoint, load_weights_into, rng_state, save_checkpoint, save_weights, trainable_state
 from .data import Batch, Encoded, encode_examples, pack, padded, step_examples
@@ -138,10 +138,6 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: floa
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def default_metric(task: Task) -> str:
-    return "rougeL" if task.kind == "generate" else "accuracy"
-
-
 def train(model, tokenizer, builder: PromptBuilder, task: Task, cfg: TrainConfig, out: Path | None = None, *,
           loss: Loss | None = None, data: list[Encoded] | None = None, layout: str = "packed",
           soft_tokens: int = 0, tag: str = "train", progress: bool = True, resume: str | None = None,
@@ -190,7 +186,7 @@ class Trainer:
         random.seed(cfg.seed)
         self.data, self.report = (data, None) if data is not None else self._encode_train_split()
         self.dev = (task.splits.get("dev") or [])[: cfg.eval_examples]
-        self.metric = default_metric(task)
+        self.metric = primary_metric(task.kind)
         if (cfg.eval_every or cfg.patience) and not self.dev:
             log.warning("no dev split: dev evaluation and early stopping are off")
         self.trainable = [p for p in model.parameters() if p.requires_grad]
