@@ -1,10 +1,11 @@
 """Preference arms: `reward-model` (Bradley–Terry on pairs, InstructGPT: Ouyang et al. 2022),
-`dpo` (DPO, Rafailov et al. 2023, or IPO, Azar et al. 2023) and `ppo` (PPO, Schulman et al.
-2017, against a reward model with a KL penalty, as InstructGPT runs it). The first two train on
-THE loop with their own loss (tailor.preference); PPO runs its own compact loop over the same
-builder, engine and checkpoints. Every artifact is a standard PEFT adapter folder.
+`dpo` (DPO, Rafailov et al. 2023, or IPO, Azar et al. 2023), `kto` (KTO, Ethayarajh et al. 2024,
+on thumbs up/down rows or pairs) and `ppo` (PPO, Schulman et al. 2017, against a reward model
+with a KL penalty, as InstructGPT runs it). All but PPO train on THE loop with their own loss
+(tailor.preference); PPO runs its own compact loop over the same builder, engine and
+checkpoints. Every artifact is a standard PEFT adapter folder.
 
-`init_adapter` names an SFT arm's folder (a lora arm): DPO and PPO then start from that
+`init_adapter` names an SFT arm's folder (a lora arm): DPO, KTO and PPO then start from that
 adapter, which, frozen, is also the reference model; without it a fresh adapter starts from the
 base, and the base (the adapter switched off) is the reference.
 """
@@ -13,11 +14,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field
 
 from ..errors import TailorError
 from ..recipe import Recipe
-from .base import Adapted
+from .base import Adapted, method_class
 from .finetune import LoRA, for_inference, frozen_copy
 
 log = logging.getLogger("tailor")
@@ -38,8 +41,9 @@ def _start_adapter(self, base):
                           "an earlier arm of the ladder that ran)")
     folder = find_arm(self.init_adapter)
     recipe, _ = read_recipe(folder)
-    if recipe.method not in ("lora", "dpo", "ppo"):
-        raise TailorError(f"{folder}: init_adapter must be a lora (SFT) arm, not {recipe.method}")
+    if not method_class(recipe.method).lora_adapter:
+        raise TailorError(f"{folder}: init_adapter must be an arm whose artifact is a LoRA adapter of the base (a lora "
+                          f"SFT arm, or a preference policy), not {recipe.method}")
     model = PeftModel.from_pretrained(frozen_copy(base), folder / "adapter", is_trainable=True)
     import torch
     for name, module in model.named_modules():   # this arm's dropout, not the SFT arm's
@@ -102,6 +106,45 @@ class DPO(_Policy):
         result = train(model, base.tokenizer, builder, task, self, out, loss=DPOLoss(self.beta, self.loss, self.sft_weight),
                        data=data, tag=self.method, progress=progress, resume=resume, budget_s=budget_s)
         return self._finish(model, task, base, builder, result.to_json(), report.to_json())
+
+
+class KTO(_Policy):
+    """KTO on thumbs up/down rows, or pairs read as one of each, through THE training loop
+    (tailor.preference.kto)."""
+
+    method: ClassVar[str] = "kto"
+    beta: Annotated[float, Field(gt=0)] = 0.1
+    desirable_weight: Annotated[float, Field(gt=0)] = 1.0     # raise the rarer kind's weight (Ethayarajh et al. 2024:
+    undesirable_weight: Annotated[float, Field(gt=0)] = 1.0   # weight x count of the two kinds within 1:1 to 4:3)
+    # auto: the base (adapter switched off) for a fresh adapter, the SFT adapter's log-probs
+    # computed once after an SFT arm; precomputed: computed once either way
+    reference: Literal["auto", "precomputed"] = "auto"
+    lr: float = 5e-5
+    warmup_ratio: float = 0.1
+
+    def fit(self, task, base, out: Path | None = None, *, progress: bool = True, budget_s: float | None = None,
+            resume: str | None = None, **_) -> Adapted:
+        import torch
+
+        from ..preference.dpo import precompute_reference
+        from ..preference.kto import KTOLoss, encode_kto
+        from ..prompts import builder_for
+        from ..train.loop import train, train_pool, use_bf16
+        torch.manual_seed(self.seed)
+        model, from_sft = _start_adapter(self, base)
+        builder = builder_for(task, base.tokenizer, base.model.config)
+        data, report, counts = encode_kto(builder, train_pool(task, self), self.seq_len, self.overlong, self.seed)
+        if from_sft or self.reference == "precomputed":
+            pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else base.tokenizer.eos_token_id
+            precompute_reference(model, data, pad, use_bf16(self.precision, base.device), self.pack_len,
+                                 self.micro_batch_tokens)
+        log.info("kto: %d desirable and %d undesirable rows (%d repeat an earlier row), beta %.3g, reference %s",
+                 counts["desirable"], counts["undesirable"], counts["repeated_rows"], self.beta,
+                 "precomputed" if "ref" in data[0].extra else "adapter off (the base)")
+        loss = KTOLoss(self.beta, self.desirable_weight, self.undesirable_weight)
+        result = train(model, base.tokenizer, builder, task, self, out, loss=loss, data=data, tag=self.method,
+                       progress=progress, resume=resume, budget_s=budget_s)
+        return self._finish(model, task, base, builder, result.to_json(), {**report.to_json(), **counts})
 
 
 class RewardModel(LoRA):
@@ -231,4 +274,4 @@ def chained(arm, done: list):
     return dataclasses.replace(arm, options=options.model_copy(update=update)) if update else arm
 
 
-PREFERENCE_METHODS = {cls.method: cls for cls in (RewardModel, DPO, PPO)}
+PREFERENCE_METHODS = {cls.method: cls for cls in (RewardModel, DPO, KTO, PPO)}

@@ -1,16 +1,21 @@
-"""Preference data: JSONL (or JSON / Parquet) files of pairs or rankings, in TRL's standard and
-conversational shapes, read into a generate Task whose examples are (prompt, chosen) with the
-rejected answer in `meta["rejected"]` (so an SFT arm on the same task trains on the chosen
-answers, and the preference arms see both sides).
+"""Preference data: JSONL (or JSON / Parquet) files of pairs, rankings or thumbs up/down rows, in
+TRL's standard and conversational shapes, read into a generate Task whose examples are (prompt,
+chosen) with the rejected answer in `meta["rejected"]` (so an SFT arm on the same task trains on
+the chosen answers, and the preference arms see both sides).
 
     {"prompt": "...", "chosen": "...", "rejected": "..."}                      standard pair
     {"prompt": [{"role": "user", ...}], "chosen": [{"role": "assistant", ...}],
      "rejected": [{"role": "assistant", ...}]}                                  conversational pair
     {"prompt": ..., "completions": [best, ..., worst]}                          ranking
+    {"prompt": ..., "completion": ..., "label": true | false}                   unpaired (thumbs up/down)
 
 A ranking of k completions becomes its k(k-1)/2 pairs, as InstructGPT (Ouyang et al. 2022) trains
-its reward model on every pair of a ranking. Every problem is a one-line DataError naming the
-file, the line and the field. Splits are by prompt: no prompt is in two splits.
+its reward model on every pair of a ranking. An unpaired row (TRL's unpaired preference shape,
+what KTO trains on) is an example with `meta["label"]` and `meta["completion"]`; a thumbs-up row's
+target is its completion, a thumbs-down row has no reference answer (target ""), so an SFT arm
+drops it (counted) rather than learn it, and the test and dev splits keep only thumbs-up rows.
+Every problem is a one-line DataError naming the file, the line and the field. Splits are by
+prompt: no prompt is in two splits.
 """
 
 from __future__ import annotations
@@ -24,15 +29,20 @@ from ..task import Example, Task, _type, read_records
 
 PAIR = ("prompt", "chosen", "rejected")
 RANKING = ("prompt", "completions")
+UNPAIRED = ("prompt", "completion", "label")
+SHAPE_NAMES = {"pair": "pair", "ranking": "ranking", "unpaired": "thumbs up/down row"}
+SHAPE_FIELDS = {"pair": "prompt, chosen, rejected", "ranking": "prompt, completions", "unpaired": "prompt, completion, label"}
 DEFAULT_INSTRUCTION = "Follow the instruction and answer."
 
 
 def preference_shape(record: dict) -> str | None:
-    """'pair', 'ranking' or None (not a preference record)."""
+    """'pair', 'ranking', 'unpaired' or None (not a preference record)."""
     if "chosen" in record or "rejected" in record:
         return "pair"
     if "completions" in record:
         return "ranking"
+    if "completion" in record and "label" in record:   # TRL's unpaired shape (a plain prompt/completion file has no label)
+        return "unpaired"
     return None
 
 
@@ -112,31 +122,39 @@ def _answer(line: _Line, field: str, value, shape: str) -> str:
 
 
 def read_preferences(path: str | Path, encoding: str = "utf-8") -> list[Example]:
-    """The file's pairs as examples (input = prompt, target = chosen, meta['rejected'])."""
+    """The file's pairs as examples (input = prompt, target = chosen, meta['rejected']), or its
+    thumbs up/down rows (meta['label'], meta['completion']; target: the completion if thumbs up)."""
     path = Path(path)
     records, unit = read_records(path, encoding)
     first_no, first = records[0]
     shape = preference_shape(first)
     if shape is None:
-        raise DataError(path, f"not preference data: fields {sorted(first)}; expected prompt+chosen+rejected "
-                              "or prompt+completions", first_no, unit=unit)
+        raise DataError(path, f"not preference data: fields {sorted(first)}; expected prompt+chosen+rejected, "
+                              "prompt+completions or prompt+completion+label", first_no, unit=unit)
     kind = None   # text | chat, fixed by the first record
     out, seen = [], {}
     for no, rec in records:
         line = _Line(path, no, rec, unit)
         this = preference_shape(rec)
+        if this is None and shape == "unpaired":   # a row missing its completion or label: say which field
+            this = "unpaired"
         if this != shape:
-            what = "a ranking (prompt, completions)" if this == "ranking" else \
-                "a pair (prompt, chosen, rejected)" if this == "pair" else f"neither shape (fields {sorted(rec)})"
-            raise DataError(path, f"mixed shapes: this {unit} is {what} but {unit} {first_no} is a {shape}", no,
-                            unit=unit)
+            what = f"a {SHAPE_NAMES[this]} ({SHAPE_FIELDS[this]})" if this else f"neither shape (fields {sorted(rec)})"
+            raise DataError(path, f"mixed shapes: this {unit} is {what} but {unit} {first_no} is a {SHAPE_NAMES[shape]}",
+                            no, unit=unit)
         prompt, pkind = _prompt(line)
         if kind is None:
             kind = pkind
         elif pkind != kind:
             raise line.err("prompt", f"mixed shapes: {'chat messages' if pkind == 'chat' else 'plain text'} here, "
                                      f"but {unit} {first_no} has {'chat messages' if kind == 'chat' else 'plain text'}")
-        if shape == "pair":
+        if shape == "unpaired":
+            completion = _answer(line, "completion", line.need("completion"), pkind)
+            label = line.need("label")
+            if not isinstance(label, bool):
+                raise line.err("label", f"expected true (desirable) or false (undesirable), got {_type(label)}")
+            pairs = []
+        elif shape == "pair":
             chosen = _answer(line, "chosen", line.need("chosen"), pkind)
             rejected = _answer(line, "rejected", line.need("rejected"), pkind)
             if chosen.strip() == rejected.strip():
@@ -160,12 +178,24 @@ def read_preferences(path: str | Path, encoding: str = "utf-8") -> list[Example]
         if base_id in seen:
             raise line.err("id", f"duplicate id '{base_id}' (first at {unit} {seen[base_id]})")
         seen[base_id] = no
-        extra = {k: v for k, v in rec.items() if k not in (*PAIR, "completions", "id")}
+        used = {"pair": PAIR, "ranking": RANKING, "unpaired": UNPAIRED}[shape]
+        extra = {k: v for k, v in rec.items() if k not in (*used, "id")}
+        if shape == "unpaired":
+            out.append(Example(base_id, prompt, completion if label else "",
+                               meta={**extra, "label": label, "completion": completion, "prompt_key": prompt_key(prompt),
+                                     "_line": no}))
         for rank, chosen, rejected in pairs:
             ex_id = base_id if rank is None else f"{base_id}:{rank}"
             out.append(Example(ex_id, prompt, chosen, meta={**extra, "rejected": rejected, "prompt_key": prompt_key(prompt),
                                                            "rank": rank, "_line": no}))
     return out
+
+
+def thumbs(ex: Example) -> bool | None:
+    """An unpaired row's label (True: thumbs up, False: thumbs down); None for any other example."""
+    label = ex.meta.get("label")
+    unpaired = "rejected" not in ex.meta and isinstance(label, bool) and isinstance(ex.meta.get("completion"), str)
+    return label if unpaired else None
 
 
 def prompt_key(prompt) -> str:
@@ -205,8 +235,9 @@ def split_by_prompt(task: Task, seed: int = 0, test: float | int = 0.2, dev: flo
                                                   "and leave some to train on; add pairs or shrink the splits")
     parts = {"test": keys[:n_test], "dev": keys[n_test:n_test + n_dev], "train": keys[n_test + n_dev:]}
     task.splits = {name: [ex for k in ks for ex in groups[k]] for name, ks in parts.items()}
+    unpaired = any(thumbs(ex) is not None for ex in task.examples)
     task.notes.append(f"split by prompt: {n_test} test, {n_dev} dev, {n - n_test - n_dev} train prompts "
-                      f"({len(task.examples)} pairs)")
+                      f"({len(task.examples)} {'rows' if unpaired else 'pairs'})")
     return task
 
 
@@ -216,7 +247,30 @@ def load_preference_task(path: str | Path, *, name: str | None = None, instructi
     path = Path(path)
     examples = read_preferences(path, encoding)
     task = Task(name or path.stem, "generate", instruction or DEFAULT_INSTRUCTION, examples, source=str(path))
-    return split_by_prompt(task, seed, test, dev)
+    task = split_by_prompt(task, seed, test, dev)
+    if any(thumbs(ex) is not None for ex in examples):
+        held_out_thumbs_down(task)
+    return task
+
+
+def held_out_thumbs_down(task: Task) -> None:
+    """Thumbs-down rows of test and dev prompts are left out of those splits (counted in the
+    task's notes): a held-out row is measured against its target, and a thumbs-down row has none.
+    Train keeps them (KTO's undesirable rows); a thumbs-down row is never trained on as an answer."""
+    for name in ("test", "dev"):
+        rows = task.splits.get(name) or []
+        kept = [ex for ex in rows if thumbs(ex) is not False]
+        if len(kept) < len(rows):
+            task.notes.append(f"{len(rows) - len(kept)} thumbs-down rows of {name} prompts left out of {name} "
+                              "(a held-out row is scored against its answer; a thumbs-down row has none)")
+        if rows and not kept:
+            raise DataError(task.source or task.name, f"the {name} prompts have only thumbs-down rows, so nothing "
+                                                      "to measure on; add thumbs-up rows or change the split")
+        task.splits[name] = kept
+    down = sum(1 for ex in task.splits.get("train") or [] if thumbs(ex) is False)
+    if down:
+        task.notes.append(f"{down} thumbs-down train rows have no reference answer (empty target): kto trains on them, "
+                          "an SFT arm drops them (counted)")
 
 
 def factual_summary_pairs() -> Task:
@@ -248,5 +302,6 @@ def pairs_of(examples: list[Example]) -> list[Example]:
     out = [ex for ex in examples if isinstance(ex.meta.get("rejected"), str)]
     if not out:
         raise TailorError("no preference pairs: this task's examples have no rejected answer "
-                          "(use a file of prompt+chosen+rejected or prompt+completions)")
+                          "(use a file of prompt+chosen+rejected or prompt+completions; thumbs up/down rows "
+                       "train kto only)")
     return out
