@@ -1,7 +1,7 @@
-"""KTO on tiny-test: the loss against numbers worked out by hand, the thumbs up/down reader
-(good rows, bad rows with their one-line errors), the loop's packed batches against plain
-forwards row by row, a fit that learns a toy preference, and fit -> save -> load_adapted giving
-the same predictions."""
+"""KTO and ORPO on tiny-test: each loss against numbers worked out by hand, the thumbs up/down
+reader (good rows, bad rows with their one-line errors), the loop's packed batches against plain
+forwards row by row, a fit of each that learns a toy preference, and fit -> save -> load_adapted
+giving the same predictions."""
 
 from __future__ import annotations
 
@@ -63,6 +63,28 @@ def test_kto_loss_matches_a_hand_computation():
     kto_terms(p, torch.tensor([-2.0, -2.0]), pk, torch.tensor([-3.0, -3.0]), torch.tensor([True, False]),
               0.3, 1.0, 1.0)[0].sum().backward()
     assert pk.grad is None and p.grad is not None and p.grad[0] < 0 < p.grad[1]
+
+
+def test_orpo_loss_matches_a_hand_computation():
+    from tailor.preference.orpo import orpo_terms
+    # chosen: 4 tokens summing to -2 (mean -0.5); rejected: 3 tokens summing to -6 (mean -2)
+    loss, nll, ratio = orpo_terms(torch.tensor([-2.0, -3.0]), torch.tensor([-6.0, -1.0]), torch.tensor([4.0, 2.0]),
+                                  torch.tensor([3.0, 2.0]), 0.25)
+
+    def odds(mean_logp):
+        p = math.exp(mean_logp)
+        return math.log(p / (1 - p))
+
+    r0, r1 = odds(-0.5) - odds(-2.0), odds(-1.5) - odds(-0.5)
+    assert ratio.tolist() == pytest.approx([r0, r1])
+    assert nll.tolist() == pytest.approx([0.5, 1.5])
+    assert loss.tolist() == pytest.approx([0.5 + 0.25 * math.log(1 + math.exp(-r0)),
+                                           1.5 + 0.25 * math.log(1 + math.exp(-r1))])
+    # an answer the model is certain of (mean log-prob 0) keeps a finite loss and gradient
+    lp = torch.tensor([0.0], requires_grad=True)
+    out = orpo_terms(lp, torch.tensor([-3.0]), torch.tensor([1.0]), torch.tensor([1.0]), 0.1)[0]
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(lp.grad).all()
 
 
 # ---------------------------------------------------------------- thumbs up/down rows
@@ -155,6 +177,9 @@ def test_kto_reads_pairs_as_one_row_of_each_kind_with_a_kl_sample_of_another_pro
     ("kto", {"undesirable_weight": 0.0}, r"field 'arms\[0\].undesirable_weight': expected greater than 0"),
     ("kto", {"loss": "ipo"}, r"field 'arms\[0\].loss': unknown setting"),
     ("kto", {"sft_weight": 0.1}, r"field 'arms\[0\].sft_weight': unknown setting"),
+    ("orpo", {"beta": 0.1}, r"field 'arms\[0\].beta': unknown setting"),
+    ("orpo", {"reference": "precomputed"}, r"field 'arms\[0\].reference': unknown setting"),
+    ("orpo", {"or_weight": 0}, r"field 'arms\[0\].or_weight': expected greater than 0"),
 ])
 def test_options_an_arm_would_not_use_are_refused_when_read(tmp_path, method, options, message):
     from tailor.config import load_experiment
@@ -166,9 +191,9 @@ def test_options_an_arm_would_not_use_are_refused_when_read(tmp_path, method, op
     assert "exp.yaml:line 4" in str(info.value)
 
 
-def test_kto_is_a_lora_policy():
+def test_kto_and_orpo_are_lora_policies():
     from tailor.methods import METHODS
-    for name in ("kto",):
+    for name in ("kto", "orpo"):
         cls = METHODS[name]
         assert cls.lora_adapter and cls.changes_weights and not cls.trains_on_pool and not cls.scorer
 
@@ -250,6 +275,28 @@ def test_kto_step_matches_plain_forwards_row_by_row_and_is_half_at_step_zero(tin
     assert logs["kl"] == 0.0 and logs["rewards_desirable"] == 0.0
 
 
+def test_orpo_step_matches_plain_forwards_pair_by_pair(tiny_base, pair_task):
+    from tailor.preference.dpo import encode_pairs
+    from tailor.preference.orpo import ORPOLoss
+    from tailor.prompts import builder_for
+    builder = builder_for(pair_task, tiny_base.tokenizer, tiny_base.model.config)
+    data, _ = encode_pairs(builder, pair_task.splits["train"], 512)
+    model = _nonzero_policy(tiny_base, "orpo")
+    rows, units, value, logs, got = _one_step(tiny_base, pair_task, model, ORPOLoss(0.3), data, 8)
+    model.zero_grad()
+    total = 0
+    for e in rows:
+        mc = _alone(model, e.prompt, e.targets[0], True) / len(e.targets[0])
+        mr = _alone(model, e.prompt, e.targets[1], True) / len(e.targets[1])
+        ratio = (mc - torch.log(1 - torch.exp(mc))) - (mr - torch.log(1 - torch.exp(mr)))
+        total = total - mc - 0.3 * torch.nn.functional.logsigmoid(ratio)
+    (total / units).backward()
+    assert value == pytest.approx(total.item() / units, rel=1e-4)
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(got[n], p.grad, rtol=1e-3, atol=1e-6)
+
+
 # ---------------------------------------------------------------- fits
 
 
@@ -260,6 +307,7 @@ def _preference(adapted, rows):
 
 @pytest.mark.parametrize("method, options", [
     ("kto", {"steps": 25, "batch_size": 16, "lr": 3e-3, "beta": 0.5}),
+    ("orpo", {"steps": 25, "batch_size": 8, "lr": 3e-3, "or_weight": 1.0}),
 ])
 def test_fit_learns_the_toy_preference_saves_and_loads_to_the_same_predictions(tiny_base, pair_task, tmp_path,
                                                                                  method, options):
@@ -283,6 +331,9 @@ def test_fit_learns_the_toy_preference_saves_and_loads_to_the_same_predictions(t
         last = rows[-1]
         assert last["rewards_desirable"] > 0 > last["rewards_undesirable"] and last["loss"] < rows[0]["loss"]
         assert adapted.recipe.train["data"]["desirable"] == adapted.recipe.train["data"]["undesirable"]
+    else:
+        assert rows[-1]["odds_accuracy"] == 1.0 and rows[-1]["log_odds_ratio"] > rows[0]["log_odds_ratio"]
+        assert rows[-1]["nll"] < rows[0]["nll"]
     # a standard PEFT adapter folder, and the reloaded arm predicts what the fitted one did
     peft_model = PeftModel.from_pretrained(frozen_copy(tiny_base), tmp_path / method / "adapter")
     assert sum("lora_" in n for n, _ in peft_model.named_parameters()) > 0

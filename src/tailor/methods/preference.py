@@ -1,13 +1,14 @@
 """Preference arms: `reward-model` (Bradley–Terry on pairs, InstructGPT: Ouyang et al. 2022),
 `dpo` (DPO, Rafailov et al. 2023, or IPO, Azar et al. 2023), `kto` (KTO, Ethayarajh et al. 2024,
-on thumbs up/down rows or pairs) and `ppo` (PPO, Schulman et al. 2017, against a reward model
-with a KL penalty, as InstructGPT runs it). All but PPO train on THE loop with their own loss
-(tailor.preference); PPO runs its own compact loop over the same builder, engine and
-checkpoints. Every artifact is a standard PEFT adapter folder.
+on thumbs up/down rows or pairs), `orpo` (ORPO, Hong et al. 2024: SFT plus an odds-ratio term, no
+reference model) and `ppo` (PPO, Schulman et al. 2017, against a reward model with a KL penalty,
+as InstructGPT runs it). All but PPO train on THE loop with their own loss (tailor.preference);
+PPO runs its own compact loop over the same builder, engine and checkpoints. Every artifact is a
+standard PEFT adapter folder.
 
-`init_adapter` names an SFT arm's folder (a lora arm): DPO, KTO and PPO then start from that
-adapter, which, frozen, is also the reference model; without it a fresh adapter starts from the
-base, and the base (the adapter switched off) is the reference.
+`init_adapter` names an SFT arm's folder (a lora arm): DPO, KTO, ORPO and PPO then start from
+that adapter, which, frozen, is also the reference model of DPO, KTO and PPO; without it a fresh
+adapter starts from the base, and the base (the adapter switched off) is the reference.
 """
 
 from __future__ import annotations
@@ -147,6 +148,33 @@ class KTO(_Policy):
         return self._finish(model, task, base, builder, result.to_json(), {**report.to_json(), **counts})
 
 
+class ORPO(_Policy):
+    """ORPO on pairs through THE training loop: the chosen answer's NLL plus or_weight x the
+    odds-ratio term, no reference model (tailor.preference.orpo)."""
+
+    method: ClassVar[str] = "orpo"
+    or_weight: Annotated[float, Field(gt=0)] = 0.1   # λ of Hong et al. 2024 (TRL's ORPOConfig.beta)
+    lr: float = 2e-4
+    warmup_ratio: float = 0.1
+
+    def fit(self, task, base, out: Path | None = None, *, progress: bool = True, budget_s: float | None = None,
+            resume: str | None = None, **_) -> Adapted:
+        import torch
+
+        from ..preference.dpo import encode_pairs
+        from ..preference.orpo import ORPOLoss
+        from ..prompts import builder_for
+        from ..train.loop import train, train_pool
+        torch.manual_seed(self.seed)
+        model, _ = _start_adapter(self, base)   # an SFT adapter is only a starting point: ORPO has no reference
+        builder = builder_for(task, base.tokenizer, base.model.config)
+        data, report = encode_pairs(builder, train_pool(task, self), self.seq_len, self.overlong)
+        log.info("orpo: %d pairs, or_weight %.3g", len(data), self.or_weight)
+        result = train(model, base.tokenizer, builder, task, self, out, loss=ORPOLoss(self.or_weight), data=data,
+                       tag=self.method, progress=progress, resume=resume, budget_s=budget_s)
+        return self._finish(model, task, base, builder, result.to_json(), report.to_json())
+
+
 class RewardModel(LoRA):
     """A reward model: base + LoRA + a scalar head, Bradley–Terry on pairs (optional margin)."""
 
@@ -274,4 +302,4 @@ def chained(arm, done: list):
     return dataclasses.replace(arm, options=options.model_copy(update=update)) if update else arm
 
 
-PREFERENCE_METHODS = {cls.method: cls for cls in (RewardModel, DPO, KTO, PPO)}
+PREFERENCE_METHODS = {cls.method: cls for cls in (RewardModel, DPO, KTO, ORPO, PPO)}
