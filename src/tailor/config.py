@@ -55,9 +55,10 @@ class Arm:
     name: str
     method: str
     options: Method
+    seeds: int = 1     # fits with seeds seed, seed+1, ...: the verdict's interval then covers training variance
 
     def to_json(self) -> dict:
-        return {"name": self.name, "method": self.method, "options": self.options.model_dump()}
+        return {"name": self.name, "method": self.method, "options": self.options.model_dump(), "seeds": self.seeds}
 
 
 class Experiment(Options):
@@ -140,7 +141,7 @@ def read_arms(raw: Any, path, lines: dict) -> list[Arm]:
         if not isinstance(spec, dict) or "method" not in spec:
             raise DataError(path, "expected a method name or a mapping with 'method'", line, where)
         spec = dict(spec)
-        method, name = spec.pop("method"), spec.pop("name", None)
+        method, name, seeds = spec.pop("method"), spec.pop("name", None), spec.pop("seeds", 1)
         if method not in METHODS:
             raise DataError(path, f"unknown method {method!r} (known: {', '.join(METHODS)})",
                             lines.get(("arms", i, "method"), line), f"{where}.method")
@@ -151,7 +152,13 @@ def read_arms(raw: Any, path, lines: dict) -> list[Arm]:
             raise DataError(path, f"duplicate arm name '{name}'; give each arm a distinct name",
                             lines.get(("arms", i, "name"), line), f"{where}.name")
         names.add(name)
-        arms.append(Arm(name, method, validate(METHODS[method], spec, path, lines, ("arms", i))))
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 100:
+            raise DataError(path, f"expected a whole number of seeds from 1 to 100, got {seeds!r}",
+                            lines.get(("arms", i, "seeds"), line), f"{where}.seeds")
+        if seeds > 1 and "seed" not in METHODS[method].model_fields:
+            raise DataError(path, f"a {method} arm has no seed to vary (it is deterministic): drop seeds",
+                            lines.get(("arms", i, "seeds"), line), f"{where}.seeds")
+        arms.append(Arm(name, method, validate(METHODS[method], spec, path, lines, ("arms", i)), seeds))
     return arms
 
 

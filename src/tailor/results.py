@@ -155,6 +155,15 @@ class Judged(Result):
     checkpoints: list[JudgedCheckpoint] = []
 
 
+class SeedRun(Result):
+    """One more fit of an arm with `seeds: N` (the first seed is the arm itself), measured on the
+    same test rows."""
+    seed: int
+    metrics: dict[str, float] = {}
+    arm_dir: str | None = None
+    train_time_s: float = 0.0
+
+
 class ArmResult(Result):
     name: str
     method: str
@@ -181,6 +190,12 @@ class ArmResult(Result):
     imitation: dict[str, Any] | None = None
     # a policy graded by the ladder's judge reward model (`judge:`; tailor.preference.judge)
     judge: Judged | None = None
+    # the verdict (tailor.decide): the primary metric's 95% interval over test rows (and seeds), the
+    # share of bootstrap replicates in which this arm is best, and with `seeds: N` each seed's run
+    interval: list[float] | None = None
+    p_best: float | None = None
+    seed_means: list[float] | None = None
+    seed_runs: list[SeedRun] = []
 
     @property
     def ok(self) -> bool:
@@ -191,6 +206,11 @@ class Recommendation(Result):
     arm: str | None = None
     best_arm: str | None = None
     text: str = ""
+    # how sure: cheaper_non_inferior | best_separated | best_not_separated | only_arm (tailor.verdict);
+    # confident: a claim the intervals support (a cheaper arm shown not worse, or a best arm separated)
+    claim: str | None = None
+    confident: bool = False
+    verdict: dict[str, Any] | None = None   # every number behind it: intervals, paired differences, power
 
 
 class ExperimentInfo(Result):

@@ -1,0 +1,98 @@
+"""The ladder's recommendation as a claim the test rows support (tailor.decide over
+tailor.verdict): constructed per-row predictions where the answer is known, and arms fitted with
+several seeds on tiny-test."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from conftest import write_tickets
+from tailor.config import experiment_from_dict
+from tailor.decide import recommend, row_scores
+from tailor.evaluate import Prediction
+from tailor.results import ArmResult, Cost
+
+ROWS = 300
+
+
+def _preds(correct: list[bool]) -> list[Prediction]:
+    return [Prediction(f"r{i}", "yes" if ok else "no", "yes", 10, 1, 0.0) for i, ok in enumerate(correct)]
+
+
+def _arm(name: str, method: str, month: float) -> ArmResult:
+    return ArmResult(name=name, method=method, metrics={"accuracy": 0.0},
+                     cost=Cost(first_month_cost=month, prompt_tokens_per_request=100, completion_tokens_per_request=2))
+
+
+def _rows(p: float, seed: int) -> list[bool]:
+    rng = random.Random(seed)
+    return [rng.random() < p for _ in range(ROWS)]
+
+
+def _exp(tolerance: float = 0.02):
+    return experiment_from_dict({"arms": ["zero-shot"], "tolerance": tolerance})
+
+
+def test_two_close_arms_are_not_called_different_and_the_sentence_says_so():
+    zs, icl = _rows(0.40, 1), _rows(0.75, 2)
+    lora = list(icl)
+    for i in range(0, 9):   # lora right on 3 more rows than icl: 0.01 apart on 300 rows
+        lora[i * 30] = True
+    arms = [_arm("zero-shot", "zero-shot", 1.0), _arm("icl", "icl", 5.0), _arm("lora", "lora", 2.0)]
+    preds = {"zero-shot": [_preds(zs)], "icl": [_preds(icl)], "lora": [_preds(lora)]}
+    rec = recommend(arms, preds, "classify", "accuracy", _exp())
+    by = {a.name: a for a in arms}
+    assert rec.best_arm == "lora" and rec.arm == "lora"
+    assert rec.claim == "best_not_separated" and not rec.confident
+    assert "better" not in rec.text.split(".")[0] or "cannot" in rec.text
+    assert by["zero-shot"].interval[1] < by["icl"].interval[0]            # 0.40 vs 0.75: separated
+    assert abs(sum(a.p_best for a in arms) - 1) < 1e-9 and by["zero-shot"].p_best < 0.01
+    assert rec.verdict["versus_baseline"] and rec.verdict["rows"] == ROWS
+
+
+def test_a_cheaper_arm_shown_not_worse_than_the_best_is_recommended():
+    best = _rows(0.70, 3)
+    cheap = list(best)
+    cheap[0] = not cheap[0]   # one row apart
+    arms = [_arm("icl", "icl", 5.0), _arm("lora", "lora", 1.0)]
+    rec = recommend(arms, {"icl": [_preds(best if best[0] else cheap)], "lora": [_preds(cheap if best[0] else best)]},
+                    "classify", "accuracy", _exp(tolerance=0.05))
+    assert rec.best_arm == "icl" and rec.arm == "lora" and rec.claim == "cheaper_non_inferior" and rec.confident
+
+
+def test_row_scores_average_to_the_metric():
+    preds = [Prediction("a", "the cat sat", "the cat sat down", 1, 1, 0.0), Prediction("b", "dog", "a cat", 1, 1, 0.0)]
+    from tailor.evaluate import rouge
+    assert sum(row_scores("generate", preds)) / 2 == rouge([p.prediction for p in preds],
+                                                          [p.target for p in preds])["rougeL"]
+
+
+def test_an_arm_with_seeds_fits_each_and_the_verdict_covers_them(tmp_path):
+    from tailor.ladder import run_ladder
+    task = write_tickets(tmp_path / "tickets.jsonl", 60)
+    exp = experiment_from_dict({
+        "model": "tiny-test", "dtype": "fp32", "task": str(task), "curate": False, "report": False,
+        "forgetting": False, "cache": False, "latency_requests": 0, "runs_dir": str(tmp_path / "runs"),
+        "arms": ["zero-shot", {"method": "lora", "seeds": 3, "steps": 2, "batch_size": 4, "precision": "fp32",
+                                "eval_every": 0}]}, "exp.yaml")
+    result = run_ladder(exp, progress=False)
+    lora = next(a for a in result.arms if a.name == "lora")
+    assert [r.seed for r in lora.seed_runs] == [1, 2] and len(lora.seed_means) == 3
+    assert all(Path(r.arm_dir).name == f"lora.seed{k}" for k, r in enumerate(lora.seed_runs, 1))
+    assert lora.seed_means[0] == lora.metrics["accuracy"]
+    saved = json.loads((Path(result.run_dir) / "results.json").read_text())
+    v = saved["recommendation"]["verdict"]
+    assert next(a for a in v["arms"] if a["name"] == "lora")["seeds"] == 3
+    assert saved["arms"][1]["interval"][0] <= saved["arms"][1]["interval"][1]
+
+
+def test_seeds_on_a_deterministic_arm_are_refused_in_one_line():
+    import pytest
+
+    from tailor.errors import DataError
+    with pytest.raises(DataError, match=r"arms\[0\].seeds.*no seed to vary"):
+        experiment_from_dict({"arms": [{"method": "zero-shot", "seeds": 3}]}, "exp.yaml")
+    with pytest.raises(DataError, match=r"arms\[0\].seeds.*whole number"):
+        experiment_from_dict({"arms": [{"method": "lora", "seeds": 0}]}, "exp.yaml")
