@@ -56,9 +56,10 @@ def real_base(tmp: Path) -> tuple[list[tuple], dict]:
     import bm25s
 
     from tailor.datasets.bundled import load_task
+    from tailor.datasets.knowledge import bundled_documents
     from tailor.methods.retrieval import open_retriever
     from tailor.models import load_base
-    from tailor.retrieval import Chunker, KnowledgeBase, build, read_documents
+    from tailor.retrieval import Chunker, KnowledgeBase, build
     from tailor.selectors import Embedder
     task = load_task("boolq-rag")
     base = load_base("smollm2-135m", device="cpu")
@@ -95,7 +96,7 @@ def real_base(tmp: Path) -> tuple[list[tuple], dict]:
     _, embed_s = timed(lambda: embedder.model.encode([t + " " for t in sample], batch_size=64,
                                                      normalize_embeddings=True))
     folder = tmp / "boolq-kb"
-    _, build_s = timed(lambda: build(read_documents("boolq-rag"), folder, Chunker(base.tokenizer), progress=False))
+    _, build_s = timed(lambda: build(bundled_documents("boolq-rag"), folder, Chunker(base.tokenizer), progress=False))
     _, open_s = timed(KnowledgeBase.open, folder)
     one = [timed(kb.search, [qq], K, "hybrid")[1] for qq in queries[:50]]
     info = {"chunks": len(kb.chunks), "queries": len(queries), "build_s_cached_embeddings": build_s,

@@ -6,15 +6,14 @@ import numpy as np
 import pytest
 
 from tailor.errors import DataError, TailorError
+from tailor.evaluate import parse_citations, strip_citations
 from tailor.retrieval import Chunker, Document, KnowledgeBase, build, read_documents
 from tailor.retrieval.chunking import sentence_spans
 from tailor.retrieval.grounding import (
     citation_scores,
     helped_hurt,
     item_correct,
-    parse_citations,
     retrieval_scores,
-    strip_citations,
     supports,
 )
 from tailor.retrieval.search import Hit, rrf

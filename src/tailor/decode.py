@@ -26,6 +26,8 @@ from typing import Callable
 
 import torch
 
+# transformers (heavy) is imported where a cache is built: modules that only name the engine
+# (evaluate, measure) do not load it
 
 @dataclass
 class Sequence:
@@ -56,10 +58,12 @@ LEAD_MIN = 64       # the reusable tokens a leader must bring its followers to e
 
 
 class Decoder:
+    """Runs over an engine (`tailor.engine.Engine`): its model and tokenizer, its padding id and
+    device, its `rows` (which adapter each row of a forward runs) and its prompt-token counts."""
+
     def __init__(self, engine):
         self.engine, self.model, self.tok = engine, engine.model, engine.tok
-        eos = {self.tok.eos_token_id} | set(_as_list(getattr(self.model.generation_config, "eos_token_id", None)))
-        self.eos = {t for t in eos if t is not None}
+        self.eos = end_tokens(self.model, self.tok)
         # an empty prompt starts from the beginning-of-text token (GPT-2-style tokenizers have none
         # of their own: their end-of-text token is both)
         start = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id
@@ -127,8 +131,7 @@ class Decoder:
         after it. The padding is masked, so it may sit in the middle of a row."""
         from transformers import DynamicCache
 
-        from .engine import last_position
-        ids, mask = self.engine._left_pad([s.prompt[n:] for s, n in zip(seqs, reuse)])
+        ids, mask = left_pad([s.prompt[n:] for s, n in zip(seqs, reuse)], self.engine.pad_id, self.engine.device)
         cache, width = DynamicCache(config=self.model.config), max(reuse)
         if width:
             spans = [(i, n, self._remembered[s.adapter][1]) for i, (s, n) in enumerate(zip(seqs, reuse)) if n]
@@ -143,7 +146,7 @@ class Decoder:
             for i, n, _ in spans:
                 known[i, width - n:] = 1
             mask = torch.cat([known, mask], 1)
-        with self.engine._rows([s.adapter for s in seqs]):
+        with self.engine.rows([s.adapter for s in seqs]):
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)[:, width:],
                              cache=cache, use_cache=True, logits_to_keep=last_position(ids))
         counts = self.engine.prompt_tokens
@@ -179,7 +182,7 @@ class Decoder:
         last = torch.tensor([[s.tokens[-1]] for s in self.rows], device=self.mask.device)
         positions = self.mask.sum(-1, keepdim=True)
         self.mask = torch.cat([self.mask, torch.ones_like(last)], -1)
-        with self.engine._rows([s.adapter for s in self.rows]):
+        with self.engine.rows([s.adapter for s in self.rows]):
             out = self.model(input_ids=last, attention_mask=self.mask, position_ids=positions, cache=self.cache,
                              use_cache=True)
         self._advance(out.logits[:, -1], self.rows)
@@ -285,6 +288,33 @@ def supported(model) -> bool:
     return all(type(layer) is DynamicLayer for layer in DynamicCache(config=config).layers)
 
 
+def end_tokens(model, tok) -> set[int]:
+    """The token ids that end a generation: the tokenizer's EOS and the model's generation config's."""
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    configured = [] if configured is None else list(configured) if isinstance(configured, (list, tuple)) else [configured]
+    return {t for t in {tok.eos_token_id, *configured} if t is not None}
+
+
+def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask of `seqs`, left-padded to the longest (the layout generation needs)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, width - len(s):] = torch.tensor(s)
+        mask[row, width - len(s):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def last_position(ids: torch.Tensor) -> torch.Tensor:
+    """`logits_to_keep` for the last position only, as an index tensor, not the int 1: transformers
+    slices `hidden[:, -1:]`, a strided view of a batch, and linear() on a non-contiguous 3-D input
+    falls back to a batched matmul that copies the vocabulary head once per row (49152 x 576 for
+    SmolLM2: 1.7 s of a 2.5 s prefill of 32 short prompts on a 2-core CPU). Indexing with a
+    tensor gives a contiguous [rows, 1, hidden], projected by one matmul."""
+    return torch.tensor([ids.shape[1] - 1], device=ids.device)
+
+
 def shared_start(a: list[int], b: list[int], limit: int) -> int:
     """How many first tokens `a` and `b` share, at most `limit`."""
     n, limit = 0, min(limit, len(a), len(b))
@@ -321,6 +351,3 @@ def _pad_left(t: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:
     shape[dim] = missing
     return torch.cat([t.new_zeros(shape), t], dim)
 
-
-def _as_list(v) -> list:
-    return [] if v is None else list(v) if isinstance(v, (list, tuple)) else [v]

@@ -25,7 +25,10 @@ from pathlib import Path
 
 import torch
 
+from .decode import Decoder, Sequence, end_tokens, last_position, left_pad, shared_start, supported
+from .lora_rows import RowLoRA
 from .progress import Meter
+from .tree import additive_mask, tree_rows
 from .utils import cache_dir, sha256_text
 
 
@@ -126,7 +129,6 @@ class Engine:
         self.prompt_tokens = {"prefilled": 0, "reused": 0}
         self._row_lora = None
         if self.adapters:
-            from .lora_rows import RowLoRA
             self._row_lora = RowLoRA.attach(model, list(self.adapters))
 
     @property
@@ -151,7 +153,7 @@ class Engine:
             raise KeyError(f"unknown adapter(s) {', '.join(unknown)} (loaded: {', '.join(self.adapters) or 'none'})")
         return names
 
-    def _rows(self, names: list[str | None]):
+    def rows(self, names: list[str | None]):
         """Within the block, row i of every forward runs adapter names[i]: through the stacked
         adapters of `lora_rows` (plain LoRA), else peft's mixed-batch forward (`adapter_names`)."""
         if not self.adapters:
@@ -190,15 +192,6 @@ class Engine:
         if batch:
             yield batch
 
-    def _left_pad(self, seqs: list[list[int]]):
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, s in enumerate(seqs):
-            ids[row, width - len(s):] = torch.tensor(s)
-            mask[row, width - len(s):] = 1
-        return ids.to(self.device), mask.to(self.device)
-
     # ------------------------------------------------------------ choice scoring
 
     def score(self, prompts: list[str], options: list[list[str]], adapters=None) -> list[ChoiceScores]:
@@ -219,7 +212,7 @@ class Engine:
         out: dict[int, ChoiceScores] = {}
         for batch in self._batches(todo, cost):
             t0 = time.perf_counter()
-            with self._rows([names[i] for i in batch]):
+            with self.rows([names[i] for i in batch]):
                 sums = self._score_batch([enc[i] for i in batch], [opt_ids[i] for i in batch], prefix,
                                          [names[i] for i in batch])
             dt = time.perf_counter() - t0
@@ -234,14 +227,13 @@ class Engine:
         Returns (length, cache with one row per adapter, adapter -> row)."""
         if len(seqs) < 2 or _is_prompt_learning(self.model):
             return None
-        from .decode import shared_start
         n = min(len(s) for s in seqs) - 1  # each prompt keeps at least one token of its own
         for s in seqs[1:]:
             n = shared_start(seqs[0], s, n)
         if n < min_tokens:
             return None
         ids = torch.tensor([seqs[0][:n]] * len(adapters), device=self.device)
-        with self._rows(adapters):
+        with self.rows(adapters):
             cache = self.model(input_ids=ids, use_cache=True, logits_to_keep=last_position(ids)).cache
         return n, cache, {a: r for r, a in enumerate(adapters)}
 
@@ -260,7 +252,6 @@ class Engine:
         forward pass with no KV copies, and only the hidden states that predict an option token
         are projected onto the vocabulary (the 49k-wide head is a large share of the work on
         short options)."""
-        from .tree import additive_mask, tree_rows
         n_pre, cache = 0, None
         if prefix is not None:
             n_pre, shared, row_of = prefix
@@ -364,7 +355,7 @@ class Engine:
             for r, seq in enumerate(ids):
                 x[r, :len(seq)] = torch.tensor(seq)
                 mask[r, :len(seq)] = 1
-            with self._rows(names[i:i + self.batch_size]):
+            with self.rows(names[i:i + self.batch_size]):
                 logits = self.model(input_ids=x.to(self.device), attention_mask=mask.to(self.device),
                                     use_cache=False).logits.float()
             lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, x[:, 1:, None].to(self.device)).squeeze(-1)
@@ -401,7 +392,7 @@ class Engine:
             for r, s in enumerate(seqs):
                 ids[r, :len(s)] = torch.tensor(s)
                 mask[r, :len(s)] = 1
-            with self._rows([names[i] for i in batch]):
+            with self.rows([names[i] for i in batch]):
                 scores = last_token_scores(self.model, ids.to(self.device), mask.to(self.device)).float().tolist()
             dt = time.perf_counter() - t0
             for i, s in zip(batch, scores):
@@ -421,7 +412,6 @@ class Engine:
                                 Generation, "generating")
 
     def _generate(self, prompts, names, todo, params, meter) -> list[Generation]:
-        from .decode import Decoder, Sequence, supported
         if not supported(self.model):
             return self._generate_static(prompts, names, todo, params, meter)
         # Continuous batching: up to batch_size rows decode together, and a finished row's place
@@ -452,15 +442,14 @@ class Engine:
         learning adapters, sliding-window attention)."""
         enc = {i: self.encode(prompts[i]) for i in todo}
         cost = {i: len(enc[i]) + params["max_new_tokens"] for i in todo}
-        eos = {self.tok.eos_token_id} | set(_as_list(getattr(self.model.generation_config, "eos_token_id", None)))
-        eos.discard(None)
+        eos = end_tokens(self.model, self.tok)
         out: dict[int, Generation] = {}
         for batch in self._batches(todo, cost):
-            ids, mask = self._left_pad([enc[i] for i in batch])
+            ids, mask = left_pad([enc[i] for i in batch], self.pad_id, self.device)
             if params["temperature"] > 0:
                 torch.manual_seed(params["seed"])
             t0 = time.perf_counter()
-            with self._rows([names[i] for i in batch]):
+            with self.rows([names[i] for i in batch]):
                 seqs = self.model.generate(
                     input_ids=ids, attention_mask=mask, max_new_tokens=params["max_new_tokens"],
                     do_sample=params["temperature"] > 0, temperature=params["temperature"] or None,
@@ -502,15 +491,6 @@ def causal_lm_of(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def last_position(ids: torch.Tensor) -> torch.Tensor:
-    """`logits_to_keep` for the last position only, as an index tensor, not the int 1: transformers
-    slices `hidden[:, -1:]`, a strided view of a batch, and linear() on a non-contiguous 3-D input
-    falls back to a batched matmul that copies the vocabulary head once per row (49152 x 576 for
-    SmolLM2: 1.7 s of a 2.5 s prefill of 32 short prompts on a 2-core CPU). Indexing with a
-    tensor gives a contiguous [rows, 1, hidden], projected by one matmul."""
-    return torch.tensor([ids.shape[1] - 1], device=ids.device)
-
-
 def head_logits(causal_lm, hidden: torch.Tensor) -> torch.Tensor:
     """The vocabulary projection of the given hidden states only, with the model's final logit
     soft-capping where it has one (as its own forward would apply)."""
@@ -545,10 +525,6 @@ def _until_eos(tokens: list[int], eos: set[int], pad: int) -> list[int]:
         if t in eos or t == pad:
             return tokens[:n]
     return tokens
-
-
-def _as_list(v) -> list:
-    return [] if v is None else list(v) if isinstance(v, (list, tuple)) else [v]
 
 
 def _stored(result) -> dict:

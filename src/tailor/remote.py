@@ -19,10 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
+import torch
+
 from .engine import ChoiceScores, Engine, Generation
 from .errors import TailorError
 
 PREFIX = "openai:"
+# openai (the client library) is imported where requests are sent, not by every importer of this module
 
 
 @dataclass
@@ -33,21 +36,6 @@ class RemoteModel:
     @property
     def weights_id(self) -> str:
         return f"{PREFIX}{self.url}#{self.name}"
-
-
-def load(spec: str):
-    """A Base for `openai:URL#MODEL`: the remote model and a local tokenizer to render prompts."""
-    import torch
-
-    from .models import Base, load_tokenizer, model_dir
-    url, name, tokenizer = parse(spec)
-    try:
-        tok = load_tokenizer(tokenizer)
-    except Exception as e:   # the tokenizer name is the user's: say which and why
-        raise TailorError(f"model '{spec}': cannot load tokenizer '{tokenizer}' to render prompts ({e}); name a "
-                          "bundled model or a local folder with ?tokenizer=NAME") from None
-    remote = RemoteModel(url, name)
-    return Base(spec, model_dir(tokenizer), remote, tok, torch.float32, torch.device("cpu"), remote.weights_id)
 
 
 def parse(spec: str) -> tuple[str, str, str]:
@@ -76,7 +64,6 @@ class RemoteEngine(Engine):
 
     @property
     def device(self):
-        import torch
         return torch.device("cpu")
 
     def _score(self, prompts, options, names, todo, meter) -> list[ChoiceScores]:

@@ -24,10 +24,11 @@ def index(
     """Build or update a knowledge base: chunks by tokens on sentence boundaries with overlap, BM25
     (bm25s) and MiniLM embeddings, a manifest of document hashes. Written atomically: a killed
     build leaves the previous knowledge base whole."""
+    from ..datasets.knowledge import knowledge_documents
     from ..errors import TailorError
     from ..models import load_tokenizer
-    from ..retrieval import Chunker, build, read_documents
-    docs = read_documents(source)
+    from ..retrieval import Chunker, build
+    docs = knowledge_documents(source)
     try:
         chunker = Chunker(load_tokenizer(model), chunk_tokens, overlap_tokens)
     except ValueError as e:

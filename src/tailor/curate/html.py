@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .report import escape
+import html
 
 STYLE = """<style>
 .tailor-curation{font:14px/1.45 system-ui,sans-serif;color:#222}
@@ -113,3 +113,7 @@ def _noise(n: dict) -> str:
         head = ["id", "input", "output", "mean log-prob"]
     note = f'<p class="muted">{escape(n.get("caveat", ""))}</p>' if n.get("caveat") else ""
     return "<h3>Rows to review (the model disagrees)</h3>" + note + _table(head, rows)
+
+
+def escape(x) -> str:
+    return html.escape(str(x), quote=True)

@@ -3,10 +3,10 @@ ladder report, and the reasons that should stop a ladder run."""
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass, field
 
 from ..task import Example
+from .html import render_section
 
 MAX_LISTED = 50  # ids listed per finding in curation.json (the counts are always complete)
 
@@ -154,7 +154,6 @@ class CurationReport:
         return rows
 
     def html_section(self) -> str:
-        from .html import render_section
         return render_section(self)
 
 
@@ -189,7 +188,3 @@ def _trim(d: dict) -> dict:
         else:
             out[k] = v
     return out
-
-
-def escape(x) -> str:
-    return html.escape(str(x), quote=True)

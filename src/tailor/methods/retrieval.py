@@ -32,8 +32,8 @@ CITE = " Use the numbered context passages, and cite the passage you used as [n]
 def open_retriever(kb: str | None, task, base, k: int, kind: str):
     """The retriever over `kb` (a folder built by tailor index, or a bundled knowledge base, built
     into the cache on first use with the base's tokenizer), or the task's own knowledge base."""
-    from ..datasets.knowledge import BUNDLED_KBS
-    from ..retrieval import Chunker, KnowledgeBase, Retriever, build, read_documents
+    from ..datasets.knowledge import BUNDLED_KBS, bundled_documents
+    from ..retrieval import Chunker, KnowledgeBase, Retriever, build
     from ..retrieval.chunking import tokenizer_id
     from ..utils import cache_dir
     spec = kb or task.knowledge
@@ -45,7 +45,7 @@ def open_retriever(kb: str | None, task, base, k: int, kind: str):
         try:
             return Retriever(KnowledgeBase.open(folder), k, kind)
         except TailorError:   # not built yet, or by another Tailor: (re)built, reusing what embeddings it can
-            build(read_documents(spec), folder, Chunker(base.tokenizer), source=spec)
+            build(bundled_documents(spec), folder, Chunker(base.tokenizer), source=spec)
             return Retriever(KnowledgeBase.open(folder), k, kind)
     return Retriever(KnowledgeBase.open(Path(spec)), k, kind)
 

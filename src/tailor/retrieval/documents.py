@@ -1,5 +1,6 @@
 """The documents a knowledge base is built from: a folder of .txt / .md / .html files, a JSONL of
-`{id, title?, text}` records, or a bundled knowledge base. Every problem is a one-line DataError
+`{id, title?, text}` records, or one text file (a bundled knowledge base's documents come from
+`tailor.datasets.knowledge`). Every problem is a one-line DataError
 naming the file (and line) before anything is written."""
 
 from __future__ import annotations
@@ -31,10 +32,7 @@ class Document:
 
 
 def read_documents(source: str | Path) -> list[Document]:
-    """The documents of SOURCE (a folder, a .jsonl file, or a bundled knowledge base's name)."""
-    from ..datasets.knowledge import BUNDLED_KBS, bundled_documents
-    if str(source) in BUNDLED_KBS:
-        return bundled_documents(str(source))
+    """The documents of SOURCE (a folder, a .jsonl file, or one text file)."""
     path = Path(source)
     if path.is_dir():
         docs = _read_folder(path)
@@ -46,8 +44,7 @@ def read_documents(source: str | Path) -> list[Document]:
         raise DataError(path, f"unsupported knowledge source '{path.suffix}' (a folder of {', '.join(TEXT_SUFFIXES)} "
                         "files, or a .jsonl of {id, title, text} records)")
     else:
-        known = ", ".join(BUNDLED_KBS)
-        raise DataError(path, f"not found (neither a folder, a .jsonl file, nor a bundled knowledge base: {known})")
+        raise DataError(path, "not found")
     if not docs:
         raise DataError(path, f"no documents found (looked for {', '.join(TEXT_SUFFIXES)} files)")
     return docs

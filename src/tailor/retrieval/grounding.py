@@ -15,27 +15,10 @@ from __future__ import annotations
 
 import re
 
-from ..evaluate import normalize
+from ..evaluate import normalize, strip_citations
 
-_CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 _STOP = frozenset("the a an and or of to in on for with by from at as is are was were be been it its this that "
                   "these those which who whom what when where why how not no yes".split())
-
-
-def parse_citations(text: str, n_passages: int) -> tuple[list[int], list[int]]:
-    """([n, ...] cited in order, first mention only, within 1..n_passages; [out-of-range numbers])."""
-    cited, bad = [], []
-    for m in _CITATION.finditer(text):
-        for part in m.group(1).split(","):
-            n = int(part)
-            target = cited if 1 <= n <= n_passages else bad
-            if n not in target:
-                target.append(n)
-    return cited, bad
-
-
-def strip_citations(text: str) -> str:
-    return re.sub(r"\s*\[\d+(?:\s*,\s*\d+)*\]", "", text).strip()
 
 
 def key_words(text: str) -> set[str]:
