@@ -9,7 +9,11 @@ import time
 from dataclasses import dataclass
 
 from .evaluate import Prediction, percentile, score_predictions
+from .methods.base import method_class
+from .preference.data import pairs_of
+from .preference.reward import likelihood_preference
 from .results import Cost
+from .retrieval.grounding import summarize
 
 
 @dataclass
@@ -26,9 +30,7 @@ class Measurement:
 
 def measure(adapted, task, rows, *, cache=None, batch_size: int = 16, max_new_tokens: int = 64,
             progress: bool = True, latency_requests: int = 8) -> Measurement:
-    from .methods.base import method_class
-    if getattr(method_class(adapted.method), "scorer", False):   # a reward model judges pairs, it does not answer
-        from .preference.reward import measure_reward_model
+    if method_class(adapted.method).scorer:   # a reward model judges pairs, it does not answer
         return measure_reward_model(adapted, rows, cache=cache, batch_size=batch_size, progress=progress)
     engine = adapted.engine(cache, batch_size=batch_size, progress=progress)
     retriever = adapted.passages
@@ -41,11 +43,9 @@ def measure(adapted, task, rows, *, cache=None, batch_size: int = 16, max_new_to
     longdoc = dict(adapted.measured) if hasattr(adapted, "measured") else None
     report = score_predictions(task, preds)
     if any(isinstance(r.meta.get("rejected"), str) for r in rows):   # preference pairs: the likelihood margin too
-        from .preference.reward import likelihood_preference
         report.metrics["preference_accuracy"] = likelihood_preference(engine, adapted.builder, rows)["accuracy"]
     grounding = None
     if retriever is not None:
-        from .retrieval.grounding import summarize
         grounding = summarize(task, preds, retriever)
     computed = sum(not p.cached for p in preds)
     latencies = request_latencies(adapted, task, rows[:latency_requests], max_new_tokens)
@@ -55,6 +55,30 @@ def measure(adapted, task, rows, *, cache=None, batch_size: int = 16, max_new_to
                 latency_requests=len(latencies))
     return Measurement(preds, report.metrics, report.confusion, report.labels, cost, dict(engine.notes), grounding,
                        longdoc)
+
+
+def measure_reward_model(adapted, rows, *, cache=None, batch_size: int = 16, progress: bool = True) -> Measurement:
+    """THE measurement of a reward-model arm: it judges pairs, it does not answer, so its quality
+    is held-out pairwise accuracy; each row's prediction is the side it scores higher."""
+    pairs = pairs_of(rows)
+    engine = adapted.engine(cache, batch_size=batch_size, progress=progress)
+    b = adapted.builder
+    t0 = time.perf_counter()
+    prompts = [b.build(ex).text for ex in pairs]
+    chosen = engine.reward(prompts, [b.target_text(ex.target) for ex in pairs])
+    rejected = engine.reward(prompts, [b.target_text(ex.meta["rejected"]) for ex in pairs])
+    wall = time.perf_counter() - t0
+    preds = [Prediction(ex.id, "chosen" if c.score > r.score else "rejected", "chosen", c.prompt_tokens,
+                        0, c.latency_s, c.cached and r.cached, probs={"chosen": c.score, "rejected": r.score})
+             for ex, c, r in zip(pairs, chosen, rejected)]
+    wins = [1.0 if c.score > r.score else 0.5 if c.score == r.score else 0.0 for c, r in zip(chosen, rejected)]
+    metrics = {"pairwise_accuracy": sum(wins) / len(wins),
+               "mean_margin": sum(c.score - r.score for c, r in zip(chosen, rejected)) / len(pairs)}
+    computed = sum(not p.cached for p in preds)
+    cost = Cost(requests=len(preds), prompt_tokens_per_request=sum(p.prompt_tokens for p in preds) / len(preds),
+                eval_wall_s=wall, batch_s_per_request=wall / computed if computed else None,
+                cached_share=1 - computed / len(preds))
+    return Measurement(preds, metrics, None, None, cost, dict(engine.notes))
 
 
 def request_latencies(adapted, task, rows, max_new_tokens: int = 64) -> list[float]:

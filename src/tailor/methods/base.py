@@ -8,13 +8,17 @@ loading; nothing else switches on method names, so a new method touches one file
 from __future__ import annotations
 
 import copy
+import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import TailorError
-from ..recipe import Recipe, find_arm, read_recipe, save_recipe
+from ..prompts import PromptBuilder, assemble
+from ..recipe import POOL, RECIPE, Recipe, find_arm, read_recipe, save_recipe
 from ..schema import Options
+from ..utils import sha256_file
 
 # engine, remote and evaluate import torch: they are imported in the functions that run a model, so
 # validating an experiment's arms (tailor.config) never loads it
@@ -22,7 +26,6 @@ if TYPE_CHECKING:
     from ..engine import Engine, ResultCache
     from ..evaluate import Prediction
     from ..models import Base
-    from ..prompts import PromptBuilder
     from ..task import Example, Task
 
 # method name -> its class: every class that names a `method` adds itself when it is defined, so
@@ -123,7 +126,6 @@ class Adapted:
 
     def prompts(self, examples: list[Example]) -> list[str]:
         """Each example's prompt exactly as this arm is measured with (shots and passages included)."""
-        from ..prompts import assemble
         return [p.text for p in assemble(self.builder, examples, self.shots, self.passages)[0]]
 
     def check_request(self, example: Example) -> None:
@@ -172,7 +174,6 @@ def save_adapted(adapted: Adapted, folder: Path) -> int:
 def artifact_bytes(folder: Path, recipe: Recipe) -> int:
     """What serving the arm needs: the recipe, its pool and the weight files (not the
     training run's logs and checkpoints beside them)."""
-    from ..recipe import POOL, RECIPE
     files = [RECIPE, POOL] + list((recipe.weights or {}).get("files", []))
     return sum((folder / f).stat().st_size for f in files if (folder / f).is_file())
 
@@ -180,9 +181,6 @@ def artifact_bytes(folder: Path, recipe: Recipe) -> int:
 def copy_artifact(adapted: Adapted, folder: Path) -> None:
     """The arm's artifact (recipe, pool, weight files) copied into `folder`, which it then lives
     in: a run that reuses an earlier fit still holds every arm it measured."""
-    import shutil
-
-    from ..recipe import POOL, RECIPE
     src = adapted.artifact_dir
     for rel in [RECIPE, POOL] + list((adapted.recipe.weights or {}).get("files", [])):
         if (src / rel).is_file():
@@ -193,7 +191,6 @@ def copy_artifact(adapted: Adapted, folder: Path) -> None:
 
 def load_adapted(path: str | Path, base: Base) -> Adapted:
     """Any arm, rebuilt from its folder (see `find_arm`) on a loaded base."""
-    import logging
     folder = find_arm(path)
     recipe, pool = read_recipe(folder)
     trained_on = (recipe.base or {}).get("weights_id", "")
@@ -210,7 +207,6 @@ def arm_content(path: str | None) -> str | None:
     """An arm folder's weights digest (its recipe, for arms without weights), None if unreadable."""
     if not path:
         return None
-    from ..utils import sha256_file
     try:
         folder = find_arm(Path(path))
         recipe, _ = read_recipe(folder)
@@ -229,6 +225,5 @@ def base_recipe(method: Method, task: Task, base: Base, builder: PromptBuilder, 
 
 
 def recipe_builder(recipe: Recipe, tokenizer) -> PromptBuilder:
-    from ..prompts import PromptBuilder
     return PromptBuilder(tokenizer, recipe.kind, recipe.instruction, recipe.max_prompt_tokens,
                          recipe.list_options, recipe.chat_template)

@@ -27,7 +27,7 @@ from ..errors import TailorError
 from ..recipe import Recipe
 from ..train.options import TrainConfig
 from ..utils import atomic_dir, atomic_write_json
-from .base import Adapted, Method, base_recipe, recipe_builder
+from .base import Adapted, Method, base_recipe, frozen_copy, recipe_builder
 
 log = logging.getLogger("tailor")
 # bitsandbytes (imported by peft when installed) logs on every import that an optional CPU
@@ -132,19 +132,6 @@ def for_inference(model, method: str, dtype) -> None:
     for p in model.parameters():
         if p.dtype != dtype and p.is_floating_point():
             p.data = p.data.to(dtype)
-
-
-def frozen_copy(base):
-    """A private module tree over the base's own frozen weight tensors. Arms of a ladder share one
-    loaded base, which must stay intact: peft and BitFit change modules (wrap them, add biases),
-    never the frozen weights, so copying the modules but not the weights keeps the base intact
-    without a second copy of the model in memory (the training loop never mutates a frozen
-    tensor either: see `prepare_precision`)."""
-    shared = {id(p): p for p in base.model.parameters()}
-    model = copy.deepcopy(base.model, shared)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
 
 
 class Full(_Trained):

@@ -25,7 +25,7 @@ def reward_backbone(base, seed: int = 0):
     of the model in memory); a fresh head initialised as transformers initialises it."""
     from transformers import AutoModelForSequenceClassification
 
-    from ..methods.finetune import frozen_copy
+    from ..methods.base import frozen_copy
     config = copy.deepcopy(base.model.config)
     config.num_labels = 1
     config.pad_token_id = base.tokenizer.pad_token_id
@@ -101,33 +101,3 @@ def likelihood_preference(engine, builder, examples) -> dict:
     per_token = [s.mean_logprobs[0] > s.mean_logprobs[1] for s in scores]
     return {"pairs": len(pairs), "accuracy": sum(raw) / len(raw), "accuracy_per_token": sum(per_token) / len(raw),
             "mean_margin": sum(s.logprobs[0] - s.logprobs[1] for s in scores) / len(scores)}
-
-
-def measure_reward_model(adapted, rows, *, cache=None, batch_size: int = 16, progress: bool = True):
-    """THE measurement of a reward-model arm: it judges pairs, it does not answer, so its quality
-    is held-out pairwise accuracy; each row's prediction is the side it scores higher."""
-    import time
-
-    from ..evaluate import Prediction
-    from ..measure import Measurement
-    from ..results import Cost
-    from .data import pairs_of
-    pairs = pairs_of(rows)
-    engine = adapted.engine(cache, batch_size=batch_size, progress=progress)
-    b = adapted.builder
-    t0 = time.perf_counter()
-    prompts = [b.build(ex).text for ex in pairs]
-    chosen = engine.reward(prompts, [b.target_text(ex.target) for ex in pairs])
-    rejected = engine.reward(prompts, [b.target_text(ex.meta["rejected"]) for ex in pairs])
-    wall = time.perf_counter() - t0
-    preds = [Prediction(ex.id, "chosen" if c.score > r.score else "rejected", "chosen", c.prompt_tokens,
-                        0, c.latency_s, c.cached and r.cached, probs={"chosen": c.score, "rejected": r.score})
-             for ex, c, r in zip(pairs, chosen, rejected)]
-    wins = [1.0 if c.score > r.score else 0.5 if c.score == r.score else 0.0 for c, r in zip(chosen, rejected)]
-    metrics = {"pairwise_accuracy": sum(wins) / len(wins),
-               "mean_margin": sum(c.score - r.score for c, r in zip(chosen, rejected)) / len(pairs)}
-    computed = sum(not p.cached for p in preds)
-    cost = Cost(requests=len(preds), prompt_tokens_per_request=sum(p.prompt_tokens for p in preds) / len(preds),
-                eval_wall_s=wall, batch_s_per_request=wall / computed if computed else None,
-                cached_share=1 - computed / len(preds))
-    return Measurement(preds, metrics, None, None, cost, dict(engine.notes))
