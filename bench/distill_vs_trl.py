@@ -97,8 +97,7 @@ def side_tailor(args, paths) -> dict:
     base = load_base("smollm2-135m", dtype="bf16", device="cpu")
     # labelled with the engine's cache off, so the time is what labelling these rows costs (the
     # arm then finds the labels made here)
-    labels = label_rows(paths["teacher"], task.splits["train"], runs_dir=Path(args.tmp) / "runs", progress=False,
-                        cache=False)
+    labels = label_rows(paths["teacher"], task.splits["train"], base=base, progress=False, cache=False)
     labelling_s = labels.labelling["wall_s"]
     arm = make_method("distill", {"teacher": paths["teacher"], "student": paths["student"], "labels": "soft",
                                   "alpha": 0.0, "temperature": TEMPERATURE, "lr": LR, "epochs": 1, "batch_size": BATCH,
@@ -125,7 +124,7 @@ def side_trl(args, paths) -> dict:
     from tailor.models import load_tokenizer
     task = task_rows(args.rows)
     tok = load_tokenizer(paths["student"])
-    labels = label_rows(paths["teacher"], task.splits["train"], runs_dir=Path(args.tmp) / "runs", progress=False).rows
+    labels = label_rows(paths["teacher"], task.splits["train"], progress=False).rows
     for row in task.splits["train"]:
         row.target = labels[row.id]["label"]
     from tailor.prompts import builder_for

@@ -115,7 +115,7 @@ def test_a_killed_teacher_labelling_resumes_and_never_labels_a_row_twice(teacher
             raise Killed()
 
     monkeypatch.setattr(Journal, "add", add_then_die)
-    opts = {"batch_size": 4, "runs_dir": tmp_path / "runs", "progress": False}
+    opts = {"batch_size": 4, "progress": False}
     with pytest.raises(Killed):
         label_rows(teacher, rows, **opts)
     assert len(scored) == 8
@@ -156,7 +156,7 @@ def test_soft_labels_across_two_tokenizers_train_on_the_label_set_kl(teacher, ti
     student = load_base(str(other_tokenizer_model), dtype="fp32")
     builder = builder_for(tickets, student.tokenizer, student.model.config)
     pool = train_pool(tickets, arm)
-    labels = label_rows(teacher, pool, runs_dir=tmp_path / "runs", progress=False).rows
+    labels = label_rows(teacher, pool, progress=False).rows
     from tailor.engine import Engine
     engine = Engine(student.model, student.tokenizer, "student", None, progress=False)
     prompts = [builder.build(ex).text for ex in pool]

@@ -320,8 +320,8 @@ def test_a_teacher_behind_the_server_labels_for_distillation_as_the_arm_does_loc
     teacher = tmp_path / "remote-teacher"
     save_adapted(make_method("zero-shot").fit(tickets, remote, progress=False), teacher)
     rows = tickets.splits["train"][:8]
-    far = label_rows(teacher, rows, runs_dir=tmp_path / "runs", progress=False).rows
-    near = label_rows(folders["clf"], rows, runs_dir=tmp_path / "runs", progress=False).rows
+    far = label_rows(teacher, rows, progress=False).rows
+    near = label_rows(folders["clf"], rows, progress=False).rows
     for ex in rows:
         assert far[ex.id]["label"] == near[ex.id]["label"]
         assert far[ex.id]["probs"] == pytest.approx(near[ex.id]["probs"], abs=2e-3)

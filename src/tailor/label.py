@@ -1,8 +1,8 @@
 """Model-in-the-loop labelling: `tailor label FILE --with ARM --out REVIEW` and
 `tailor label --accept REVIEW --into TASK_FILE`.
 
-Pre-labelling runs the rows through `tailor.predict.run_predict` (the arm exactly as the ladder
-measured it, through the engine and its result cache). Its journal (for review.jsonl:
+Pre-labelling runs the rows through `label_examples` (the arm exactly as the ladder measured it,
+through the engine and its result cache). Its journal (for review.jsonl:
 review.predictions.jsonl.partial beside it) makes a run that is killed resumable: started again, it computes only
 the rows the journal lacks and never labels a row twice. The review file, REVIEW (JSONL) and
 REVIEW with a .csv suffix, lists the least certain rows first. A reviewer fills the `review`
@@ -12,7 +12,8 @@ Confidence is the model's largest probability over the labels (classify arms) or
 (choice arms). A generate arm has no probabilities: its confidence is null, so its rows keep
 input order and none passes a confidence threshold unreviewed.
 
-`prelabel` is the one labelling path: teacher labelling for distillation calls it too.
+`label_examples` is the one labelling path, over an arm already loaded: `tailor predict` adds
+its journal and output files to it, and distillation's teacher labelling its label store.
 """
 
 from __future__ import annotations
@@ -23,85 +24,149 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .context import open_run
 from .errors import DataError, TailorError
-from .utils import atomic_write_json, atomic_write_text
+from .journal import Journal, fill
+from .methods.base import load_adapted, method_class
+from .progress import Meter
+from .recipe import Recipe, find_arm, read_recipe
+from .task import Example, Task, detect_format, load_inputs, read_records, records_to_examples
+from .utils import atomic_write_text, sha256_file
+
+# evaluate and models import torch: the functions that run a model import them, so reading and
+# accepting a review loads no model code
 
 REVIEW_WORDS = ("accept", "reject")
 PROB_PREFIX = "p_"
 
 
-# ---------------------------------------------------------------- pre-labelling
+# ---------------------------------------------------------------- labelling
 
 
-def prelabel(arm: str | Path, input: str | Path, work: str | Path, **predict_options) -> tuple[list[dict], dict]:
-    """The model's label, confidence and probabilities for every row of the task file `input`
-    (targets optional), in input order, and run_predict's summary. `work` is where predictions
-    are written while they are computed (its journal is `work` + .partial); it is removed once
-    the rows are read back."""
-    from .predict import run_predict
-    from .task import load_inputs
-    input, work = Path(input), Path(work)
-    examples = load_inputs(input)
-    errors = work.with_name(work.stem + ".errors.jsonl")
-    summary = run_predict(arm, input, work, errors, **predict_options)
-    if summary["failed"]:   # never a review with rows silently missing
-        raise TailorError(f"{input}: {summary['failed']} rows could not be labelled; their errors are in {errors}")
-    lines = {}
-    for text in filter(None, work.read_text(encoding="utf-8").split("\n")):   # not splitlines(): U+2028 in text
-        line = json.loads(text)
-        lines[line["id"]] = line
-    work.unlink()
-    errors.unlink(missing_ok=True)
-    rows = []
-    for ex in examples:
-        line = lines[ex.id]
-        probs = line.get("probs")
-        row = {"id": ex.id, "input": ex.input, "label": line["prediction"],
-               "confidence": max(probs.values()) if probs else None, "probs": probs}
-        if ex.choices is not None:
-            row["choices"] = ex.choices
+def labelling_arm(arm: str | Path) -> tuple[Path, Recipe]:
+    """The folder and recipe of the arm `arm`, which must answer rows: a scorer (a reward model)
+    writes no answers and is refused."""
+    folder = find_arm(arm)
+    recipe, _ = read_recipe(folder)
+    if method_class(recipe.method).scorer:
+        raise TailorError(f"{folder}: a {recipe.method} arm scores answers, it writes none: there is nothing "
+                          "to predict or label (use it as a judge, or as a ppo arm's reward_model)")
+    return folder, recipe
+
+
+def recipe_task(recipe: Recipe) -> Task:
+    """The task an arm answers, as its recipe states it (kind, instruction, labels), with no rows."""
+    return Task("predict", recipe.kind, recipe.instruction, [], labels=recipe.labels)
+
+
+def label_examples(adapted, engine, examples: list[Example], max_new_tokens: int = 64) -> tuple[list[dict], int]:
+    """THE labelling path: an already-loaded arm's answer to each example, exactly as it is
+    measured (`Adapted.predict`: shots, passages, option scoring or generation, through `engine`
+    and its result cache). Returns one line per example, {id, prediction, prompt_tokens,
+    completion_tokens, probs (classify and choice arms), target (where the example has one)}, and
+    the tokens computed (not read from the cache). `tailor predict`, `tailor label` and
+    distillation's teacher labelling all label through here."""
+    preds = adapted.predict(engine, recipe_task(adapted.recipe), examples, max_new_tokens)
+    lines = []
+    for ex, p in zip(examples, preds):
+        line = {"id": p.id, "prediction": p.prediction, "prompt_tokens": p.prompt_tokens,
+                "completion_tokens": p.completion_tokens}
+        if p.probs is not None:
+            line["probs"] = p.probs
         if ex.target:
-            row["gold"] = ex.target
-        row["review"] = ""
-        rows.append(row)
-    return rows, summary
+            line["target"] = ex.target
+        lines.append(line)
+    return lines, sum(p.prompt_tokens + p.completion_tokens for p in preds if not p.cached)
+
+
+def label_chunk(adapted, engine, examples: list[Example], indices: list[int],
+                max_new_tokens: int = 64) -> tuple[list[dict], int]:
+    """Journal entries ({"i", "line"}) for the examples at `indices`, and the tokens computed."""
+    lines, tokens = label_examples(adapted, engine, [examples[i] for i in indices], max_new_tokens)
+    return [{"i": i, "line": line} for i, line in zip(indices, lines)], tokens
+
+
+def score_lines(recipe: Recipe, lines: list[dict]) -> dict | None:
+    """Metrics of the labelled lines that carry a target (None when none does)."""
+    from .evaluate import Prediction, score_predictions
+    scored = [line for line in lines if line.get("target")]
+    if not scored:
+        return None
+    preds = [Prediction(line["id"], line["prediction"], line["target"], line["prompt_tokens"], line["completion_tokens"],
+                        0.0, probs=line.get("probs")) for line in scored]
+    return {"rows": len(scored), **score_predictions(recipe_task(recipe), preds).metrics}
+
+
+def review_row(ex: Example, line: dict) -> dict:
+    """A row of the review file: the model's label, its confidence and probabilities, the gold
+    target where the input has one, and an empty `review` for a person to fill."""
+    probs = line.get("probs")
+    row = {"id": ex.id, "input": ex.input, "label": line["prediction"],
+           "confidence": max(probs.values()) if probs else None, "probs": probs}
+    if ex.choices is not None:
+        row["choices"] = ex.choices
+    if ex.target:
+        row["gold"] = ex.target
+    row["review"] = ""
+    return row
 
 
 def label_file(arm: str | Path, input: str | Path, review: str | Path, *, keep_above: float | None = None,
-               **predict_options) -> dict:
+               model: str | None = None, dtype: str = "auto", device: str = "auto", batch_size: int = 16,
+               max_new_tokens: int = 64, cache: bool = True, runs_dir: str = "runs", progress: bool = True) -> dict:
     """Pre-labels every row of `input` with `arm` and writes the review file `review` (.jsonl) and
     its CSV copy beside it, least certain rows first. With `keep_above`, each row's `kept` says
-    whether its confidence is at least that. `predict_options` go to `run_predict` (model, dtype,
-    device, batch_size, max_new_tokens, cache, runs_dir, progress). Returns a summary."""
-    from .recipe import find_arm, read_recipe
+    whether its confidence is at least that. `model`: the base (default: the one the arm was
+    fitted on). Rows are journaled chunk by chunk (`batch_size` rows) in
+    REVIEW.predictions.jsonl.partial: a killed run started again labels only the rows it lacks.
+    Returns a summary (also written to the run directory's label.json)."""
+    from .models import recipe_base
     input, review = Path(input), Path(review)
     if review.suffix.lower() != ".jsonl":
         raise TailorError(f"{review}: the review file must end in .jsonl (its CSV copy is written beside it)")
     csv_path = review.with_suffix(".csv")
     if input.resolve() in (review.resolve(), csv_path.resolve()):
         raise TailorError(f"{review}: the review file would overwrite the input")
-    recipe, _ = read_recipe(find_arm(arm))
+    folder, recipe = labelling_arm(arm)
     if keep_above is not None:
         if not 0 <= keep_above <= 1:
             raise TailorError(f"--keep-above must be a probability from 0 to 1, got {keep_above}")
         if recipe.kind == "generate":
             raise TailorError(f"--keep-above needs the model's probabilities, and {arm} is a generate arm (it has none)")
-    rows, s = prelabel(arm, input, review.with_name(review.stem + ".predictions.jsonl"), **predict_options)
-    if keep_above is not None:
-        for row in rows:
-            row["kept"] = row["confidence"] >= keep_above
-    rows.sort(key=lambda r: (r["confidence"] is not None, r["confidence"] or 0.0))   # stable: ties keep input order
-    atomic_write_text(review, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    atomic_write_text(csv_path, _review_csv(rows, recipe.labels if recipe.kind == "classify" else None))
+    examples = load_inputs(input)
+    base_name = model or recipe_base(recipe, folder)
+    config = {"arm": str(arm), "input": str(input), "review": str(review), "keep_above": keep_above,
+              "batch_size": batch_size, "max_new_tokens": max_new_tokens}
+    with open_run("label", Path(arm).name, config, runs_dir=runs_dir, model=base_name, dtype=dtype, device=device,
+                  cache=cache) as ctx:
+        made_of = {"input": sha256_file(input), "arm": str(folder.resolve()), "weights": (recipe.weights or {}).get("digest"),
+                   "model": base_name, "dtype": dtype, "max_new_tokens": max_new_tokens}
+        journal = Journal(review.with_name(review.stem + ".predictions.jsonl"), made_of)
+        todo = [i for i in range(len(examples)) if i not in journal.done]
+        adapted = load_adapted(folder, ctx.base)
+        engine = adapted.engine(ctx.cache, batch_size=batch_size, progress=False)
+        with Meter(len(todo), "labelling", progress, "rows") as meter:
+            fill(journal, todo, lambda indices: label_chunk(adapted, engine, examples, indices, max_new_tokens),
+                 batch_size, meter)
+        lines = [journal.done[i]["line"] for i in range(len(examples))]
+        rows = [review_row(ex, line) for ex, line in zip(examples, lines)]
+        if keep_above is not None:
+            for row in rows:
+                row["kept"] = row["confidence"] >= keep_above
+        rows.sort(key=lambda r: (r["confidence"] is not None, r["confidence"] or 0.0))   # stable: ties keep input order
+        atomic_write_text(review, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        atomic_write_text(csv_path, _review_csv(rows, recipe.labels if recipe.kind == "classify" else None))
+        journal.path.unlink()
 
-    confs = [r["confidence"] for r in rows if r["confidence"] is not None]
-    summary = {"kind": recipe.kind, "rows": len(rows), "labelled": len(rows), "computed": s["computed"],
-               "from_journal": s["from_journal"], "keep_above": keep_above,
-               "kept": sum(r["kept"] for r in rows) if keep_above is not None else None,
-               "mean_confidence": sum(confs) / len(confs) if confs else None,
-               **_gold_accuracy(rows, recipe.kind, keep_above is not None),
-               "metrics": s.get("metrics"), "review": str(review), "csv": str(csv_path), "run_dir": s["run_dir"]}
-    atomic_write_json(Path(s["run_dir"]) / "label.json", summary)
+        confs = [r["confidence"] for r in rows if r["confidence"] is not None]
+        summary = {"kind": recipe.kind, "rows": len(rows), "labelled": len(rows), "computed": len(todo),
+                   "from_journal": len(rows) - len(todo), "keep_above": keep_above,
+                   "kept": sum(r["kept"] for r in rows) if keep_above is not None else None,
+                   "mean_confidence": sum(confs) / len(confs) if confs else None,
+                   **_gold_accuracy(rows, recipe.kind, keep_above is not None),
+                   "metrics": score_lines(recipe, lines), "review": str(review), "csv": str(csv_path),
+                   "run_dir": str(ctx.path)}
+        ctx.run.write_json("label.json", summary)
     return summary
 
 
@@ -163,7 +228,6 @@ class Reviewed:
 def read_review(path: str | Path) -> tuple[str, list[Reviewed]]:
     """A review file (the JSONL or its CSV, either possibly edited by hand), validated strictly:
     a bad row is a DataError naming the file, line and field. Returns the task kind and the rows."""
-    from .task import read_records
     path = Path(path)
     if path.suffix.lower() not in (".jsonl", ".csv"):
         raise DataError(path, "a review file is .jsonl or .csv")
@@ -345,7 +409,6 @@ def accept(review: str | Path, into: str | Path, *, threshold: float) -> dict:
 def _existing(into: Path) -> tuple[str | None, set[str], str]:
     """The format, the ids and the text (ending in a newline) of the task file `into`; None, an
     empty set and "" when it does not exist or is empty."""
-    from .task import detect_format, read_records, records_to_examples
     if not into.exists() or not into.read_bytes().strip():
         return None, set(), ""
     records, unit = read_records(into)

@@ -16,15 +16,26 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from . import predict_shards as shards
+from .context import open_run
 from .errors import DataError, TailorError
+from .journal import Journal, fill
+from .label import label_chunk, labelling_arm, score_lines
+from .methods.base import load_adapted
+from .models import recipe_base
 from .progress import Meter
+from .serve.arms import load_arms
+from .serve.openai_types import ChatRequest, CompletionRequest
+from .serve.requests import ApiError, request_jobs, response_body
+from .serve.scheduler import Scheduler
+from .task import load_inputs, read_records
 from .train.distributed import sum_numbers, world
 from .utils import atomic_write_text, sha256_file
 
@@ -43,13 +54,9 @@ class Row:
 def read_rows(path: Path) -> tuple[list[Row], bool]:
     """The rows of `path` and whether it is an OpenAI Batch file. A Batch line that cannot be
     run becomes an error row (reported in the error file), not a stop."""
-    from .task import load_inputs, read_records
     records, _ = read_records(path)
     if not {"custom_id", "body"} <= set(records[0][1]):
         return [Row(ex.id, example=ex) for ex in load_inputs(path)], False
-    from pydantic import ValidationError
-
-    from .serve.openai_types import ChatRequest, CompletionRequest
     rows, seen = [], set()
     for no, rec in records:
         key = rec.get("custom_id")
@@ -79,74 +86,23 @@ def _first(e) -> str:
     return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
 
 
-class Journal:
-    """OUT.partial: a first line naming what the rows are predicted from (`made_of`: the input's
-    hash, the arm, the options), then one JSON line per finished row ({"i", "line"} or {"i", "error"}).
-    A journal made of anything else is refused, never mixed in."""
-
-    def __init__(self, output: Path, made_of: dict, path: Path | None = None):
-        self.path = path or output.with_name(output.name + ".partial")   # path: a rank's own (predict_shards.py)
-        self.done: dict[int, dict] = {}
-        if not self.path.exists():
-            self._append([{"journal": made_of}])
-            return
-        raw = self.path.read_bytes()
-        if not raw.endswith(b"\n"):
-            # a kill mid-write leaves a torn last line: cut it, or the next entry would be glued to it
-            with open(self.path, "r+b") as f:
-                f.truncate(raw.rfind(b"\n") + 1)
-            log.warning("%s: a line torn by a killed run was removed; its rows run again", self.path)
-        # split on \n only: entries hold text raw (ensure_ascii=False), and splitlines() would also
-        # break inside a string at U+2028 and friends (tweets have them)
-        lines = [x for x in raw[: raw.rfind(b"\n") + 1].decode("utf-8", "replace").split("\n") if x]
-        head = _json_or_none(lines[0]) if lines else None
-        if not isinstance(head, dict) or head.get("journal") != made_of:
-            raise TailorError(f"{self.path}: left by a prediction of another input, arm or options; rerun with those, "
-                              "or delete it to start over")
-        for no, line in enumerate(lines[1:], 2):
-            entry = _json_or_none(line)
-            if not isinstance(entry, dict) or not isinstance(entry.get("i"), int):
-                raise TailorError(f"{self.path}:{no}: not a journal entry; delete the file to start over")
-            self.done[entry["i"]] = entry
-
-    def add(self, entries: list[dict]) -> None:
-        self._append(entries)
-        for e in entries:
-            self.done[e["i"]] = e
-
-    def _append(self, entries: list[dict]) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def _json_or_none(line: str):
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError:
-        return None
-
-
 def run_predict(arm: str, input_path: str | Path, output: str | Path, errors: str | Path | None = None, *,
                 model: str | None = None, dtype: str = "auto", device: str = "auto", batch_size: int = 16,
                 max_new_tokens: int = 64, cache: bool = True, runs_dir: str = "runs", progress: bool = True) -> dict:
-    from .context import open_run
-    from .recipe import find_arm, read_recipe
     input_path, output = Path(input_path), Path(output)
     errors = Path(errors) if errors else output.with_name(output.stem + ".errors.jsonl")
     if output.resolve() == input_path.resolve():
         raise TailorError(f"{output}: the output would overwrite the input")
     rows, batch = read_rows(input_path)
-    recipe, _ = read_recipe(find_arm(arm))
+    folder, recipe = labelling_arm(arm)
     config = {"arm": str(arm), "input": str(input_path), "output": str(output), "errors": str(errors),
               "batch_size": batch_size, "max_new_tokens": max_new_tokens}
-    base_name = model or _base_name(recipe)
+    base_name = model or recipe_base(recipe, folder)
     w = world()   # under a launcher the rows left are dealt out between ranks (predict_shards.py)
     context = (open_run("predict", Path(arm).name, config, runs_dir=runs_dir, model=base_name, dtype=dtype,
                         device=device, cache=cache) if w.is_main else shards.rank_context(base_name, dtype, device))
     with context as ctx:
-        made_of = {"input": sha256_file(input_path), "arm": str(find_arm(arm).resolve()),
+        made_of = {"input": sha256_file(input_path), "arm": str(folder.resolve()),
                    "weights": (recipe.weights or {}).get("digest"), "model": base_name,
                    "dtype": dtype, "max_new_tokens": max_new_tokens}
         journal = Journal(output, made_of, path=shards.journal_path(output, w))
@@ -156,16 +112,11 @@ def run_predict(arm: str, input_path: str | Path, output: str | Path, errors: st
         if resumed:
             log.info("resuming: %d of %d rows are done already (%s)", resumed, len(rows), journal.path)
         t0 = time.perf_counter()
-        run = _batch_runner(arm, ctx, batch_size) if batch else _task_runner(arm, ctx, recipe, batch_size)
-        tokens, mine = 0, shards.my_rows(todo, w)
+        run = _batch_runner(arm, ctx, rows, batch_size) if batch else _task_runner(folder, ctx, rows, batch_size)
+        mine = shards.my_rows(todo, w)
         try:
             with Meter(len(mine), "predicting", progress and w.is_main, "rows") as meter:
-                for start in range(0, len(mine), batch_size):
-                    chunk = [(i, rows[i]) for i in mine[start:start + batch_size]]
-                    entries, n_tokens = run(chunk, max_new_tokens)
-                    journal.add(entries)
-                    tokens += n_tokens
-                    meter.update(len(chunk), n_tokens)
+                tokens = fill(journal, mine, lambda indices: run(indices, max_new_tokens), batch_size, meter)
         finally:
             getattr(run, "close", lambda: None)()
         # every rank's rows are in its journal once all have summed their tokens; rank 0 merges
@@ -186,46 +137,32 @@ def run_predict(arm: str, input_path: str | Path, output: str | Path, errors: st
                    "prompt_tokens": {"prefilled": prefilled, "reused": reused},
                    "output": str(output), "errors": str(errors), "run_dir": str(ctx.path)}
         if not batch:
-            summary["metrics"] = _score(recipe, rows, lines)
+            summary["metrics"] = score_lines(recipe, [e["line"] for e in lines])
         ctx.run.write_json("predict.json", summary)
         return summary
 
 
-def _task_runner(arm, ctx, recipe, batch_size: int):
-    """Rows of a task file, through `Adapted.predict`: the ladder's own measurement path."""
-    from .methods import load_adapted
-    from .task import Task
-    adapted = load_adapted(arm, ctx.base)
+def _task_runner(folder, ctx, rows: list[Row], batch_size: int):
+    """Rows of a task file, through the one labelling path (`label.label_examples`: the arm as the
+    ladder measured it)."""
+    adapted = load_adapted(folder, ctx.base)
     engine = adapted.engine(ctx.cache, batch_size=batch_size, progress=False)
-    task = Task("predict", recipe.kind, recipe.instruction, [], labels=recipe.labels)
+    examples = [row.example for row in rows]
 
-    def run(chunk, max_new_tokens):
-        preds = adapted.predict(engine, task, [row.example for _, row in chunk], max_new_tokens)
-        entries = []
-        for (i, row), p in zip(chunk, preds):
-            line = {"id": p.id, "prediction": p.prediction, "prompt_tokens": p.prompt_tokens,
-                    "completion_tokens": p.completion_tokens}
-            if p.probs is not None:
-                line["probs"] = p.probs
-            if row.example.target:
-                line["target"] = row.example.target
-            entries.append({"i": i, "line": line})
-        return entries, sum(p.prompt_tokens + p.completion_tokens for p in preds if not p.cached)
+    def run(indices, max_new_tokens):
+        return label_chunk(adapted, engine, examples, indices, max_new_tokens)
     run.engine = engine
     return run
 
 
-def _batch_runner(arm, ctx, batch_size: int):
+def _batch_runner(arm, ctx, rows: list[Row], batch_size: int):
     """OpenAI Batch requests, through the server's path (request -> jobs -> scheduler -> body)."""
-    from .serve.arms import load_arms
-    from .serve.requests import ApiError, request_jobs, response_body
-    from .serve.scheduler import Scheduler
     served = load_arms(ctx.base, {"arm": arm})["arm"]
     scheduler = Scheduler([served.engine], batch_size=batch_size, max_queue=1 << 30).start()
 
-    def run(chunk, max_new_tokens):
+    def run(indices, max_new_tokens):
         entries, waiting, tokens = [], [], 0
-        for i, row in chunk:
+        for i, row in [(i, rows[i]) for i in indices]:
             if row.error is not None:
                 entries.append({"i": i, "error": _batch_line(row.key, error=row.error)})
                 continue
@@ -250,22 +187,3 @@ def _batch_line(custom_id: str, status: int | None = None, body: dict | None = N
     """OpenAI's Batch output line."""
     response = None if body is None else {"status_code": status, "request_id": uuid.uuid4().hex, "body": body}
     return {"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": custom_id, "response": response, "error": error}
-
-
-def _score(recipe, rows: list[Row], lines: list[dict]) -> dict | None:
-    """Metrics over the rows that carry a target (None when none does)."""
-    from .evaluate import Prediction, score_predictions
-    from .task import Task
-    scored = [(r, e["line"]) for r, e in zip(rows, lines) if "line" in e and r.example.target]
-    if not scored:
-        return None
-    task = Task("predict", recipe.kind, recipe.instruction, [], labels=recipe.labels)
-    preds = [Prediction(line["id"], line["prediction"], r.example.target, line["prompt_tokens"],
-                        line["completion_tokens"], 0.0, probs=line.get("probs")) for r, line in scored]
-    return {"rows": len(scored), **score_predictions(task, preds).metrics}
-
-
-def _base_name(recipe) -> str:
-    from .models import BUNDLED_MODELS
-    name = recipe.base.get("name", "")
-    return name if name in BUNDLED_MODELS else recipe.base.get("path", name)

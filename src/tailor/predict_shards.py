@@ -16,6 +16,8 @@ from types import SimpleNamespace
 
 import torch
 
+from .journal import Journal
+from .models import load_base
 from .train.distributed import World
 
 
@@ -33,7 +35,7 @@ def barrier(w: World) -> None:
         torch.distributed.barrier()
 
 
-def done_everywhere(output: Path, made_of: dict, mine, w: World) -> dict[int, dict]:
+def done_everywhere(output: Path, made_of: dict, mine: Journal, w: World) -> dict[int, dict]:
     """Every finished row in every journal left (`mine`: this rank's open Journal)."""
     barrier(w)   # every rank's own journal is clean before anyone reads it
     done = read_all(output, made_of, mine)
@@ -41,8 +43,7 @@ def done_everywhere(output: Path, made_of: dict, mine, w: World) -> dict[int, di
     return done
 
 
-def read_all(output: Path, made_of: dict, mine) -> dict[int, dict]:
-    from .predict import Journal
+def read_all(output: Path, made_of: dict, mine: Journal) -> dict[int, dict]:
     done: dict[int, dict] = {}
     for path in journals(output):
         done.update(mine.done if path == mine.path else Journal(output, made_of, path=path).done)
@@ -53,7 +54,6 @@ def read_all(output: Path, made_of: dict, mine) -> dict[int, dict]:
 def rank_context(model: str, dtype: str, device: str):
     """What a rank other than 0 predicts with: the base, no run directory (rank 0 writes it) and
     no result cache (one SQLite file written by N processes at once is not worth the locking)."""
-    from .models import load_base
     yield SimpleNamespace(base=load_base(model, dtype, device), cache=None)
 
 

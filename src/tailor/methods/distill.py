@@ -91,9 +91,8 @@ class Distill(Full):
             soft_tokens = self.labels == "soft" and task.kind == "generate"
             if soft_tokens:
                 _same_vocabulary(who, model, tokenizer)
-            got = label_rows(self.teacher, rows + extra, top_k=self.top_k if soft_tokens else 0,
-                             max_new_tokens=self.max_new_tokens, runs_dir=out / "teacher-labelling" if out else "runs",
-                             progress=progress)
+            got = label_rows(self.teacher, rows + extra, base=base, top_k=self.top_k if soft_tokens else 0,
+                             max_new_tokens=self.max_new_tokens, progress=progress)
             labels, labelling = got.rows, got.labelling
         data, report = self._encode(task, builder, rows, extra, labels)
         from ..distill.losses import DistillLoss
