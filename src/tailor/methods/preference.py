@@ -251,6 +251,25 @@ class PPO(_Policy):
     temperature: float = 1.0
     lr: float = 5e-5
     dropout: float = 0.0              # old and new log-probs must come from the same function
+    # THE loop's options that PPO's own loop never reads: not fields here, so a file that sets one is
+    # refused when it is read ("unknown setting", naming it), never silently ignored. PPO's length is
+    # `steps` iterations (or `budget_minutes`), its batch `rollout_prompts`, its rows always packed.
+    epochs: ClassVar[None] = None
+    warmup_ratio: ClassVar[None] = None   # the lr is constant
+    schedule: ClassVar[None] = None
+    min_lr_ratio: ClassVar[None] = None
+    batch_size: ClassVar[None] = None
+    micro_batch_tokens: ClassVar[None] = None
+    seq_len: ClassVar[None] = None
+    pack: ClassVar[None] = None
+    overlong: ClassVar[None] = None
+    grad_checkpointing: ClassVar[None] = None
+    kernels: ClassVar[None] = None
+    eval_every: ClassVar[None] = None     # no dev evaluation: the ladder's judge grades saved checkpoints
+    eval_examples: ClassVar[None] = None
+    patience: ClassVar[None] = None
+    load_best: ClassVar[None] = None
+    log_every: ClassVar[None] = None      # every iteration is logged
 
     def fit(self, task, base, out: Path | None = None, *, progress: bool = True, budget_s: float | None = None,
             resume: str | None = None, **_) -> Adapted:
@@ -279,7 +298,7 @@ class PPO(_Policy):
                 seen.add(key)
                 pool.append(ex)
         trainer = PPOTrainer(model, base.tokenizer, builder, pool, rm.engine(None, progress=False), self, out,
-                             reference=reference, resume=resume, progress=progress)
+                             reference=reference, resume=resume, progress=progress, budget_s=budget_s)
         result = trainer.run()
         return self._finish(policy, task, base, builder, result, None)
 

@@ -1,7 +1,10 @@
 """PPO (Schulman et al. 2017) against a reward model with a per-token KL penalty, as InstructGPT
 (Ouyang et al. 2022) runs it: a compact loop of its own (TRL and torchtune do the same) that
-reuses THE prompt builder (prompts), THE engine (sampling rollouts, reward-model scores),
-the loop's checkpoints (exact resume) and metrics log.
+reuses THE prompt builder (prompts), THE engine (sampling rollouts, reward-model scores), THE
+loop's precision (use_bf16, prepare_precision), what every loop shares (train/scaffold.py: the
+autocast region, the optimiser, the non-finite-loss guard, the clipped update, checkpoints with
+exact resume, the metrics log, the wall-clock budget) and the progress display (progress.py: a
+bar on a terminal, plain lines with an ETA in logs).
 
 One iteration:
 1. sample `rollout_prompts` prompts; the engine samples one response each from the policy;
@@ -17,6 +20,12 @@ One iteration:
 
 Invariant: on the first minibatch of the first epoch the weights are those that computed the old
 log-probs, by the same forward on the same batch, so ratio = 1 and the clip fraction is 0 exactly.
+
+A budget (`budget_minutes`, or a ladder's share passed to fit) is checked after each iteration:
+the run stops after the iteration that passes it (an iteration is not cut: its rollouts and
+updates belong together), saves a checkpoint there when checkpoints are on, and says `stopped:
+budget` in its result. The time counted is the run's whole training time, across resumes (as
+`train_time_s` reports it): a resumed run continues only while that is under its budget.
 """
 
 from __future__ import annotations
@@ -30,8 +39,11 @@ from pathlib import Path
 
 import torch
 
-from ..errors import TailorError
+from ..progress import Meter, console
+from ..train.checkpoint import latest_checkpoint, save_checkpoint
 from ..train.data import Batch, Encoded, pack
+from ..train.loop import prepare_precision, use_bf16
+from ..train.scaffold import adamw, autocast, check_finite, clip_and_step, metrics_log, resume_state, wall_budget
 
 log = logging.getLogger("tailor")
 
@@ -154,38 +166,35 @@ class Rollout:
 
 class PPOTrainer:
     def __init__(self, model: PolicyWithValue, tokenizer, builder, prompts: list, reward_engine, opts, out: Path | None,
-                 reference=None, resume: str | None = None, progress: bool = False):
+                 reference=None, resume: str | None = None, progress: bool = False, budget_s: float | None = None):
         """`reference`: None (the adapter switched off is the reference) or a dict of the frozen
-        SFT adapter's LoRA tensors (swapped in for the reference forward)."""
-        from ..train.logs import MetricsLog
-        from ..train.loop import prepare_precision, use_bf16
+        SFT adapter's LoRA tensors (swapped in for the reference forward); `budget_s`: wall-clock
+        seconds the iterations may take (with `opts.budget_minutes`, the smaller)."""
         self.model, self.tok, self.builder, self.prompts = model, tokenizer, builder, prompts
         self.rm, self.o, self.out, self.reference, self.progress = reward_engine, opts, out, reference, progress
         self.device = next(model.parameters()).device
         self.bf16 = use_bf16(opts.precision, self.device)
         prepare_precision(model, self.bf16)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(trainable, lr=opts.lr, betas=(0.9, 0.999), eps=1e-5)
-        self.trainable = trainable
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        # Adam's epsilon 1e-5, as PPO implementations use it (Huang et al. 2022, "The 37 implementation
+        # details of PPO"), not torch's 1e-8; weight decay on matrices only, as THE loop decays
+        self.optimizer = adamw(self.trainable, opts.lr, opts.weight_decay, eps=1e-5)
         self.state = PPOState(beta=opts.beta)
         self.resumed_from = None
         torch.manual_seed(opts.seed)
         random.seed(opts.seed)
         if resume:
-            from ..train.checkpoint import load_checkpoint
-            saved = load_checkpoint(Path(resume), model, self.optimizer)
-            self.resumed_from = saved.pop("checkpoint")
-            self.state = PPOState(**{k: v for k, v in saved.items() if k in PPOState.__dataclass_fields__})
+            self.state, self.resumed_from = resume_state(resume, model, self.optimizer, PPOState)
+            log.info("resumed from %s at iteration %d", self.resumed_from, self.state.step)
         self.kl_ctl = AdaptiveKL(self.state.beta, opts.target_kl, opts.kl_horizon)
         if out:
             out.mkdir(parents=True, exist_ok=True)
-        self.metrics = MetricsLog(out / "train_metrics.jsonl" if out else None, [], "ppo")
-        if resume:
-            self.metrics.rewind(self.state.step)
+        self.metrics = metrics_log(out, opts.report_to, "ppo", self.state.step if resume else None)
+        self.budget = wall_budget(opts.budget_minutes, budget_s)
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        return autocast(self.device, self.bf16)
 
     @contextlib.contextmanager
     def as_reference(self):
@@ -288,6 +297,7 @@ class PPOTrainer:
         self.model.train()
         logs: dict[str, list] = {}
         flat = [(b, lp, v, a, r) for b, lp, v, a, r in zip(ro.batches, ro.old_lp, ro.old_values, ro.adv, ro.returns)]
+        updates = 0
         for epoch in range(o.ppo_epochs):
             order = list(range(len(flat)))
             if epoch:
@@ -298,13 +308,15 @@ class PPOTrainer:
                     lp, values = forward_tokens(self.model, batch)
                 pg, vf, stats = ppo_losses(lp, old_lp, values, old_v, adv, ret, o.clip, o.clip_value)
                 loss = pg + o.vf_coef * vf
-                if not torch.isfinite(loss):
-                    raise TailorError(f"ppo: loss is {loss.item()} at iteration {self.state.step + 1} (lower lr)")
+                updates += 1
+                n = self.state.step
+                check_finite(loss, f"iteration {n + 1}, minibatch update {updates}",
+                             f"after iteration {n}" if updates == 1 else f"after {updates - 1} minibatch updates of "
+                             f"iteration {n + 1}", self._last_checkpoint)
                 loss.backward()
-                if o.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(self.trainable, o.max_grad_norm)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                norm = clip_and_step(self.optimizer, self.trainable, o.max_grad_norm)
+                if norm is not None:
+                    stats["grad_norm"] = float(norm)
                 if epoch == 0 and k == order[0]:
                     logs.setdefault("first_ratio_max_dev", []).append(stats["ratio_max_dev"])
                     logs.setdefault("first_clip_fraction", []).append(stats["clip_fraction"])
@@ -317,11 +329,17 @@ class PPOTrainer:
     # ---------------------------------------------------------------- the run
 
     def run(self) -> dict:
-        from ..train.checkpoint import save_checkpoint
         o, s = self.o, self.state
+        self._announce()
+        stopped = "steps"
+        meter = Meter(o.steps - s.step, "training ppo", self.progress, "iterations")
         t0 = time.perf_counter() - s.elapsed_s
         try:
             while s.step < o.steps:
+                if self._over_budget():   # a resumed run that had already spent its budget
+                    stopped = "budget"
+                    break
+                tokens = s.tokens
                 ro = self.rollout(s.step)
                 stats = {**ro.stats, **self.optimise(ro)}
                 self.kl_ctl.update(ro.stats["kl"], o.rollout_prompts)
@@ -331,14 +349,46 @@ class PPOTrainer:
                 row = {"step": s.step, **stats, "elapsed_s": s.elapsed_s}
                 s.history.append(row)
                 self.metrics.write(row)
+                meter.update(1, s.tokens - tokens, reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.3f}")
                 log.info("ppo %d/%d reward %.3f kl %.3f clip %.3f len %.1f", s.step, o.steps, stats["reward"],
                          stats["kl"], stats["clip_fraction"], stats["response_length"])
-                if self.out and o.save_every and (s.step % o.save_every == 0 or s.step == o.steps):
+                over = self._over_budget() and s.step < o.steps
+                if self.out and o.save_every and (s.step % o.save_every == 0 or s.step == o.steps or over):
                     save_checkpoint(self.out / "checkpoints", self.model, self.optimizer, asdict(s), o.keep_checkpoints)
+                if over:
+                    stopped = "budget"
+                    break
         finally:
+            meter.close()
             self.metrics.close()
-        return {"steps": s.step, "train_time_s": s.elapsed_s, "train_tokens": s.tokens, "beta": s.beta,
+        if stopped == "budget":
+            text = (f"ppo: stopped after iteration {s.step} of {o.steps}: {s.elapsed_s:.1f} s of training passed "
+                    f"the budget of {self.budget:.1f} s")
+            log.info("%s", text)
+            if self.progress:
+                console.print(f"  {text}", highlight=False)
+        return {"steps": s.step, "iterations": s.step, "stopped": stopped, "budget_s": self.budget,
+                "train_time_s": s.elapsed_s, "train_tokens": s.tokens, "beta": s.beta,
                 "final_loss": s.history[-1]["policy_loss"] if s.history else float("nan"),
                 "padding_fraction": 0.0, "planned_steps": o.steps, "history": s.history,
                 "resumed_from": self.resumed_from, "data": {"kept": len(self.prompts)}}
+
+    def _announce(self) -> None:
+        """What the run will do, before it starts (as THE loop's plan prints it); the ETA follows
+        from the first iteration on."""
+        o, s = self.o, self.state
+        budget = (f"; budget {self.budget / 60:.1f} min: stops after the iteration that passes it"
+                  if self.budget else "")
+        text = (f"ppo: {o.steps - s.step} iterations of {o.rollout_prompts} rollouts of at most {o.max_new_tokens} "
+                f"tokens, {o.ppo_epochs} epochs over minibatches of {o.minibatch_prompts}{budget}")
+        log.info("%s", text)
+        if self.progress:
+            console.print(f"  {text}", highlight=False)
+
+    def _over_budget(self) -> bool:
+        return bool(self.budget) and self.state.elapsed_s >= self.budget
+
+    def _last_checkpoint(self) -> str | None:
+        ckpt = latest_checkpoint(self.out / "checkpoints") if self.out else None
+        return str(ckpt) if ckpt else self.resumed_from
 

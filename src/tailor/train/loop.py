@@ -42,12 +42,12 @@ from ..progress import Meter, console
 from ..prompts import PromptBuilder
 from ..task import Task, primary_metric
 from . import distributed
-from .checkpoint import load_checkpoint, load_weights_into, rng_state, save_checkpoint, save_weights, trainable_state
+from .checkpoint import load_weights_into, rng_state, save_checkpoint, save_weights, trainable_state
 from .data import Batch, Encoded, encode_examples, pack, padded, step_examples
 from .kernels import TrainingKernels, wanted
-from .logs import MetricsLog
 from .losses import SFT, Loss
 from .options import TrainConfig
+from .scaffold import adamw, autocast, check_finite, clip_and_step, metrics_log, resume_state, wall_budget
 from .segment_attention import take_counts
 
 log = logging.getLogger("tailor")
@@ -196,9 +196,7 @@ class Trainer:
         self.optimizer = self._adamw(self.trainable)
         self.state, self.resumed_from = LoopState(), None
         if resume:
-            saved = load_checkpoint(Path(resume), model, self.optimizer, rank=world.rank)
-            self.resumed_from = saved.pop("checkpoint")
-            self.state = LoopState(**{k: v for k, v in saved.items() if k in LoopState.__dataclass_fields__})
+            self.state, self.resumed_from = resume_state(resume, model, self.optimizer, LoopState, world.rank)
             log.info("resumed from %s at step %d", self.resumed_from, self.state.step)
         # FSDP (train/fsdp.py): the loss runs on a sharded copy cut from the weights above (rank 0's,
         # or the checkpoint's), and the optimiser moves onto the shards with whatever state it resumed
@@ -216,10 +214,7 @@ class Trainer:
             out.mkdir(parents=True, exist_ok=True)
         self.best_path = out / "best.safetensors" if out else None
         self.best_memory: dict | None = None
-        self.metrics = MetricsLog(out / "train_metrics.jsonl" if out else None,
-                                  cfg.report_to if world.is_main else [], tag)
-        if resume:
-            self.metrics.rewind(self.state.step)
+        self.metrics = metrics_log(out, cfg.report_to if world.is_main else [], tag, self.state.step if resume else None)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.kernels = TrainingKernels(model, wanted(cfg.kernels, self.device, world.size))
         self.stopped_early = False
@@ -228,13 +223,10 @@ class Trainer:
     # ---------------------------------------------------------------- named steps
 
     def _adamw(self, params: list) -> torch.optim.Optimizer:
-        cfg = self.cfg
-        return torch.optim.AdamW(
-            [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.999))
+        return adamw(params, self.cfg.lr, self.cfg.weight_decay)
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        return autocast(self.device, self.bf16)
 
     def batches(self, step: int) -> tuple[list[Batch], int]:
         """The step's micro-batches and the number of loss units the step averages over."""
@@ -268,11 +260,8 @@ class Trainer:
                 loss, extra = self.sharded.root(batch) if self.sharded else self.loss(self.model, batch)
                 if not counts:
                     loss, extra = loss * 0.0, {}
-            if not torch.isfinite(loss):
-                raise TailorError(f"loss is {loss.item()} at step {self.state.step + 1}: training stopped; weights "
-                                  f"are left as after step {self.state.step}; last good checkpoint: "
-                                  f"{self.resumed_from or self._last_checkpoint() or 'none saved'} "
-                                  "(lower lr, or use precision: fp32)")
+            check_finite(loss, f"step {self.state.step + 1}", f"after step {self.state.step}",
+                         lambda: self.resumed_from or self._last_checkpoint())
             (loss / units).backward()
             if not counts:
                 continue
@@ -296,9 +285,7 @@ class Trainer:
             group["lr"] = lr
         if not self.sharded:   # FSDP summed them in backward (reduce-scatter into the shards)
             distributed.sum_gradients(self.trainable, self.world)
-        norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm) if cfg.max_grad_norm else None
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        norm = clip_and_step(self.optimizer, self.trainable, cfg.max_grad_norm)
         if norm is not None and self.sharded:
             from .fsdp import global_norm
             return global_norm(norm)
@@ -364,8 +351,7 @@ class Trainer:
         per_epoch = math.ceil(len(self.data) / cfg.batch_size)
         self.planned = cfg.steps or max(1, math.ceil(cfg.epochs * per_epoch))
         self.probe_s = distributed.max_number(self._probe(), self.world)   # ranks must agree on the plan
-        budgets = [b for b in (cfg.budget_minutes and cfg.budget_minutes * 60, self.budget_s) if b]
-        self.budget = min(budgets) if budgets else None
+        self.budget = wall_budget(cfg.budget_minutes, self.budget_s)
         if not s.total:
             s.total = self.planned
             if self.budget and self.planned * self.probe_s > self.budget:

@@ -1,0 +1,70 @@
+"""The pieces every training loop of Tailor shares: THE loop (loop.py) and PPO's compact loop
+(preference/ppo.py) build their autocast region, optimiser, non-finite-loss guard, clipped
+update, resume, metrics log and wall-clock budget here, so the two cannot drift apart."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ..errors import TailorError
+from .checkpoint import load_checkpoint
+from .logs import MetricsLog
+
+log = logging.getLogger("tailor")
+
+
+def autocast(device: torch.device, bf16: bool):
+    """bf16 compute over fp32 master weights (use_bf16 / prepare_precision in loop.py), or none."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def adamw(params: list, lr: float, weight_decay: float, eps: float = 1e-8) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (biases, norms and scalar heads' biases are not decayed)."""
+    return torch.optim.AdamW(
+        [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.999), eps=eps)
+
+
+def check_finite(loss: torch.Tensor, at: str, left: str, last_good: Callable[[], str | None]) -> None:
+    """Stops training on a nan or inf loss, saying where, what state the weights are left in and
+    the last checkpoint to go back to (`last_good` is asked only then)."""
+    if not torch.isfinite(loss):
+        raise TailorError(f"loss is {loss.item()} at {at}: training stopped; weights are left as {left}; last good "
+                          f"checkpoint: {last_good() or 'none saved'} (lower lr, or use precision: fp32)")
+
+
+def clip_and_step(optimizer: torch.optim.Optimizer, params: list, max_grad_norm: float) -> torch.Tensor | None:
+    """One update: gradients clipped to `max_grad_norm` (0: not clipped), the step, gradients
+    dropped. Returns the norm before clipping (None when not clipped)."""
+    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm) if max_grad_norm else None
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return norm
+
+
+def resume_state(path: str, model, optimizer: torch.optim.Optimizer, state_cls: type, rank: int = 0):
+    """A loop's state dataclass and the checkpoint it came from; the weights, optimiser and RNG
+    states are restored in place (checkpoint.py), so the run continues as if never stopped."""
+    saved = load_checkpoint(Path(path), model, optimizer, rank=rank)
+    resumed_from = saved.pop("checkpoint")
+    return state_cls(**{k: v for k, v in saved.items() if k in state_cls.__dataclass_fields__}), resumed_from
+
+
+def metrics_log(out: Path | None, report_to: list[str], tag: str, resumed_at: int | None) -> MetricsLog:
+    """`out`/train_metrics.jsonl (and TensorBoard / MLflow); a resumed run first drops the rows
+    its killed predecessor logged after the checkpoint it resumes from."""
+    metrics = MetricsLog(out / "train_metrics.jsonl" if out else None, report_to, tag)
+    if resumed_at is not None:
+        metrics.rewind(resumed_at)
+    return metrics
+
+
+def wall_budget(budget_minutes: float | None, budget_s: float | None) -> float | None:
+    """Seconds training may take: the option's and the caller's (a ladder's share), the smaller."""
+    budgets = [b for b in (budget_minutes and budget_minutes * 60, budget_s) if b]
+    return min(budgets) if budgets else None
