@@ -56,7 +56,10 @@ def _stories(root: Path, kb: Path) -> tuple[Path, list[dict]]:
             {"method": "truncated", **longdoc, "context_tokens": 32},
             {"method": "extract", **longdoc, "extract_tokens": 8},
             {"method": "pearl", **longdoc, "mine_questions": 2, "demo_questions": 2, "max_retries": 1,
-             "plan_tokens": 16, "step_tokens": 6}]
+             "plan_tokens": 16, "step_tokens": 6},
+            {"name": "cpt", "method": "cpt", "documents": str(root / "stories.jsonl"), **TRAIN},
+            {"method": "cpt-full", "documents": str(root / "stories.jsonl"), **TRAIN, "lr": 1e-4},
+            {"name": "lora-after-cpt", "method": "lora", "after": "cpt", **TRAIN}]
     return path, arms
 
 
@@ -65,7 +68,8 @@ def _pairs(root: Path, kb: Path) -> tuple[Path, list[dict]]:
              "rejected": f"no way never {i % 5}"} for i in range(24)]
     path = root / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    arms = [{"name": "rm", "method": "reward-model", **TRAIN}, {"method": "dpo", **TRAIN},
+    arms = [{"name": "rm", "method": "reward-model", **TRAIN}, {"method": "dpo", **TRAIN}, {"method": "kto", **TRAIN},
+            {"method": "orpo", **TRAIN},
             {"method": "ppo", "reward_model": "rm", "steps": 1, "rollout_prompts": 4, "minibatch_prompts": 2,
              "max_new_tokens": 4, "precision": "fp32"}]
     return path, arms
@@ -89,6 +93,7 @@ def ladders(tiny_base, tmp_path_factory) -> dict[str, dict]:
         task_file, arms = make(root, kb)
         exp = experiment_from_dict({
             "name": name, "model": "tiny-test", "dtype": "fp32", "task": str(task_file), "arms": arms,
+            "task_options": {"test": 4, "dev": 2},
             "curate": False, "report": False, "forgetting": False, "cache": False, "reuse_fits": False,
             "latency_requests": 0, "max_new_tokens": NEW_TOKENS, "runs_dir": str(root / "runs")}, f"{name}.yaml")
         result = run_ladder(exp, progress=False)
@@ -171,7 +176,7 @@ def test_every_lora_arm_shares_mixed_batches_and_passes_the_vllm_check(ladders, 
     from tailor.serve.arms import load_arms
     from tailor.serve.vllm import check_arm
     adapters = {name: arm for _, name, arm in _arms(ladders) if method_class(arm["method"]).lora_adapter}
-    assert {"lora", "dpo", "ppo", "rag+lora"} <= {a["method"] for a in adapters.values()}
+    assert {"lora", "dpo", "ppo", "kto", "orpo", "rag+lora"} <= {a["method"] for a in adapters.values()}
     served = load_arms(tiny_base, {n: a["folder"] for n, a in adapters.items()})
     engines = {id(served[n].engine) for n in adapters}
     assert len(engines) == 1 and all(served[n].adapter == n for n in adapters)   # one engine, one batch
@@ -184,11 +189,19 @@ def test_every_lora_arm_shares_mixed_batches_and_passes_the_vllm_check(ladders, 
             check_arm(name, ladders_folder(ladders, name))
 
 
-def test_a_reward_model_is_refused_by_the_server_in_one_line(ladders, tiny_base):
+def test_a_reward_model_is_refused_by_the_server_and_by_predict_in_one_line(ladders, tiny_base, tmp_path):
+    from tailor.predict import run_predict
     from tailor.serve.arms import load_arms
+    folder = ladders["pairs"]["arms"]["rm"]["folder"]
     with pytest.raises(TailorError, match="scores answers, it writes none") as e:
-        load_arms(tiny_base, {"rm": ladders["pairs"]["arms"]["rm"]["folder"]})
+        load_arms(tiny_base, {"rm": folder})
     assert "\n" not in str(e.value)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"prompt": "question 1: say something", "completion": "yes"}) + "\n")
+    with pytest.raises(TailorError, match="scores answers, it writes none"):
+        run_predict(str(folder), rows, tmp_path / "out.jsonl", model="tiny-test", dtype="fp32", device="cpu",
+                    runs_dir=str(tmp_path / "runs"), progress=False)
+    assert not (tmp_path / "runs").exists()   # refused before any work
 
 
 def ladders_folder(ladders, name: str) -> Path:

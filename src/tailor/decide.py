@@ -27,6 +27,11 @@ def recommend(arms: list[ArmResult], predictions: dict[str, list[list]], kind: s
     if not ok:
         return Recommendation(text="Every arm failed; see the errors in the table and log.txt.")
     ids = [p.id for p in predictions[ok[0].name][0]]
+    if len(ids) < 2:
+        best = max(ok, key=lambda a: a.metrics[metric])
+        return Recommendation(arm=best.name, best_arm=best.name, claim="too_few_rows", text=(
+            f"{best.name} has the highest {metric} on {len(ids)} test row; one row supports no claim about which "
+            "arm is better: measure on more rows (task_options.test)."))
     scored = []
     for a in ok:
         runs = predictions[a.name]
