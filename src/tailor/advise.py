@@ -47,15 +47,21 @@ def advise(answers: dict) -> dict:
     retrieval = (a.get("external_knowledge") == "yes" or a.get("data_dynamics") in ("monthly", "daily")
                  or a.get("transparency") == "yes" or a.get("hallucination_tolerance") == "low")
     if retrieval:
+        arms.append(("rag", "the top passages of your knowledge base in the prompt (Lewis et al. 2020): no training, "
+                            "and the knowledge stays current when the documents change; needs a knowledge base "
+                            "(tailor index DOCS --out KB, then kb: KB on the arm)"))
         notes.append("RAG fits: the answers need external or changing knowledge, citations, or grounding "
                      "against made-up answers; fine-tuning adds little new knowledge and goes stale "
-                     "(Meta's guide to adapting LLMs). The RAG arm is not in this version of Tailor yet.")
+                     "(Meta's guide to adapting LLMs).")
     tune = n in ("100-1000", "over-1000") and not (a.get("data_dynamics") == "daily" and a.get("custom_style") != "yes")
     if a.get("custom_style") == "yes" and n != "none":
         tune = True
         notes.append("A custom tone or format is what fine-tuning does best (Meta's guide to adapting LLMs).")
     if tune:
         arms.append(("lora", "PEFT: a small adapter, forgets less than full fine-tuning, many adapters share one base"))
+        if retrieval:
+            arms.append(("rag+lora", "LoRA trained on prompts that carry retrieved passages (RAFT, Zhang et al. 2024): "
+                                     "format and behaviour from fine-tuning, knowledge from retrieval"))
         if n == "over-1000" and a.get("task_count", "one") == "one" and a.get("team_skills") in ("fine-tuning", "both"):
             arms.append(("full", "with plenty of data, one task and a team that has done it, full fine-tuning is "
                                  "worth measuring"))
@@ -65,7 +71,8 @@ def advise(answers: dict) -> dict:
     if a.get("task_count") == "many":
         notes.append("Many tasks: prefer adapters (LoRA) on one shared base over one full model per task.")
     if retrieval and tune:
-        notes.append("Both together often work best: fine-tune for format and behaviour, retrieve for knowledge.")
+        notes.append("Both together often work best: fine-tune for format and behaviour, retrieve for knowledge "
+                     "(the rag+lora arm; Meta's guide to adapting LLMs).")
     text = ("Run, cheapest first: " + ", ".join(name for name, _ in arms) + ". " + " ".join(notes)).strip()
     return {"answers": a, "suggested_arms": [name for name, _ in arms],
             "reasons": {name: why for name, why in arms}, "notes": notes, "text": text}

@@ -27,11 +27,12 @@ from .task import primary_metric
 log = logging.getLogger("tailor")
 
 
-def run_ladder(exp: Experiment, progress: bool = True) -> LadderResult:
+def run_ladder(exp: Experiment, progress: bool = True, run_dir: str | Path | None = None) -> LadderResult:
+    """`run_dir`: a run directory made beforehand (`tailor run DATA_FILE` writes its plan there first)."""
     t_start = time.perf_counter()
     with open_run("ladder", exp.name, exp.to_json(), runs_dir=exp.runs_dir, model=exp.model, dtype=exp.dtype,
                   device=exp.device, task=exp.task, task_options=exp.task_options.loader_options(exp.seed),
-                  seed=exp.seed, cache=exp.cache) as ctx:
+                  seed=exp.seed, cache=exp.cache, reopen=run_dir) as ctx:
         task = ctx.task
         test = task.splits["test"][: exp.limit] if exp.limit else task.splits["test"]
         console.print(f"[bold]Ladder[/] {exp.name}: {len(exp.arms)} arms on {task.name} "

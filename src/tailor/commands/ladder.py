@@ -17,19 +17,76 @@ DEMO_ARMS = [
 
 
 def run_(
-    experiment: str = typer.Argument(..., help="experiment YAML: model, task, arms, prices"),
+    source: str = typer.Argument(..., metavar="EXPERIMENT_OR_DATA_FILE",
+                                 help="an experiment YAML (model, task, arms, prices), or a data file (.jsonl .json "
+                                      ".csv .tsv .parquet: any task format, or preference pairs, rankings or thumbs "
+                                      "up/down rows) to plan the ladder from"),
+    model: Optional[str] = typer.Option(None, help="the base model (data file default: smollm2-135m; overrides an "
+                                                   "experiment's)"),
+    kb: Optional[str] = typer.Option(None, help="data file: a knowledge base for the rag arms: a folder of "
+                                                ".txt/.md/.html files or a .jsonl of {id, title, text} (built into the "
+                                                "run as tailor index builds it), or a folder tailor index built"),
+    budget: Optional[str] = typer.Option(None, help="wall-clock budget: 30m, 1h, 90s, or minutes (45); data file "
+                                                    "default 30m: sizes test rows, training steps and the general "
+                                                    "suite to fit; overrides an experiment's budget_minutes"),
     limit: Optional[int] = typer.Option(None, help="override: evaluate on the first N test rows"),
     runs_dir: Optional[str] = typer.Option(None, help="override: where run directories go"),
 ) -> None:
-    """Run the adaptation ladder of an experiment and write results.json and report.html."""
-    from ..config import load_experiment
+    """Run the adaptation ladder of an experiment, or of a data file (the arms Meta's guide to adapting
+    LLMs suggests for it, sized to --budget; RUN/experiment.yaml is what ran), and write results.json
+    and report.html."""
+    import time
+    from pathlib import Path
+
+    from ..plan import parse_budget
+    from ..run_file import EXPERIMENT_SUFFIXES, check_inputs, prepare
+    started = time.perf_counter()
     _one_process("tailor run")
-    exp = load_experiment(experiment)
-    if limit is not None:
-        exp.limit = limit
-    if runs_dir:
-        exp.runs_dir = runs_dir
-    _run_and_print(exp)
+    budget_s = parse_budget(budget) if budget is not None else None
+    if Path(source).suffix.lower() in EXPERIMENT_SUFFIXES:
+        from ..config import load_experiment
+        from ..errors import TailorError
+        if kb is not None:
+            raise TailorError(f"--kb applies to a data file; the experiment {source} names its knowledge base on its "
+                              "rag arms (kb:)")
+        exp = load_experiment(source)
+        if model:
+            exp.model = model
+        if budget_s is not None:
+            exp.budget_minutes = budget_s / 60
+        if limit is not None:
+            exp.limit = limit
+        if runs_dir:
+            exp.runs_dir = runs_dir
+        _run_and_print(exp)
+        return
+    model = model or "smollm2-135m"
+    check_inputs(source, kb, model)
+    if limit is not None and limit < 1:
+        from ..errors import TailorError
+        raise TailorError(f"--limit {limit}: expected at least 1 test row")
+    budget_s = budget_s if budget_s is not None else 30 * 60
+    run_dir, plan = prepare(source, model=model, kb=kb, budget_s=budget_s, runs_dir=runs_dir or "runs", limit=limit,
+                            started=started)
+    _print_plan(plan, run_dir)
+    from ..config import load_experiment
+    exp = load_experiment(run_dir / "experiment.yaml")   # what runs is what the file says
+    _run_and_print(exp, run_dir)
+    took = time.perf_counter() - started
+    out.print(f"budget {budget_s / 60:.1f} min, took {took / 60:.1f} min{'' if took <= budget_s else ' (over)'}; "
+              f"the experiment: {run_dir}/experiment.yaml (edit it and `tailor run` it again)")
+
+
+def _print_plan(plan, run_dir) -> None:
+    exp = plan.experiment
+    out.print(f"[bold]Plan[/] for {exp['task']} -> {run_dir}/experiment.yaml "
+              f"(estimated {plan.estimate['total'] / 60:.1f} min)", highlight=False)
+    for arm in exp["arms"]:
+        name = arm if isinstance(arm, str) else arm["name"]
+        size = f" ({arm['steps']} steps)" if isinstance(arm, dict) and "steps" in arm else ""
+        out.print(f"  {name}{size}: {plan.reasons.get(name, '')}", highlight=False)
+    for note in plan.notes:
+        out.print(f"  - {note}", highlight=False)
 
 
 def demo(
@@ -89,21 +146,28 @@ def _forgetting_cell(arm) -> str:
     return f"[red]{text}[/]" if row.significant_drop else text
 
 
-def _run_and_print(exp) -> None:
+def _run_and_print(exp, run_dir=None) -> None:
     from ..ladder import run_ladder
-    results = run_ladder(exp)
+    results = run_ladder(exp, run_dir=run_dir)
     metric = results.primary_metric
     forgetting = any(a.forgetting for a in results.arms)
-    table = Table("arm", metric, "tok/req", "latency p50", "train s", "trainable",
+    table = Table("arm", metric, "95% CI", "P(best)", "tok/req", "latency p50", "train s", "trainable",
                   "$ / 1k req", "$ 1st month", *(["general Δ (worst)"] if forgetting else []),
                   title=f"{results.experiment.name} ({results.experiment.test_rows} test rows, {exp.model})")
     for a in results.arms:
         if not a.ok:
-            table.add_row(a.name, "[red]failed[/]", (a.error or "")[:90], "", "", "", "", "")
+            table.add_row(a.name, "[red]failed[/]", "", "", (a.error or "")[:90], "", "", "", "", "")
             continue
         c = a.cost
         score = a.metrics.get(metric)   # a reward model judges pairs: it has no answers to score
-        table.add_row(a.name, "—" if score is None else f"{score:.3f}",
+        if a.seed_means:   # the mean over its seeds, and their spread (the served arm is the first seed)
+            m = a.seed_means
+            score, seeds = sum(m) / len(m), f" (mean of {len(m)} seeds, {min(m):.3f}–{max(m):.3f})"
+        else:
+            seeds = ""
+        table.add_row(a.name, "—" if score is None else f"{score:.3f}{seeds}",
+                      f"{a.interval[0]:.3f}–{a.interval[1]:.3f}" if a.interval else "",
+                      f"{a.p_best:.0%}" if a.p_best is not None else "",
                       f"{c.prompt_tokens_per_request + c.completion_tokens_per_request:.0f}",
                       f"{c.latency_p50_s * 1000:.0f} ms" if c.latency_p50_s is not None else "",
                       f"{c.train_time_s:.0f}", f"{c.trainable_params:,}", f"{c.cost_per_1k_requests:.4f}",
