@@ -96,3 +96,22 @@ def test_seeds_on_a_deterministic_arm_are_refused_in_one_line():
         experiment_from_dict({"arms": [{"method": "zero-shot", "seeds": 3}]}, "exp.yaml")
     with pytest.raises(DataError, match=r"arms\[0\].seeds.*whole number"):
         experiment_from_dict({"arms": [{"method": "lora", "seeds": 0}]}, "exp.yaml")
+
+
+def test_the_report_shows_how_sure_the_recommendation_is(tmp_path):
+    from test_report import realistic_results
+
+    from tailor.report import write_report
+    results = realistic_results()
+    ok = [a for a in results.arms if a.ok]
+    rates = {"zero_shot": 0.40, "few_shot": 0.57, "icl_similar": 0.66, "lora": 0.73}
+    preds = {a.name: [_preds(_rows(rates[a.name], i))] for i, a in enumerate(ok)}
+    results.recommendation = recommend(results.arms, preds, "classify", "accuracy", _exp())
+    html = write_report(results, tmp_path).read_text(encoding="utf-8")
+    section = html[html.index('id="verdict"'):html.index('id="quality-cost"')]
+    assert 'href="#verdict"' in html and "chance of being best" in section
+    assert section.count("<tr><td>") >= len(ok) + (len(ok) - 1)   # every arm, and every arm against the best
+    assert "zero_shot − lora" in section and "<svg" in section and "McNemar" in section
+    lora = next(a for a in results.arms if a.name == "lora")
+    table = html[html.index('id="comparison"'):html.index('id="verdict"')]
+    assert f"{lora.interval[0]:.3f}–{lora.interval[1]:.3f}" in table

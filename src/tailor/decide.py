@@ -6,7 +6,7 @@ against the closed-book baseline, and the recommendation with how sure it is."""
 from __future__ import annotations
 
 from .evaluate import rouge_pair
-from .methods.base import method_class
+from .methods import METHODS
 from .results import ArmResult, Recommendation
 from .verdict import ArmScores, verdict
 
@@ -38,7 +38,8 @@ def recommend(arms: list[ArmResult], predictions: dict[str, list[list]], kind: s
         if any([p.id for p in run] != ids for run in runs):   # cannot happen in one ladder: say so if it does
             raise ValueError(f"arm {a.name} was measured on other rows than {ok[0].name}")
         scored.append(ArmScores(a.name, [row_scores(kind, run) for run in runs], a.cost.first_month_cost))
-    baseline = next((a.name for a in ok if method_class(a.method).bare), None)
+    # the closed-book baseline; a result read back may name a method this Tailor does not have
+    baseline = next((a.name for a in ok if a.method in METHODS and METHODS[a.method].bare), None)
     v = verdict(scored, metric=metric, tolerance=exp.tolerance, baseline=baseline, replicates=REPLICATES,
                 seed=exp.seed)
     for a in ok:

@@ -17,11 +17,12 @@ from pathlib import Path
 
 from .config import Arm, Experiment
 from .context import RunContext, open_run
+from .decide import recommend
 from .errors import TailorError
 from .measure import measure
 from .methods.base import method_class
 from .progress import console
-from .results import ArmResult, Curation, ExampleRow, ExperimentInfo, Forgetting, LadderResult, LongDoc, Recommendation, Retrieval
+from .results import ArmResult, Curation, ExampleRow, ExperimentInfo, Forgetting, LadderResult, LongDoc, Retrieval, SeedRun
 from .task import primary_metric
 
 log = logging.getLogger("tailor")
@@ -46,14 +47,20 @@ def run_ladder(exp: Experiment, progress: bool = True, run_dir: str | Path | Non
             from .methods.preference import chained
             arm = chained(arm, arms)   # after: / reward_model: an earlier arm, by name
             budget_s = _budget_share(exp, exp.arms[i - 1:], time.perf_counter() - t_start)
-            result, adapted, predictions[arm.name] = _run_arm(exp, arm, ctx, test, progress, budget_s)
+            if budget_s is not None:
+                budget_s /= arm.seeds
+            result, adapted, preds = _run_arm(exp, arm, ctx, test, progress, budget_s)
+            predictions[arm.name] = [preds] if preds is not None else []
+            if arm.seeds > 1 and result.ok:
+                predictions[arm.name] += _more_seeds(result, exp, arm, ctx, test, progress, budget_s)
             if exp.forgetting and result.ok and result.changes_weights and not getattr(arm.options, "scorer", False):
                 base_general = _forgetting(result, adapted, ctx, base_general, progress, exp.forgetting_size)
             del adapted  # frees a trained model before the next arm trains
             arms.append(result)
             _print_arm(result, primary_metric(task.kind))
-        _versus_closed_book(arms, predictions, task.kind)
-        _imitation(arms, predictions, exp, ctx, test, progress)
+        first = {name: runs[0] if runs else None for name, runs in predictions.items()}
+        _versus_closed_book(arms, first, task.kind)
+        _imitation(arms, first, exp, ctx, test, progress)
         if exp.judge:   # a gold reward model grades the policies (tailor.preference.judge)
             from .preference.judge import judge_ladder
             judge_ladder(arms, exp, ctx, test, progress)
@@ -65,7 +72,7 @@ def run_ladder(exp: Experiment, progress: bool = True, run_dir: str | Path | Non
                                       requests_per_month=exp.requests_per_month, tolerance=exp.tolerance,
                                       budget_minutes=exp.budget_minutes),
             task=task.summary(), curation=curation, primary_metric=primary_metric(task.kind), arms=arms,
-            recommendation=recommend(arms, primary_metric(task.kind), exp), advice=_advice(exp),
+            recommendation=recommend(arms, predictions, task.kind, primary_metric(task.kind), exp), advice=_advice(exp),
             manifest=ctx.run.read_json("manifest.json"), run_dir=str(ctx.path))
         results.wall_s = time.perf_counter() - t_start
         ctx.run.write_json("results.json", results.to_json())
@@ -206,26 +213,26 @@ def _imitation(arms: list[ArmResult], predictions: dict[str, list | None], exp: 
             console.print(f"[yellow]imitation check:[/] {arm.name} {arm.imitation['warning']}")
 
 
-def recommend(arms: list[ArmResult], metric: str, exp: Experiment) -> Recommendation:
-    ok = [a for a in arms if a.ok and metric in a.metrics]   # a reward model has no answers to rank
-    if not ok:
-        return Recommendation(text="Every arm failed; see the errors in the table and log.txt.")
-    m = lambda a: a.metrics[metric]   # noqa: E731
-    best = max(ok, key=m)
-    good = [a for a in ok if m(a) >= m(best) - exp.tolerance]
-    pick = min(good, key=lambda a: (a.cost.first_month_cost, a.cost.trainable_params))
-    tokens = pick.cost.prompt_tokens_per_request + pick.cost.completion_tokens_per_request
-    text = (f"{pick.name} reaches {metric} {m(pick):.3f}"
-            + (f", the best of {len(ok)} arms." if pick is best else
-               f", within {exp.tolerance:.2f} of the best ({best.name}, {m(best):.3f}), at lower cost.")
-            + f" It uses {tokens:.0f} tokens per request and costs about "
-            f"${pick.cost.first_month_cost:.2f} in its first month at {exp.requests_per_month:,} requests"
-            + (f" (training {pick.cost.train_time_s:.0f} s included)." if pick.cost.train_time_s else "."))
-    cheaper = [a for a in ok if a.cost.first_month_cost < pick.cost.first_month_cost]
-    if cheaper:
-        c = min(cheaper, key=lambda a: a.cost.first_month_cost)
-        text += f" The cheaper {c.name} (${c.cost.first_month_cost:.2f}) loses {m(pick) - m(c):.3f} {metric}."
-    return Recommendation(arm=pick.name, best_arm=best.name, text=text)
+def _more_seeds(result: ArmResult, exp: Experiment, arm: Arm, ctx: RunContext, test, progress: bool,
+                budget_s: float | None) -> list[list]:
+    """Seeds 2..N of an arm with `seeds: N`, each fitted and measured on the same rows, saved as
+    arms/NAME.seedK; the arm itself (the first seed) is what is served. A failed seed is counted."""
+    import dataclasses
+    runs = []
+    for k in range(1, arm.seeds):
+        seed = arm.options.seed + k
+        console.print(f"  seed {k + 1}/{arm.seeds} (seed {seed})")
+        again = dataclasses.replace(arm, name=f"{arm.name}.seed{k}", options=arm.options.model_copy(update={"seed": seed}))
+        r, adapted, preds = _run_arm(exp, again, ctx, test, progress, budget_s)
+        del adapted
+        if not r.ok:
+            result.notes["seeds_failed"] = result.notes.get("seeds_failed", 0) + 1
+            console.print(f"  [yellow]seed {seed} failed:[/] {r.error}")
+            continue
+        result.seed_runs.append(SeedRun(seed=seed, metrics=r.metrics, arm_dir=r.arm_dir,
+                                        train_time_s=r.cost.train_time_s))
+        runs.append(preds)
+    return runs
 
 
 def _check_data(exp: Experiment, ctx: RunContext) -> Curation | None:

@@ -18,6 +18,7 @@ from .fmt import esc
 from .longdoc import longdoc_section
 from .preference import preference_section
 from .retrieval import retrieval_section
+from .verdict import verdict_section
 
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; "
        "script-src 'none'")
@@ -36,7 +37,8 @@ def render_html(results: LadderResult) -> str:
     v = sections.View.of(results)
     title = f"{results.experiment.name or results.task.get('name') or 'experiment'} · Tailor report"
     body = [sections.header(v), _nav(v), sections.recommendation(v), sections.comparison_table(v),
-            sections.charts(v), retrieval_section(v), distill_section(v), longdoc_section(v), preference_section(v),
+            verdict_section(v), sections.charts(v), retrieval_section(v), distill_section(v), longdoc_section(v),
+            preference_section(v),
             sections.forgetting(v), sections.confusions(v),
             sections.debugging(v), sections.examples(v),
             sections.data_check(v), sections.manifest(v)]
@@ -51,8 +53,10 @@ def render_html(results: LadderResult) -> str:
 
 
 def _nav(v: sections.View) -> str:
-    links = [("recommendation", "Recommendation"), ("comparison", "Comparison"),
-             ("quality-cost", "Quality vs cost"), ("latency", "Latency")]
+    links = [("recommendation", "Recommendation"), ("comparison", "Comparison")]
+    if v.results.recommendation.verdict:
+        links.append(("verdict", "How sure"))
+    links += [("quality-cost", "Quality vs cost"), ("latency", "Latency")]
     if any(a.retrieval for a in v.ok):
         links.append(("retrieval", "Retrieval"))
     if any(a.imitation for a in v.ok):
@@ -129,7 +133,7 @@ tr.recommended td { background: #f0fdf4; }
 tr.recommended td.arm { box-shadow: inset 4px 0 0 #16a34a; }
 td.arm { min-width: 150px; max-width: 210px; overflow-wrap: break-word; }
 .method { color: var(--muted); font-size: 12px; margin-left: 16px; }
-.delta { color: var(--muted); font-size: 11px; font-weight: 400; }
+.delta, .ci { color: var(--muted); font-size: 11px; font-weight: 400; }
 .star { color: #16a34a; margin-left: 5px; }
 .warn { color: #d97706; }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 50%; margin-right: 6px; }

@@ -216,7 +216,7 @@ def hbars(rows: list[tuple[str, list[float | None]]], series: list[tuple[str, st
 
 
 def intervals(rows: list[tuple[str, float, float | None, float | None, bool]], title: str,
-              width: int = 600) -> str:
+              width: int = 600, axis: str = "change vs base model (percentage points)") -> str:
     """Dot-and-whisker plot of signed changes (in 0-1 units, drawn as percentage points) around
     zero; rows are (label, delta, ci_low, ci_high, flagged). Flagged rows are drawn in red."""
     vals = [v for r in rows for v in r[1:4] if v is not None]
@@ -241,7 +241,7 @@ def intervals(rows: list[tuple[str, float, float | None, float | None, bool]], t
                         f'{t:+g}</text>')
     body.append(f'<line x1="{sx(0):.1f}" x2="{sx(0):.1f}" y1="{top}" y2="{height - 30}" stroke="{AXIS}"/>'
                 f'<text x="{left + pw / 2}" y="{height - 2}" text-anchor="middle" fill="{MUTED}">'
-                f'change vs base model (percentage points)</text>')
+                f'{esc(axis)}</text>')
     for i, (label, delta, ci_lo, ci_hi, flagged) in enumerate(rows):
         y = top + i * row_h + row_h / 2
         c = "#dc2626" if flagged else "#2563eb"

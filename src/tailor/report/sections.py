@@ -172,6 +172,9 @@ def comparison_table(v: View) -> str:
         for h, get, show, _, cls in cols:
             x = get(a)
             text = esc(show(x))
+            if h == v.primary and a.interval:   # the verdict's 95% interval, and the chance of being best
+                text += (f'<div class="ci" title="95% interval; chance of being best">'
+                         f'{a.interval[0]:.3f}–{a.interval[1]:.3f} · {a.p_best:.0%}</div>')
             if h == v.primary and baseline is not None and a is not baseline and x is not None:
                 d = x - (v.m(baseline, v.primary) or 0)
                 text += (f'<div class="delta" title="change vs {esc(baseline.name)}">'
@@ -187,6 +190,8 @@ def comparison_table(v: View) -> str:
                         f'<code>{esc(fmt.clip(reason, 2000))}</code></td></tr>')
     price = fmt.num(exp.price_per_1k_tokens)
     notes = ["<b>Bold green</b> marks the best value among finished arms; the ★ row is the recommendation."]
+    if any(a.interval for a in v.ok):
+        notes.append(f"Under {esc(v.primary)}: its 95% interval and the arm's chance of being best (see How sure).")
     if baseline is not None and len(v.ok) > 1:
         notes.append(f"Small figures under {esc(v.primary)} are the change vs {esc(baseline.name)}.")
     if price is not None:
