@@ -21,13 +21,17 @@ import copy
 import logging
 import warnings
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..errors import TailorError
 from ..recipe import Recipe
+from ..schema import Options
 from ..train.options import TrainConfig
 from ..utils import atomic_dir, atomic_write_json
-from .base import Adapted, Method, base_recipe, frozen_copy, recipe_builder
+from .base import Adapted, Method, base_recipe, frozen_copy, method_class, recipe_builder
 
 log = logging.getLogger("tailor")
 # bitsandbytes (imported by peft when installed) logs on every import that an optional CPU
@@ -166,7 +170,9 @@ class Full(_Trained):
 
 
 class LoRA(_Trained):
-    """Low-rank adapters on the linear layers (default: all of them except the output head)."""
+    """Low-rank adapters on the linear layers (default: all of them except the output head).
+    `init_adapter` (or `after:` in a ladder): continue an earlier arm's LoRA adapter (a cpt arm's,
+    an SFT arm's) instead of starting a fresh one; see `start_adapter`."""
 
     method: ClassVar[str] = "lora"
     lora_adapter: ClassVar[bool] = True
@@ -175,6 +181,8 @@ class LoRA(_Trained):
     dropout: float = 0.05
     target_modules: list[str] | str = "all-linear"
     lr: float = 1e-3
+    init_adapter: str | None = None   # a LoRA arm's folder (lora, cpt, dpo, ...) to start from
+    after: str | None = None          # in a ladder: the name of an earlier arm to start from (sets init_adapter)
 
     def peft_config(self):
         from peft import LoraConfig
@@ -182,8 +190,48 @@ class LoRA(_Trained):
                           target_modules=self.target_modules, task_type="CAUSAL_LM")
 
     def trainable_model(self, task, base):
-        from peft import get_peft_model
-        return get_peft_model(frozen_copy(base), self.peft_config())
+        return start_adapter(self, base)[0]
+
+    def fit_inputs(self) -> dict:
+        from .base import arm_content
+        return {"init_adapter": arm_content(self.init_adapter)} if self.init_adapter else {}
+
+
+def start_adapter(arm: LoRA, base):
+    """The adapter `arm` trains, and whether it continues another arm's: a fresh LoRA adapter
+    over the frozen base, or a trainable copy of the adapter in `arm.init_adapter` (a ladder's
+    `after:` sets it to the earlier arm's folder: `preference.chained`). A continued adapter
+    keeps its own shape (r, alpha, target modules); this arm's dropout replaces its own."""
+    from peft import PeftModel, get_peft_model
+
+    from ..recipe import find_arm, read_recipe
+    if arm.after and not arm.init_adapter:
+        raise TailorError(f"{arm.method}: after: '{arm.after}' names an earlier arm of a ladder; outside a ladder "
+                          "set init_adapter to that arm's folder")
+    if not arm.init_adapter:
+        return get_peft_model(frozen_copy(base), arm.peft_config()), False
+    if not Path(arm.init_adapter).exists():
+        raise TailorError(f"{arm.method}: init_adapter '{arm.init_adapter}' is not an arm folder (after: must name "
+                          "an earlier arm of the ladder that ran)")
+    folder = find_arm(arm.init_adapter)
+    recipe, _ = read_recipe(folder)
+    cls = method_class(recipe.method)
+    if not cls.lora_adapter or cls.quantized:
+        raise TailorError(f"{folder}: init_adapter must be a LoRA arm over the unchanged base (lora, cpt, dpo, ...), "
+                          f"not {recipe.method}")
+    model = PeftModel.from_pretrained(frozen_copy(base), folder / cls.folder, is_trainable=True)
+    shape = model.peft_config["default"]
+    for name in ("r", "alpha", "target_modules"):   # set here, but the continued adapter's own shape holds
+        theirs = shape.lora_alpha if name == "alpha" else getattr(shape, name)
+        if name in arm.model_fields_set and getattr(arm, name) != theirs and not (
+                name == "target_modules" and isinstance(theirs, set) and set(getattr(arm, name)) == theirs):
+            log.warning("%s: %s %s is not used: the adapter of %s continues with its own %s %s", arm.method, name,
+                        getattr(arm, name), folder, name, theirs)
+    import torch
+    for name, module in model.named_modules():   # this arm's dropout, not the earlier arm's
+        if "lora_dropout" in name and isinstance(module, torch.nn.Dropout):
+            module.p = arm.dropout
+    return model, True
 
 
 def quantized_base(base):
@@ -212,6 +260,10 @@ class QLoRA(LoRA):
 
     method: ClassVar[str] = "qlora"
     quantized: ClassVar[bool] = True
+    # not fields here: a 4-bit adapter cannot continue one trained over the full-precision base, so
+    # a file that sets them is refused when it is read ("unknown setting")
+    init_adapter: ClassVar[None] = None
+    after: ClassVar[None] = None
 
     def trainable_model(self, task, base):
         from peft import get_peft_model, prepare_model_for_kbit_training
@@ -356,6 +408,121 @@ def add_zero_biases(model) -> list:
     return added
 
 
+class _Documents(Options):
+    """Continued pre-training (`cpt`): the next-token loss over a team's documents, every token
+    a target: the option Meta's guide to adapting LLMs (2024) places between pre-training and
+    fine-tuning (domain-adaptive pre-training: Gururangan et al. 2020). `tailor.train.text` packs
+    the documents into sequences of at most `seq_len` tokens, counted; THE loop trains on them
+    with its own cross-entropy. The arm answers the task closed book through the task's prompt,
+    as a lora arm does; a lora arm `after:` it continues its adapter (SFT on the task's rows)."""
+
+    trains_on_pool: ClassVar[bool] = False   # the documents, not the task's rows
+    # a folder of .txt/.md/.html files or a .jsonl of {id, title, text} records (what tailor index
+    # reads), or a bundled knowledge base's name; default: the task's own knowledge base
+    documents: str | None = None
+    max_documents: Annotated[int, Field(gt=0)] | None = None   # a seeded sample; the rest counted as dropped
+    nll_sample: Annotated[int, Field(ge=0)] = 32   # sequences whose NLL is measured before and after (0: off)
+    # THE loop's options for task rows, which documents never meet: not fields here, so a file that
+    # sets one is refused when it is read ("unknown setting"); size a run by max_documents, steps, epochs
+    max_train_examples: ClassVar[None] = None
+    train_prompts: ClassVar[None] = None
+    overlong: ClassVar[None] = None           # a long document continues in the next sequence, never cut
+
+    def source(self, task) -> str:
+        if self.documents:
+            return self.documents
+        if task.knowledge:
+            return task.knowledge
+        raise TailorError(f"cpt: the {task.name} task has no knowledge base; set documents: to a folder of "
+                          ".txt/.md/.html files or a .jsonl of {id, title, text} records")
+
+    @staticmethod
+    def read(source: str) -> list:
+        """The documents as `tailor index` reads them: a bundled knowledge base, or files."""
+        from ..datasets.knowledge import BUNDLED_KBS, bundled_documents
+        from ..retrieval.documents import read_documents
+        return bundled_documents(source) if source in BUNDLED_KBS else read_documents(source)
+
+    def fit_inputs(self) -> dict:
+        # the content of the documents named (a default bundled knowledge base is the task's own,
+        # a function of the installed package as the task's rows in the key are)
+        from ..utils import sha256_text
+        digest = None
+        if self.documents:
+            digest = sha256_text("\n".join(f"{d.id}\x00{d.sha256}" for d in self.read(self.documents)))
+        return {**super().fit_inputs(), "documents": digest}
+
+    def fit(self, task, base, out: Path | None = None, *, progress: bool = True, budget_s: float | None = None,
+            resume: str | None = None, **_) -> Adapted:
+        import random
+
+        import torch
+
+        from ..prompts import builder_for
+        from ..train.loop import train, use_bf16
+        from ..train.text import pack_documents, text_nll
+        source = self.source(task)
+        data, report = pack_documents(self.read(source), base.tokenizer, self.seq_len, self.max_documents,
+                                      self.seed)
+        log.info("%s: %d documents from %s (%d dropped by max_documents), %d tokens in %d sequences of at most %d "
+                 "(%d documents continue across sequences)", self.method, report.trained_documents, source,
+                 report.dropped_documents, report.tokens, report.sequences, self.seq_len, report.split_documents)
+        torch.manual_seed(self.seed)   # adapter init is part of the run's reproducibility
+        model = self.trainable_model(task, base)
+        builder = builder_for(task, base.tokenizer, base.model.config)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        # whether the documents were learned (their NLL), apart from whether the task gains from it
+        sample = random.Random(self.seed).sample(data, min(self.nll_sample, len(data)))
+        pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else base.tokenizer.eos_token_id
+        bf16 = use_bf16(self.precision, base.device)
+        nll = {"sequences": len(sample), "tokens": sum(len(e.target) for e in sample)}
+        if sample:
+            nll["before"] = text_nll(model, sample, pad, self.pack_len, bf16)
+        result = train(model, base.tokenizer, builder, task, self, out, data=data, tag=self.method, progress=progress,
+                       resume=resume, budget_s=budget_s)
+        if sample:
+            nll["after"] = text_nll(model, sample, pad, self.pack_len, bf16)
+            log.info("%s: NLL of %d sequences of the documents %.3f -> %.3f nats a token", self.method, len(sample),
+                     nll["before"], nll["after"])
+        info = {**result.to_json(), "documents": {"source": source, **report.to_json()}, "documents_nll": nll,
+                "epochs_of_documents": result.target_tokens / max(report.target_tokens, 1)}
+        return self.trained_arm(model, task, base, builder, info, trainable)
+
+
+class CPT(_Documents, LoRA):
+    """Continued pre-training of a LoRA adapter (the default), or of every weight (`adapter: full`)."""
+
+    method: ClassVar[str] = "cpt"
+    adapter: Literal["lora", "full"] = "lora"
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _full_variant(cls, data, handler):
+        # What an arm is (a LoRA adapter over the unchanged base, or a model of its own) belongs to
+        # its class, which serving, export and the ladder find from the recipe's method name: with
+        # `adapter: full` the options validate as CPTFull, recorded as cpt-full.
+        if cls is CPT and isinstance(data, dict) and data.get("adapter") == "full":
+            return CPTFull.model_validate(data)
+        return handler(data)
+
+
+class CPTFull(_Documents, Full):
+    """`cpt` with `adapter: full`: every weight trains on the documents (a full model folder)."""
+
+    method: ClassVar[str] = "cpt-full"
+    adapter: Literal["full"] = "full"
+    init_adapter: str | None = None
+    after: str | None = None
+
+    @field_validator("init_adapter", "after")
+    @classmethod
+    def _no_start(cls, value):
+        if value is not None:
+            raise PydanticCustomError("cpt_full_start", "nothing here: a full cpt arm trains the base's own weights; "
+                                                        "only adapter: lora continues another arm's adapter")
+        return value
+
+
 def lora_stack(base, arms: dict[str, Path]):
     """One PeftModel over the base's frozen weights with each LoRA arm loaded under its name,
     and name -> weights id: what an engine of many adapters runs (rows of different adapters
@@ -383,7 +550,6 @@ def lora_stack(base, arms: dict[str, Path]):
 
 def merge_arm(adapted: Adapted, out: Path) -> Path:
     """Writes a merged safetensors Hugging Face folder that AutoModelForCausalLM loads."""
-    from .base import method_class
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise TailorError(f"{out} exists and is not empty; choose a new folder for the merged model")
@@ -398,4 +564,4 @@ def merge_arm(adapted: Adapted, out: Path) -> Path:
     return out
 
 
-FINETUNE_METHODS = {cls.method: cls for cls in (Full, LoRA, QLoRA, PromptTuning, Prefix, IA3, BitFit)}
+FINETUNE_METHODS = {cls.method: cls for cls in (Full, LoRA, QLoRA, PromptTuning, Prefix, IA3, BitFit, CPT, CPTFull)}

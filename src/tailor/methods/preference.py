@@ -21,45 +21,18 @@ from pydantic import Field
 
 from ..errors import TailorError
 from ..recipe import Recipe
-from .base import Adapted, method_class
-from .finetune import LoRA, for_inference, frozen_copy
+from .base import Adapted
+from .finetune import LoRA, for_inference
+from .finetune import start_adapter as _start_adapter  # a fresh adapter, or an SFT arm's
 
 log = logging.getLogger("tailor")
-
-
-def _start_adapter(self, base):
-    """The policy to train: a fresh LoRA adapter, or the SFT arm's adapter, trainable."""
-    from peft import PeftModel, get_peft_model
-
-    from ..recipe import find_arm, read_recipe
-    if self.after and not self.init_adapter:
-        raise TailorError(f"{self.method}: after: '{self.after}' names an earlier arm of a ladder; outside a ladder "
-                          "set init_adapter to the SFT arm's folder")
-    if not self.init_adapter:
-        return get_peft_model(frozen_copy(base), self.peft_config()), False
-    if not Path(self.init_adapter).exists():
-        raise TailorError(f"{self.method}: init_adapter '{self.init_adapter}' is not an arm folder (after: must name "
-                          "an earlier arm of the ladder that ran)")
-    folder = find_arm(self.init_adapter)
-    recipe, _ = read_recipe(folder)
-    if not method_class(recipe.method).lora_adapter:
-        raise TailorError(f"{folder}: init_adapter must be an arm whose artifact is a LoRA adapter of the base (a lora "
-                          f"SFT arm, or a preference policy), not {recipe.method}")
-    model = PeftModel.from_pretrained(frozen_copy(base), folder / "adapter", is_trainable=True)
-    import torch
-    for name, module in model.named_modules():   # this arm's dropout, not the SFT arm's
-        if "lora_dropout" in name and isinstance(module, torch.nn.Dropout):
-            module.p = self.dropout
-    return model, True
 
 
 class _Policy(LoRA):
     """A LoRA policy trained from preferences; `init_adapter`: an SFT arm to start from."""
 
     trains_on_pool: ClassVar[bool] = False   # pairs or rollouts, not the SFT rows in step order
-
-    init_adapter: str | None = None   # an SFT (lora) arm's folder to start from; frozen, it is the reference
-    after: str | None = None          # in a ladder: the name of an earlier arm to start from (sets init_adapter)
+    # init_adapter / after (LoRA's): an SFT arm to start from; frozen, it is the reference
 
     def fit_inputs(self) -> dict:
         from .base import arm_content
@@ -184,6 +157,8 @@ class RewardModel(LoRA):
     trains_on_pool: ClassVar[bool] = False
     layout: ClassVar[str] = "padded"     # one row per sequence: the score is read at its last real token
     folder: ClassVar[str] = "reward"
+    init_adapter: ClassVar[None] = None  # a scalar-head backbone starts from no generator's adapter ("unknown setting")
+    after: ClassVar[None] = None
     margin: float = 0.0
     lr: float = 2e-4
     dropout: float = 0.0
