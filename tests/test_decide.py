@@ -115,3 +115,29 @@ def test_the_report_shows_how_sure_the_recommendation_is(tmp_path):
     lora = next(a for a in results.arms if a.name == "lora")
     table = html[html.index('id="comparison"'):html.index('id="verdict"')]
     assert f"{lora.interval[0]:.3f}–{lora.interval[1]:.3f}" in table
+
+
+def test_break_even_volumes_match_the_arithmetic_and_the_report_plots_them(tmp_path):
+    from test_report import realistic_results
+
+    from tailor.breakeven import break_even, sentence
+    from tailor.report import write_report
+    lora = ArmResult(name="lora", method="lora", cost=Cost(train_cost=1.0, cost_per_1k_requests=0.01))
+    icl = ArmResult(name="icl", method="icl", cost=Cost(cost_per_1k_requests=0.05))
+    zs = ArmResult(name="zero-shot", method="zero-shot", cost=Cost(cost_per_1k_requests=0.008))
+    rows = break_even([lora, icl, zs], 100_000)
+    by = {r.prompt_arm: r for r in rows}
+    # 1.0 $ over 6 months against 0.04 $ saved per 1k requests: 1/6 / 0.00004 = 4,166.7 requests a month
+    assert by["icl"].requests_per_month[6] == 1.0 / 6 / 0.00004 and by["icl"].requests_per_month[3] == 1.0 / 3 / 0.00004
+    assert by["icl"].cheaper_now and by["zero-shot"].requests_per_month[6] is None   # zero-shot is cheaper per request
+    text = sentence(rows, 100_000)
+    assert "lora becomes cheaper than icl above 4,167 requests a month" in text and "never becomes cheaper than zero-shot" in text
+    results = realistic_results()
+    for a in results.arms:
+        if a.name == "lora":
+            a.cost.train_cost = 0.5
+    results.break_even = break_even(results.arms, results.experiment.requests_per_month)
+    html = write_report(results, tmp_path).read_text(encoding="utf-8")
+    start = html.index('id="break-even"')
+    section = html[start:html.index("</section>", start)]
+    assert "<polyline" in section and section.count("<tr><td>lora</td>") == 3   # against each prompting arm

@@ -15,6 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
+from .breakeven import break_even
 from .config import Arm, Experiment
 from .context import RunContext, open_run
 from .decide import recommend
@@ -73,6 +74,7 @@ def run_ladder(exp: Experiment, progress: bool = True, run_dir: str | Path | Non
                                       budget_minutes=exp.budget_minutes),
             task=task.summary(), curation=curation, primary_metric=primary_metric(task.kind), arms=arms,
             recommendation=recommend(arms, predictions, task.kind, primary_metric(task.kind), exp), advice=_advice(exp),
+            break_even=break_even(arms, exp.requests_per_month),
             manifest=ctx.run.read_json("manifest.json"), run_dir=str(ctx.path))
         results.wall_s = time.perf_counter() - t_start
         ctx.run.write_json("results.json", results.to_json())

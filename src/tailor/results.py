@@ -232,6 +232,17 @@ class Curation(Result):
     problems: list[str] = []
 
 
+class BreakEven(Result):
+    """A weight arm against a prompting arm (tailor.breakeven): the monthly requests above which the
+    weight arm is cheaper, with its training paid off over 3, 6 and 12 months (None: never)."""
+    weight_arm: str
+    prompt_arm: str
+    train_cost: float
+    saving_per_1k: float                 # per 1k requests, prompting arm minus weight arm
+    requests_per_month: dict[int, float | None]
+    cheaper_now: bool = False            # at the experiment's requests_per_month, over 6 months
+
+
 class LadderResult(Result):
     schema_version: int = SCHEMA_VERSION
     experiment: ExperimentInfo = ExperimentInfo()
@@ -246,6 +257,7 @@ class LadderResult(Result):
     run_dir: str = ""
     report: dict[str, Any] | None = None
     debug: dict[str, Any] = {}           # arm name -> `tailor debug`'s summary (clusters, flags, output kinds)
+    break_even: list[BreakEven] = []
 
     @property
     def ok_arms(self) -> list[ArmResult]:
