@@ -174,7 +174,11 @@ def _run_and_print(exp, run_dir=None) -> None:
                       f"{c.first_month_cost:.2f}", *([_forgetting_cell(a)] if forgetting else []))
     out.print(table)
     out.print("latency: one request at a time, uncached, on this machine")
-    out.print(f"[bold green]Recommendation:[/] {results.recommendation.text}")
+    out.print(f"[bold green]Recommendation:[/] {results.recommendation.text}", highlight=False)
+    if results.break_even:
+        from ..breakeven import sentence
+        out.print(f"[bold]Break-even:[/] {sentence(results.break_even, results.experiment.requests_per_month)}",
+                  highlight=False)
     out.print(f"results: {results.run_dir}/results.json   arms: {results.run_dir}/arms/")
     if results.report and results.report.get("html"):
         out.print(f"report:  {results.report['html']}")
