@@ -261,7 +261,9 @@ class PPOTrainer:
             # length of a region, so swapped-in reference weights would not be seen inside this one
             with self.as_reference(), self.autocast():
                 ref, _ = forward_tokens(self.model, batch)
-            s = scores[[index[id(ex)] for ex in batch.examples]]
+            # the reward model's scores come back as Python floats (a CPU tensor): on the policy's
+            # device they add into its per-token rewards (on CUDA a CPU operand is an error)
+            s = scores[[index[id(ex)] for ex in batch.examples]].to(lp.device)
             rewards, kl = token_rewards(lp, ref, s, batch.sequence, self.kl_ctl.beta)
             adv, ret = gae(rewards, values, batch.sequence, o.gamma, o.lam)
             out.batches.append(batch)
@@ -272,7 +274,8 @@ class PPOTrainer:
             out.returns.append(ret)
             out.rewards.append(rewards)
             out.scores.append(s)
-            all_kl.append(torch.zeros(len(batch.sequences)).index_add_(0, batch.sequence, kl.float()))
+            all_kl.append(torch.zeros(len(batch.sequences), device=kl.device).index_add_(
+                0, batch.sequence.to(kl.device), kl.float()))
         if o.whiten:
             flat = whiten(torch.cat(out.adv))
             at = 0
