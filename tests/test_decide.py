@@ -141,3 +141,44 @@ def test_break_even_volumes_match_the_arithmetic_and_the_report_plots_them(tmp_p
     start = html.index('id="break-even"')
     section = html[start:html.index("</section>", start)]
     assert "<polyline" in section and section.count("<tr><td>lora</td>") == 3   # against each prompting arm
+
+
+def test_a_saturating_curve_is_recovered_from_its_points():
+    from tailor.curves import fit_curve
+    from tailor.results import CurvePoint
+    a, b, c = 0.8, 2.0, 0.5
+    points = [CurvePoint(rows=n, metric=a - b * n ** -c) for n in (80, 160, 320, 640)]
+    curve = fit_curve(points)
+    assert abs(curve.fit["a"] - a) < 0.01 and abs(curve.fit["c"] - c) < 0.02
+    assert abs(curve.predicted_at_double - (a - b * 1280 ** -c)) < 0.002
+    falling = [CurvePoint(rows=n, metric=0.9 - n / 1000) for n in (80, 160, 320)]
+    assert fit_curve(falling).fit is None   # more rows hurting is no learning curve: no fit, said so
+
+
+def test_a_learning_curve_refits_on_fewer_rows_and_the_report_plots_it(tmp_path):
+    from tailor.ladder import run_ladder
+    from tailor.report import write_report
+    task = write_tickets(tmp_path / "tickets.jsonl", 80)
+    exp = experiment_from_dict({
+        "model": "tiny-test", "dtype": "fp32", "task": str(task), "curate": False, "report": False,
+        "forgetting": False, "cache": False, "latency_requests": 0, "runs_dir": str(tmp_path / "runs"),
+        "learning_curve": {"arms": ["lora"], "fractions": [0.25, 0.5]},
+        "arms": ["zero-shot", {"method": "lora", "steps": 2, "batch_size": 4, "precision": "fp32", "eval_every": 0}]},
+        "exp.yaml")
+    result = run_ladder(exp, progress=False)
+    curve = next(a for a in result.arms if a.name == "lora").learning_curve
+    assert [p.rows for p in curve.points] == [16, 32, 64]   # 64 train rows, a quarter and a half of them
+    assert all(p.lo <= p.metric <= p.hi for p in curve.points)
+    assert (Path(result.run_dir) / "arms" / "lora.rows16" / "recipe.json").is_file()
+    html = write_report(result, tmp_path).read_text(encoding="utf-8")
+    assert 'id="curves"' in html and "lora: accuracy" in html
+
+
+def test_a_learning_curve_on_an_arm_that_cannot_take_fewer_rows_is_refused():
+    import pytest
+
+    from tailor.errors import DataError
+    with pytest.raises(DataError, match=r"learning_curve.arms\[0\].*does not train on a number"):
+        experiment_from_dict({"arms": ["zero-shot"], "learning_curve": {"arms": ["zero-shot"]}}, "exp.yaml")
+    with pytest.raises(DataError, match=r"learning_curve.arms\[0\].*not an arm"):
+        experiment_from_dict({"arms": ["zero-shot"], "learning_curve": {"arms": ["lora"]}}, "exp.yaml")

@@ -50,6 +50,14 @@ class JudgeOptions(Options):
     seed: int = 1                      # of the temperature-1 samples the KL is estimated on
 
 
+class CurveOptions(Options):
+    """`learning_curve:` the named arms refitted on fractions of their training rows and measured on
+    the same test rows, so a team sees whether labelling more rows or switching method pays more."""
+
+    arms: Annotated[list[str], Field(min_length=1)]
+    fractions: list[Annotated[float, Field(gt=0, lt=1)]] = [0.125, 0.25, 0.5]   # the arm itself is 1
+
+
 @dataclass(frozen=True)
 class Arm:
     name: str
@@ -92,6 +100,7 @@ class Experiment(Options):
     report: bool = True
     advice: dict[str, Any] = {}
     judge: JudgeOptions | None = None   # a gold reward model grading the policies: {arm: NAME, reference: sft}
+    learning_curve: CurveOptions | None = None   # {arms: [lora], fractions: [0.125, 0.25, 0.5]}
     arms: list[Any] = Field(default_factory=list, exclude=True)   # [Arm], validated by `read_arms`
 
     def to_json(self) -> dict:
@@ -111,6 +120,16 @@ def experiment_from_dict(data: dict, path: str | Path = "<experiment>", lines: d
     exp.name = exp.name or f"{Path(str(exp.task)).stem}-ladder"
     if exp.judge is not None:
         exp.judge = _check_judge(exp, path, lines or {})
+    if exp.learning_curve is not None:
+        by_name = {a.name: a for a in exp.arms}
+        for i, name in enumerate(exp.learning_curve.arms):
+            where = ("learning_curve", "arms", i)
+            if name not in by_name:
+                raise DataError(path, f"'{name}' is not an arm of this experiment", (lines or {}).get(where),
+                                f"learning_curve.arms[{i}]")
+            if "max_train_examples" not in type(by_name[name].options).model_fields:
+                raise DataError(path, f"a {by_name[name].method} arm does not train on a number of labelled rows "
+                                      "it could be given fewer of", (lines or {}).get(where), f"learning_curve.arms[{i}]")
     return exp
 
 

@@ -59,6 +59,9 @@ def run_ladder(exp: Experiment, progress: bool = True, run_dir: str | Path | Non
             del adapted  # frees a trained model before the next arm trains
             arms.append(result)
             _print_arm(result, primary_metric(task.kind))
+        if exp.learning_curve:
+            from .curves import learning_curves
+            learning_curves(arms, predictions, exp, ctx, test, progress, _run_arm)
         first = {name: runs[0] if runs else None for name, runs in predictions.items()}
         _versus_closed_book(arms, first, task.kind)
         _imitation(arms, first, exp, ctx, test, progress)

@@ -164,6 +164,22 @@ class SeedRun(Result):
     train_time_s: float = 0.0
 
 
+class CurvePoint(Result):
+    rows: int                          # labelled training rows the fit drew from
+    metric: float
+    lo: float | None = None            # 95% interval over the test rows
+    hi: float | None = None
+    train_time_s: float = 0.0
+
+
+class LearningCurve(Result):
+    """The arm refitted on fractions of its training rows (tailor.curves), the last point the arm
+    itself, and a saturating power law fitted through them: metric(n) = a - b * n^-c."""
+    points: list[CurvePoint]
+    fit: dict[str, float] | None = None
+    predicted_at_double: float | None = None   # the fitted curve at twice the rows (an extrapolation)
+
+
 class ArmResult(Result):
     name: str
     method: str
@@ -196,6 +212,7 @@ class ArmResult(Result):
     p_best: float | None = None
     seed_means: list[float] | None = None
     seed_runs: list[SeedRun] = []
+    learning_curve: LearningCurve | None = None
 
     @property
     def ok(self) -> bool:

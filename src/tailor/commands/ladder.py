@@ -175,6 +175,10 @@ def _run_and_print(exp, run_dir=None) -> None:
     out.print(table)
     out.print("latency: one request at a time, uncached, on this machine")
     out.print(f"[bold green]Recommendation:[/] {results.recommendation.text}", highlight=False)
+    for a in results.arms:
+        if a.learning_curve:
+            from ..curves import sentence as curve_sentence
+            out.print(f"[bold]Learning curve:[/] {curve_sentence(a.name, a.learning_curve, metric)}", highlight=False)
     if results.break_even:
         from ..breakeven import sentence
         out.print(f"[bold]Break-even:[/] {sentence(results.break_even, results.experiment.requests_per_month)}",

@@ -14,6 +14,7 @@ from ..results import LadderResult
 from ..utils import atomic_write_text
 from . import sections
 from .breakeven import breakeven_section
+from .curves import curves_section
 from .distill import distill_section
 from .fmt import esc
 from .longdoc import longdoc_section
@@ -38,8 +39,8 @@ def render_html(results: LadderResult) -> str:
     v = sections.View.of(results)
     title = f"{results.experiment.name or results.task.get('name') or 'experiment'} · Tailor report"
     body = [sections.header(v), _nav(v), sections.recommendation(v), sections.comparison_table(v),
-            verdict_section(v), sections.charts(v), breakeven_section(v), retrieval_section(v), distill_section(v),
-            longdoc_section(v), preference_section(v),
+            verdict_section(v), sections.charts(v), curves_section(v), breakeven_section(v), retrieval_section(v),
+            distill_section(v), longdoc_section(v), preference_section(v),
             sections.forgetting(v), sections.confusions(v),
             sections.debugging(v), sections.examples(v),
             sections.data_check(v), sections.manifest(v)]
@@ -58,6 +59,8 @@ def _nav(v: sections.View) -> str:
     if v.results.recommendation.verdict:
         links.append(("verdict", "How sure"))
     links += [("quality-cost", "Quality vs cost"), ("latency", "Latency")]
+    if any(a.learning_curve for a in v.ok):
+        links.append(("curves", "Learning curves"))
     if v.results.break_even:
         links.append(("break-even", "Break-even"))
     if any(a.retrieval for a in v.ok):
