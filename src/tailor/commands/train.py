@@ -123,7 +123,9 @@ def inspect_prompt(
     from ..train.soft_prompt import nearest_tokens
     folder = find_arm(arm)
     recipe, _ = read_recipe(folder)
-    if recipe.method != "prompt-tuning":
+    from ..methods.base import method_class
+    options = method_class(recipe.method).model_validate(recipe.options)
+    if not getattr(options, "soft_tokens", lambda: 0)():   # virtual tokens read as input embeddings
         raise TailorError(f"{folder}: a {recipe.method} arm has no soft prompt (only prompt-tuning arms do)")
     base = _base(arm, model, "fp32")
     table = Table("virtual token", *[f"nearest {i + 1} (cos)" for i in range(top)])

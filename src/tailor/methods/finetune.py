@@ -47,6 +47,7 @@ class _Trained(TrainConfig, Method):
 
     changes_weights: ClassVar[bool] = True
     trains_on_pool: ClassVar[bool] = True
+    runs_on_ranks: ClassVar[bool] = True
     layout: ClassVar[str] = "packed"     # padded: every sequence alone (soft prompts, prefixes)
     folder: ClassVar[str] = "adapter"    # where the weights go in the arm folder
 
@@ -131,7 +132,7 @@ def for_inference(model, method: str, dtype) -> None:
     (bf16 autocast), and at the base's speed: fp32 LoRA adapters on a bf16 base cost a cast of
     every adapter's input, 30% more time per forward on CPU. Loading applies the same cast, so a
     reloaded arm computes what the fitted one did. (4-bit bases keep their own compute dtype.)"""
-    if method == "qlora":
+    if method_class(method).quantized:
         return
     for p in model.parameters():
         if p.dtype != dtype and p.is_floating_point():
@@ -534,14 +535,15 @@ def lora_stack(base, arms: dict[str, Path]):
     for name, path in arms.items():
         folder = find_arm(path)
         recipe, _ = read_recipe(folder)
-        if recipe.method != "lora":
-            raise TailorError(f"{folder}: a {recipe.method} arm cannot share a batch with other adapters "
-                              "(only lora arms can; serve it on its own)")
+        cls = method_class(recipe.method)
+        if not cls.lora_adapter or cls.quantized:
+            raise TailorError(f"{folder}: a {recipe.method} arm is not a LoRA adapter of the unchanged base and cannot "
+                              "share a batch with other adapters; serve it on its own")
         if model is None:
-            model = PeftModel.from_pretrained(frozen_copy(base), folder / LoRA.folder, adapter_name=name)
+            model = PeftModel.from_pretrained(frozen_copy(base), folder / cls.folder, adapter_name=name)
         else:
-            model.load_adapter(folder / LoRA.folder, adapter_name=name)
-        ids[name] = _weights_id(base, "lora", recipe.weights["digest"])
+            model.load_adapter(folder / cls.folder, adapter_name=name)
+        ids[name] = _weights_id(base, recipe.method, recipe.weights["digest"])   # the id the arm was measured under
     if model is None:
         raise TailorError("no adapters given")
     for_inference(model, "lora", base.dtype)

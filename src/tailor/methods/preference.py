@@ -208,6 +208,8 @@ class PPO(_Policy):
     """PPO with a per-token KL penalty against a reward-model arm (tailor.preference.ppo)."""
 
     method: ClassVar[str] = "ppo"
+    on_policy: ClassVar[bool] = True
+    runs_on_ranks: ClassVar[bool] = False   # its own loop over rollouts: every rank would train alone on all of them
     reward_model: str | None = None   # the folder of a reward-model arm (required)
     steps: int = 20                   # PPO iterations (rollout + optimisation)
     beta: float = 0.05                # KL penalty coefficient (initial, when adaptive)
