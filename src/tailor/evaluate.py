@@ -11,6 +11,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 
+from .calibration import calibrated
 from .engine import Engine
 from .prompts import PromptBuilder, assemble
 from .task import Example, Task
@@ -129,6 +130,7 @@ class Prediction:
     passages_dropped: int = 0             # retrieved passages left out to fit the prompt budget
     cited: list[str] | None = None        # chunk ids the answer cited as [n] (generate tasks)
     cited_out_of_range: int = 0           # [n] with no passage n
+    uncalibrated: str | None = None       # a calibrated arm's answer before its label prior was divided out
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -136,12 +138,13 @@ class Prediction:
 
 def predict(engine: Engine, builder: PromptBuilder, task: Task, examples: list[Example],
             shots_for=None, passages_for=None, max_new_tokens: int = 64,
-            length_norm: bool = False) -> list[Prediction]:
+            length_norm: bool = False, calibration: dict | None = None) -> list[Prediction]:
     """Formats every example with the one prompt builder and runs it through the engine.
     `shots_for(example)` supplies in-context examples; `passages_for(examples)` the retrieved
     passages of every example (one batch of queries), most relevant first.
     length_norm: rank options by mean log-probability per token instead of the sum (options of
-    different lengths, as in general benchmarks; the sum favours short options)."""
+    different lengths, as in general benchmarks; the sum favours short options).
+    calibration: a recipe's label prior (tailor.calibration), divided out of every row's scores."""
     prompts, retrieved = assemble(builder, examples, shots_for, passages_for)
     texts = [p.text for p in prompts]
     out = []
@@ -149,12 +152,15 @@ def predict(engine: Engine, builder: PromptBuilder, task: Task, examples: list[E
         options = [task.labels if task.kind == "classify" else ex.choices for ex in examples]
         scores = engine.score(texts, [[builder.target_text(o) for o in opts] for opts in options])
         for ex, p, opts, s in zip(examples, prompts, options, scores):
-            lps = s.mean_logprobs if length_norm else s.logprobs
+            raw = s.mean_logprobs if length_norm else s.logprobs
+            lps = calibrated(opts, raw, calibration["log_prior"]) if calibration else raw
             probs = _softmax(lps)
             best = max(range(len(opts)), key=lambda j: lps[j])
             out.append(Prediction(ex.id, opts[best], ex.target, s.prompt_tokens, sum(s.n_tokens),
                                   s.latency_s, s.cached, dict(zip(opts, probs)), p.shots_used,
                                   p.shots_dropped, p.text))
+            if calibration:
+                out[-1].uncalibrated = opts[max(range(len(opts)), key=lambda j: raw[j])]
     else:
         gens = engine.generate(texts, max_new_tokens=max_new_tokens)
         for ex, p, g in zip(examples, prompts, gens):

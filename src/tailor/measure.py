@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from .calibration import summary as calibration_summary
 from .evaluate import Prediction, percentile, score_predictions
 from .methods.base import method_class
 from .preference.data import pairs_of
@@ -26,6 +27,7 @@ class Measurement:
     notes: dict[str, int]   # the engine's counted fallbacks (e.g. a remote model scored by matching)
     retrieval: dict | None = None   # knowledge-base arms: retrieval, citations, abstention, its cost
     longdoc: dict | None = None     # long-document arms: plans, calls and tokens per question, compression
+    calibration: dict | None = None  # a calibrated arm: its label prior, predicted-label shares before and after
 
 
 def measure(adapted, task, rows, *, cache=None, batch_size: int = 16, max_new_tokens: int = 64,
@@ -54,7 +56,7 @@ def measure(adapted, task, rows, *, cache=None, batch_size: int = 16, max_new_to
                 latency_p95_s=percentile(latencies, 0.95) if latencies else None,
                 latency_requests=len(latencies))
     return Measurement(preds, report.metrics, report.confusion, report.labels, cost, dict(engine.notes), grounding,
-                       longdoc)
+                       longdoc, calibration_summary(adapted.recipe.calibration, preds))
 
 
 def measure_reward_model(adapted, rows, *, cache=None, batch_size: int = 16, progress: bool = True) -> Measurement:

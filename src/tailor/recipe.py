@@ -54,6 +54,8 @@ class Recipe(Options):
     train: dict | None = None      # the training run's result (steps, tokens, time, loss)
     trainable_params: int = 0
     program: dict | None = None    # long-document arms: PEARL's actions and plan demonstrations, the extraction schema
+    calibration: dict | None = None  # a label prior divided out of every prediction (tailor.calibration):
+    #                                  method, the inputs it was measured on, labels, log_prior per label
 
 
 def save_recipe(folder: Path, recipe: Recipe, pool: list[Example] = ()) -> None:

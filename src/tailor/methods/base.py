@@ -135,7 +135,8 @@ class Adapted:
     def predict(self, engine: Engine, task: Task, examples: list[Example],
                 max_new_tokens: int = 64) -> list[Prediction]:
         from ..evaluate import predict
-        return predict(engine, self.builder, task, examples, self.shots, self.passages, max_new_tokens)
+        return predict(engine, self.builder, task, examples, self.shots, self.passages, max_new_tokens,
+                       calibration=self.recipe.calibration)
 
 
 def frozen_copy(base):

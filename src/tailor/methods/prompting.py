@@ -7,12 +7,49 @@ import random
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from pydantic import Field, field_validator
+
+from ..calibration import label_set, measure_prior
 from ..errors import TailorError
 from ..recipe import Recipe, ShotSpec
+from ..schema import Options
 from ..task import Example, Task
 from .base import Adapted, Method, base_recipe, recipe_builder
 
 SelectorKind = Literal["similarity", "mmr", "ngram", "balanced", "budget", "random"]
+Calibration = Literal["off", "contextual", "batch"]
+
+
+class _Calibrated(Options):
+    """`calibrate`: divide the arm's label prior out of its predictions (tailor.calibration):
+    `contextual` measures it on content-free inputs (Zhao et al. 2021), `batch` on `calibrate_rows`
+    training inputs (Zhou et al. 2023). Measured when the arm is fitted, saved in its recipe."""
+
+    calibrate: Calibration = "off"
+    calibrate_rows: int = Field(64, gt=0)   # batch: the training inputs the prior is the mean over
+
+    @field_validator("calibrate", mode="before")
+    @classmethod
+    def _yaml_off(cls, value):
+        # YAML 1.1 reads a bare `off` as false (and `on` as true, which names no method)
+        if value is False:
+            return "off"
+        if value is True:
+            raise ValueError("say which calibration: contextual or batch")
+        return value
+
+    def _check_calibrate(self, task: Task) -> None:
+        """Refused before any work: a task without a fixed label set has no prior to divide out."""
+        if self.calibrate != "off":
+            label_set(task)
+
+    def _calibrated(self, adapted: Adapted, task: Task, cache=None) -> Adapted:
+        if self.calibrate == "off":
+            return adapted
+        prior = measure_prior(adapted, task, self.calibrate, cache=cache, rows=self.calibrate_rows,
+                              seed=getattr(self, "seed", 0))
+        adapted.recipe = adapted.recipe.model_copy(update={"calibration": prior})
+        return adapted
 
 
 class _Prompting(Method):
@@ -22,24 +59,28 @@ class _Prompting(Method):
         return Adapted(recipe, base.model, base.tokenizer, base.weights_id, builder,
                        shots=make_shots(recipe.shots, pool, builder, recipe.labels), pool=pool)
 
-    def _adapted(self, task: Task, base, shots: ShotSpec | None = None, pool: list[Example] = ()) -> Adapted:
-        """The arm built through its recipe, exactly as `load` rebuilds it."""
+    def _adapted(self, task: Task, base, shots: ShotSpec | None = None, pool: list[Example] = (),
+                 cache=None) -> Adapted:
+        """The arm built through its recipe, exactly as `load` rebuilds it (its label prior
+        measured, when it calibrates)."""
         from ..prompts import builder_for
         builder = builder_for(task, base.tokenizer, getattr(base.model, "config", None))
-        return self.load(base_recipe(self, task, base, builder, shots=shots), list(pool), None, base)
+        adapted = self.load(base_recipe(self, task, base, builder, shots=shots), list(pool), None, base)
+        return self._calibrated(adapted, task, cache) if isinstance(self, _Calibrated) else adapted
 
 
-class ZeroShot(_Prompting):
+class ZeroShot(_Calibrated, _Prompting):
     """The instruction and the input, nothing else: the floor every other arm must beat."""
 
     method: ClassVar[str] = "zero-shot"
     bare: ClassVar[bool] = True
 
-    def fit(self, task: Task, base, out=None, **_) -> Adapted:
-        return self._adapted(task, base)
+    def fit(self, task: Task, base, out=None, *, cache=None, **_) -> Adapted:
+        self._check_calibrate(task)
+        return self._adapted(task, base, cache=cache)
 
 
-class FewShot(_Prompting):
+class FewShot(_Calibrated, _Prompting):
     """k fixed training examples, drawn once with a seed (label-balanced for classification),
     shown before every input."""
 
@@ -48,9 +89,11 @@ class FewShot(_Prompting):
     seed: int = 0
     balanced: bool = True
 
-    def fit(self, task: Task, base, out=None, **_) -> Adapted:
+    def fit(self, task: Task, base, out=None, *, cache=None, **_) -> Adapted:
+        self._check_calibrate(task)
         shots = fixed_shots(task, self.k, self.seed, self.balanced)
-        return self._adapted(task, base, ShotSpec(selector="fixed", k=self.k, ids=[s.id for s in shots]), shots)
+        return self._adapted(task, base, ShotSpec(selector="fixed", k=self.k, ids=[s.id for s in shots]), shots,
+                             cache)
 
 
 def fixed_shots(task: Task, k: int, seed: int, balanced: bool) -> list[Example]:
@@ -73,7 +116,7 @@ def fixed_shots(task: Task, k: int, seed: int, balanced: bool) -> list[Example]:
     return shots
 
 
-class ICL(_Prompting):
+class ICL(_Calibrated, _Prompting):
     """In-context learning with examples chosen per input (dynamic example selection, as
     LangChain's example selectors do). The pool is a seeded sample of the train split."""
 
@@ -86,14 +129,15 @@ class ICL(_Prompting):
     ngram: int = 1
     token_budget: int = 600
 
-    def fit(self, task: Task, base, out=None, **_) -> Adapted:
+    def fit(self, task: Task, base, out=None, *, cache=None, **_) -> Adapted:
+        self._check_calibrate(task)
         pool = train_pool(task)
         if self.pool_size and len(pool) > self.pool_size:
             pool = random.Random(self.seed).sample(pool, self.pool_size)
         spec = ShotSpec(selector=self.selector, k=self.k, ids=[ex.id for ex in pool],
                         options={"seed": self.seed, "mmr_lambda": self.mmr_lambda, "ngram": self.ngram,
                                  "token_budget": self.token_budget})
-        return self._adapted(task, base, spec, pool)
+        return self._adapted(task, base, spec, pool, cache)
 
 
 class FixedShots:

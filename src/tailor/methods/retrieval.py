@@ -23,7 +23,7 @@ from ..recipe import Recipe
 from ..schema import Options
 from .base import Adapted, base_recipe
 from .finetune import LoRA
-from .prompting import _Prompting
+from .prompting import _Calibrated, _Prompting
 
 Retrieval = Literal["hybrid", "bm25", "dense"]
 CITE = " Use the numbered context passages, and cite the passage you used as [n]."
@@ -77,16 +77,17 @@ class _Knowledge(Options):
         return adapted
 
 
-class RAG(_Knowledge, _Prompting):
+class RAG(_Knowledge, _Calibrated, _Prompting):
     method: ClassVar[str] = "rag"
 
-    def fit(self, task, base, out=None, **_) -> Adapted:
+    def fit(self, task, base, out=None, *, cache=None, **_) -> Adapted:
+        self._check_calibrate(task)
         retriever, builder = self._retriever_and_builder(task, base)
         recipe = base_recipe(self, task, base, builder, retriever=retriever.spec())
         # the prompting family's load, with the retriever just opened (not opened a second time from its spec)
         adapted = super(_Knowledge, type(self)).load(recipe, [], None, base)
         adapted.passages = retriever
-        return adapted
+        return self._calibrated(adapted, task, cache)   # each calibration input's own passages
 
 
 class RAGLoRA(_Knowledge, LoRA):

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..calibration import calibrated
 from ..engine import Engine
 from ..errors import TailorError
 from ..prompts import assemble
@@ -38,6 +39,7 @@ class ServedArm:
     passages: object = None     # a RAG arm's retriever: each request's passages, as the ladder measured
     program: object = None      # an arm whose predictions are a program (PEARL): its Adapted, run per request
     task: object = None         # what the program reads of the task (kind, instruction, labels)
+    calibration: dict | None = None   # the recipe's label prior (tailor.calibration), divided out of the scores
 
     def prompt(self, request: str | list[dict]) -> str:
         """The prompt text of a request: a completion prompt (text) or chat turns."""
@@ -52,6 +54,12 @@ class ServedArm:
 
     def options(self) -> list[str]:
         return [self.builder.target_text(label) for label in self.labels]
+
+    def label_scores(self, logprobs: list[float]) -> list[float]:
+        """The labels' scores as the arm was measured: its label prior divided out, when it has one."""
+        if not self.calibration:
+            return list(logprobs)
+        return calibrated(self.labels, logprobs, self.calibration["log_prior"])
 
 
 def check_name(name: str) -> str:
@@ -101,13 +109,14 @@ def load_arms(base, arms: dict[str, str | Path]) -> dict[str, ServedArm]:
                                                                    None, progress=False)
             out[name] = ServedArm(name, recipe.method, recipe.kind, engine, None, adapted.builder, adapted.shots,
                                   recipe.labels, base.name, context, adapted.passages,
-                                  program=adapted if cls.own_predict else None, task=_task(recipe))
+                                  program=adapted if cls.own_predict else None, task=_task(recipe),
+                                  calibration=recipe.calibration)
             continue
         builder = recipe_builder(recipe, base.tokenizer)
         passages = Retriever.from_spec(recipe.retriever) if recipe.retriever else None
         out[name] = ServedArm(name, recipe.method, recipe.kind, shared, name if name in stacked else None, builder,
                               make_shots(recipe.shots, pool, builder, recipe.labels), recipe.labels, base.name,
-                              context, passages)
+                              context, passages, calibration=recipe.calibration)
     return out
 
 

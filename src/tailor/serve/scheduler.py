@@ -184,7 +184,8 @@ class Scheduler:
         scores = self._batched(jobs, "scoring", lambda: engine.score(
             [j.prompt for j in jobs], [j.arm.options() for j in jobs], adapters=[j.arm.adapter for j in jobs]))
         for job, s in zip(jobs, scores or []):
-            best = max(range(len(s.logprobs)), key=s.logprobs.__getitem__)
+            lps = job.arm.label_scores(s.logprobs)   # a calibrated arm's prior divided out, as it was measured
+            best = max(range(len(lps)), key=lps.__getitem__)
             label = job.arm.labels[best]
             if job.on_text is not None:
                 job.on_text(label)
