@@ -13,6 +13,20 @@ from ..schema import validate
 from . import distill, finetune, longdoc, preference, prompting, retrieval  # noqa: F401
 from .base import METHODS, Adapted, Method, load_adapted, save_adapted
 
+# METHODS in the order a ladder climbs (the order errors list them in), whatever order the families
+# were imported in: family by family, each family's methods as its file defines them
+FAMILIES = ("prompting", "finetune", "preference", "retrieval", "distill", "longdoc")
+
+
+def _family(cls: type[Method]) -> int:
+    name = cls.__module__.rsplit(".", 1)[-1]
+    return FAMILIES.index(name) if name in FAMILIES else len(FAMILIES)   # a family not listed: last
+
+
+_climb = sorted(METHODS.items(), key=lambda item: _family(item[1]))   # stable: a family keeps its file's order
+METHODS.clear()
+METHODS.update(_climb)
+
 
 def make_method(name: str, options: dict | None = None) -> Method:
     """The method `name` with `options`, validated (errors name the option)."""
