@@ -49,11 +49,16 @@ def recommend(arms: list[ArmResult], predictions: dict[str, list[list]], kind: s
         if s.seeds > 1:
             a.seed_means = list(s.seed_means)
     pick = next(a for a in ok if a.name == v.recommended)
+    seeded = [a.name for a in ok if a.name in (v.best, v.recommended) and len(predictions[a.name]) == 1
+              and a.method in METHODS and "seed" in METHODS[a.method].model_fields]
     c = pick.cost
     tokens = c.prompt_tokens_per_request + c.completion_tokens_per_request
     text = (v.sentence() + f" {pick.name} uses {tokens:.0f} tokens per request and costs about "
             f"${c.first_month_cost:.2f} in its first month at {exp.requests_per_month:,} requests"
             + (f" (training {c.train_time_s:.0f} s included)." if c.train_time_s else "."))
+    if seeded:   # a second fit or shot draw can differ by more than the rows show (seeds: N measures it)
+        text += (f" {' and '.join(dict.fromkeys(seeded))} ran one seed: the intervals cover the test rows, not the "
+                 "spread between fits or shot draws (give the arm seeds: N to measure it).")
     return Recommendation(arm=pick.name, best_arm=v.best, text=text, claim=v.claim,
                           confident=v.claim in ("cheaper_non_inferior", "best_separated", "only_arm"),
                           verdict=v.to_json())

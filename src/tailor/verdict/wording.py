@@ -4,10 +4,8 @@ behind a passed non-inferiority test. What the data cannot tell apart is said to
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .core import Comparison, Verdict
+# `v` below is a core.Verdict and `c` a core.Comparison, read by attribute: core imports this module
+# (Verdict.sentence), so this one names no type of core's and the two stay free of an import cycle.
 
 
 def signed(x: float) -> str:
@@ -27,12 +25,12 @@ def p_value(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
-def interval(v: Verdict, lo: float, hi: float, sign: bool = True) -> str:
+def interval(v, lo: float, hi: float, sign: bool = True) -> str:
     f = signed if sign else (lambda x: f"{x:.3f}")
     return f"{v.confidence:.0%} CI {f(lo)} to {f(hi)}"
 
 
-def evidence(v: Verdict, c: Comparison, flip: bool = False) -> str:
+def evidence(v, c, flip: bool = False) -> str:
     """'95% CI -0.031 to +0.055; McNemar p = 0.610, 40 vs 44 discordant rows' for a comparison,
     of arm - reference, or of reference - arm when flipped."""
     text = interval(v, -c.hi, -c.lo) if flip else interval(v, c.lo, c.hi)
@@ -47,7 +45,7 @@ def level(x: float) -> str:
     return f"{x:.3f}".rstrip("0").rstrip(".") if x else "0"
 
 
-def sentence(v: Verdict) -> str:
+def sentence(v) -> str:
     best = v.arm(v.best)
     m = v.metric
     own = f"{m} {best.mean:.3f} ({interval(v, best.lo, best.hi, sign=False)})"
@@ -81,7 +79,7 @@ def sentence(v: Verdict) -> str:
     return text + _against_baseline(v)
 
 
-def _tie(v: Verdict, best) -> str:
+def _tie(v, best) -> str:
     close = sorted((v.comparison(a, best.name) for a in v.contenders), key=lambda c: -c.diff)
     if not close:   # every pair separates, but the best's share of replicates is low
         return (f"{best.name} is ahead of every other arm pair by pair, but its chance of being best is only "
@@ -107,7 +105,7 @@ def _tie(v: Verdict, best) -> str:
     return text + f" Chance of being best: {chances}."
 
 
-def _no_cheaper(v: Verdict, cheaper: list[Comparison], tol: str, one_sided: str) -> str:
+def _no_cheaper(v, cheaper: list, tol: str, one_sided: str) -> str:
     """A clause (lower case, no leading space) on the cheaper arms that failed non-inferiority."""
     if not cheaper:
         return "no other arm costs less."
@@ -118,7 +116,7 @@ def _no_cheaper(v: Verdict, cheaper: list[Comparison], tol: str, one_sided: str)
     return f"no cheaper arm is shown to be within {tol} of it (closest: {c.arm}, {one_sided} {signed(c.lower_one_sided)}{how})."
 
 
-def _against_baseline(v: Verdict) -> str:
+def _against_baseline(v) -> str:
     if v.baseline is None or v.recommended == v.baseline:
         return ""
     c = v.comparison(v.recommended, v.baseline)
