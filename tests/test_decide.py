@@ -99,9 +99,8 @@ def test_seeds_on_a_deterministic_arm_are_refused_in_one_line():
 
 
 def test_the_report_shows_how_sure_the_recommendation_is(tmp_path):
-    from test_report import realistic_results
-
     from tailor.report import write_report
+    from test_report import realistic_results
     results = realistic_results()
     ok = [a for a in results.arms if a.ok]
     rates = {"zero_shot": 0.40, "few_shot": 0.57, "icl_similar": 0.66, "lora": 0.73}
@@ -118,10 +117,9 @@ def test_the_report_shows_how_sure_the_recommendation_is(tmp_path):
 
 
 def test_break_even_volumes_match_the_arithmetic_and_the_report_plots_them(tmp_path):
-    from test_report import realistic_results
-
     from tailor.breakeven import break_even, sentence
     from tailor.report import write_report
+    from test_report import realistic_results
     lora = ArmResult(name="lora", method="lora", cost=Cost(train_cost=1.0, cost_per_1k_requests=0.01))
     icl = ArmResult(name="icl", method="icl", cost=Cost(cost_per_1k_requests=0.05))
     zs = ArmResult(name="zero-shot", method="zero-shot", cost=Cost(cost_per_1k_requests=0.008))
