@@ -82,7 +82,8 @@ def test_forgetting_runs_the_base_suite_once_and_each_weight_changing_arm(task_f
 @pytest.mark.parametrize("data,field,message", [
     ({"arms": ["zero-shot"], "modle": "x"}, "modle", "unknown setting"),
     ({"arms": ["telepathy"]}, "arms[0].method", "unknown method 'telepathy'"),
-    ({"arms": [{"method": "few-shot", "kk": 3}]}, "arms[0].kk", "unknown setting (known: balanced, calibrate, calibrate_rows, k, seed)"),
+    ({"arms": [{"method": "few-shot", "kk": 3}]}, "arms[0].kk",
+     "unknown setting (known: balanced, calibrate, calibrate_rows, k, seed)"),
     ({"arms": [{"method": "icl", "selector": "nope"}]}, "arms[0].selector", "expected 'similarity', 'mmr',"),
     ({"arms": [{"method": "lora", "lr": "fast"}]}, "arms[0].lr", "expected a valid number, got 'fast'"),
     ({"arms": ["zero-shot", "zero-shot"]}, "arms[1].name", "duplicate arm name 'zero-shot'"),
