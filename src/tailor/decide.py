@@ -5,6 +5,8 @@ against the closed-book baseline, and the recommendation with how sure it is."""
 
 from __future__ import annotations
 
+import json
+
 from .evaluate import rouge_pair
 from .methods import METHODS
 from .results import ArmResult, Recommendation
@@ -61,4 +63,4 @@ def recommend(arms: list[ArmResult], predictions: dict[str, list[list]], kind: s
                  "spread between fits or shot draws (give the arm seeds: N to measure it).")
     return Recommendation(arm=pick.name, best_arm=v.best, text=text, claim=v.claim,
                           confident=v.claim in ("cheaper_non_inferior", "best_separated", "only_arm"),
-                          verdict=v.to_json())
+                          verdict=json.loads(json.dumps(v.to_json())))   # as results.json reads back (lists)
