@@ -3,6 +3,7 @@ with errors that name the file, the line and the field. Reading a config imports
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -11,6 +12,7 @@ from pydantic import Field
 
 from .curate.options import CurateOptions
 from .errors import DataError
+from .knobs import TuneOptions, arm_tune, read_tune
 from .methods import METHODS, Method
 from .schema import Options, read_yaml, validate
 
@@ -64,9 +66,11 @@ class Arm:
     method: str
     options: Method
     seeds: int = 1     # fits with seeds seed, seed+1, ...: the verdict's interval then covers training variance
+    tune: Any = None   # knobs.TuneOptions (its space resolved): trials on dev choose its options (tailor.tune)
 
     def to_json(self) -> dict:
-        return {"name": self.name, "method": self.method, "options": self.options.model_dump(), "seeds": self.seeds}
+        return {"name": self.name, "method": self.method, "options": self.options.model_dump(), "seeds": self.seeds,
+                **({"tune": self.tune.model_dump(exclude_none=True)} if self.tune else {})}
 
 
 class Experiment(Options):
@@ -100,6 +104,7 @@ class Experiment(Options):
     report: bool = True
     advice: dict[str, Any] = {}
     judge: JudgeOptions | None = None   # a gold reward model grading the policies: {arm: NAME, reference: sft}
+    tune: TuneOptions | None = None     # every arm with knobs tuned on dev under the same budget (tailor.knobs)
     learning_curve: CurveOptions | None = None   # {arms: [lora], fractions: [0.125, 0.25, 0.5]}
     arms: list[Any] = Field(default_factory=list, exclude=True)   # [Arm], validated by `read_arms`
 
@@ -120,6 +125,11 @@ def experiment_from_dict(data: dict, path: str | Path = "<experiment>", lines: d
     exp.name = exp.name or f"{Path(str(exp.task)).stem}-ladder"
     if exp.judge is not None:
         exp.judge = _check_judge(exp, path, lines or {})
+    if exp.tune is not None and exp.tune.knobs is not None:
+        raise DataError(path, "knobs belong to an arm's tune: (each family has its own options)",
+                        (lines or {}).get(("tune", "knobs")), "tune.knobs")
+    exp.arms = [dataclasses.replace(a, tune=arm_tune(exp.tune, a.tune, a.options, path, lines or {}, ("arms", i)))
+                for i, a in enumerate(exp.arms)]
     if exp.learning_curve is not None:
         by_name = {a.name: a for a in exp.arms}
         for i, name in enumerate(exp.learning_curve.arms):
@@ -161,6 +171,7 @@ def read_arms(raw: Any, path, lines: dict) -> list[Arm]:
             raise DataError(path, "expected a method name or a mapping with 'method'", line, where)
         spec = dict(spec)
         method, name, seeds = spec.pop("method"), spec.pop("name", None), spec.pop("seeds", 1)
+        tune = read_tune(spec.pop("tune", None), path, lines, ("arms", i, "tune"))
         if method not in METHODS:
             raise DataError(path, f"unknown method {method!r} (known: {', '.join(METHODS)})",
                             lines.get(("arms", i, "method"), line), f"{where}.method")
@@ -177,7 +188,7 @@ def read_arms(raw: Any, path, lines: dict) -> list[Arm]:
         if seeds > 1 and "seed" not in METHODS[method].model_fields:
             raise DataError(path, f"a {method} arm has no seed to vary (it is deterministic): drop seeds",
                             lines.get(("arms", i, "seeds"), line), f"{where}.seeds")
-        arms.append(Arm(name, method, validate(METHODS[method], spec, path, lines, ("arms", i)), seeds))
+        arms.append(Arm(name, method, validate(METHODS[method], spec, path, lines, ("arms", i)), seeds, tune))
     return arms
 
 

@@ -47,10 +47,15 @@ def run_ladder(exp: Experiment, progress: bool = True, run_dir: str | Path | Non
             console.print(f"[bold cyan]arm {i}/{len(exp.arms)}[/] {arm.name} ({arm.method})")
             from .methods.preference import chained
             arm = chained(arm, arms)   # after: / reward_model: an earlier arm, by name
+            tuning = None
+            if arm.tune:   # the same budget of trials on dev chooses its options (tailor.tune); test rows unseen
+                from .tune import tune_arm
+                arm, tuning = tune_arm(exp, arm, ctx, progress)
             budget_s = _budget_share(exp, exp.arms[i - 1:], time.perf_counter() - t_start)
             if budget_s is not None:
                 budget_s /= arm.seeds
             result, adapted, preds = _run_arm(exp, arm, ctx, test, progress, budget_s)
+            result.tuning = tuning
             predictions[arm.name] = [preds] if preds is not None else []
             if arm.seeds > 1 and result.ok:
                 predictions[arm.name] += _more_seeds(result, exp, arm, ctx, test, progress, budget_s)

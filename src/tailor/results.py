@@ -180,6 +180,41 @@ class LearningCurve(Result):
     predicted_at_double: float | None = None   # the fitted curve at twice the rows (an extrapolation)
 
 
+class TuningTrial(Result):
+    """One trial of an arm's study (tailor.tune): its knobs, its dev metric, what it took."""
+    number: int
+    params: dict[str, Any] = {}
+    state: Literal["complete", "pruned", "failed", "running", "waiting"] = "complete"
+    dev: float | None = None             # the dev metric; a pruned trial's at the rung it stopped
+    reached: int | None = None           # a pruned trial: the training steps (or dev rows) it reached
+    seconds: float | None = None
+    default: bool = False                # the arm as written: enqueued first, trial 0
+    worker: str | None = None
+    error: str | None = None
+    repeat_of: int | None = None         # the same options as an earlier trial: its value, not fitted again
+
+
+class Tuning(Result):
+    """An arm's options chosen on the dev rows under its wall-clock budget (`tune:`; tailor.tune)."""
+    metric: str
+    dev_rows: int
+    budget_minutes: float
+    seconds: float = 0.0                 # this process's tuning wall time
+    trials_per_minute: float = 0.0
+    knobs: dict[str, Any] = {}           # the space searched, name -> {low, high, log} or {choices}
+    pruner: str = ""
+    study: str = ""
+    storage: str | None = None
+    workers: list[str] = []
+    trials: list[TuningTrial] = []
+    best_trial: int | None = None
+    best_params: dict[str, Any] = {}
+    best_dev: float | None = None
+    default_dev: float | None = None     # trial 0: the arm as written
+    stopped: str = ""                    # budget | trials | space (every combination of its choices tried)
+    error: str | None = None             # no trial finished: the arm was measured as written
+
+
 class ArmResult(Result):
     name: str
     method: str
@@ -213,6 +248,7 @@ class ArmResult(Result):
     seed_means: list[float] | None = None
     seed_runs: list[SeedRun] = []
     learning_curve: LearningCurve | None = None
+    tuning: Tuning | None = None         # `tune:` its trials on dev (default vs tuned); its options are the best's
 
     @property
     def ok(self) -> bool:

@@ -25,6 +25,7 @@ from ..utils import sha256_file
 if TYPE_CHECKING:
     from ..engine import Engine, ResultCache
     from ..evaluate import Prediction
+    from ..knobs import Knob
     from ..models import Base
     from ..task import Example, Task
 
@@ -72,6 +73,12 @@ class Method(Options):
         `budget_s`: wall-clock seconds training may take; `resume`: a checkpoint to continue;
         `cache`: the run's engine cache for the model calls a fit makes (None: the run's cache is off)."""
         raise NotImplementedError
+
+    def knobs(self) -> dict[str, Knob]:
+        """What `tune:` searches for this arm unless a team lists its own (tailor.tune): the
+        options worth turning, each a range or choices holding the arm's written value (the
+        default trial). A family adds its own to its parents' (`super().knobs()`)."""
+        return {}
 
     def fit_inputs(self) -> dict:
         """What `fit` reads besides the task and the base (other arms, files), by content: part

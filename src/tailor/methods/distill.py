@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from ..errors import TailorError
+from ..knobs import Knob, around
 from ..recipe import Recipe
 from ..schema import Options
 from .base import Adapted, recipe_builder
@@ -52,6 +53,11 @@ class Distill(Full):
     max_params_ratio: float = 0.5  # the student has at most this share of the teacher's parameters
     max_new_tokens: int = 64       # the teacher's answers on generate tasks
     lr: float = 1e-4               # a pruned student has layers to reconcile: more than full fine-tuning's 2e-5
+
+    def knobs(self) -> dict:
+        # the temperature softens only soft labels; alpha weighs the gold target against the teacher's
+        soft = {"temperature": around(self.temperature, 2)} if self.labels == "soft" and self.temperature > 0 else {}
+        return {**super().knobs(), **soft, "alpha": Knob(low=min(0.0, self.alpha), high=max(1.0, self.alpha))}
 
     def fit_inputs(self) -> dict:
         from ..utils import sha256_file

@@ -27,6 +27,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from ..errors import TailorError
+from ..knobs import Knob, around, choices
 from ..recipe import Recipe
 from ..schema import Options
 from ..train.options import TrainConfig
@@ -53,6 +54,15 @@ class _Trained(TrainConfig, Method):
 
     def trainable_model(self, task, base):
         raise NotImplementedError
+
+    def knobs(self) -> dict:
+        # the learning rate within 10x either way, and the length of training from half to twice
+        out = {"lr": around(self.lr, 10)} if self.lr > 0 else {}
+        if self.steps:
+            out["steps"] = around(self.steps, 2, whole=True)
+        elif "epochs" in type(self).model_fields and self.epochs > 0:
+            out["epochs"] = Knob(low=self.epochs / 2, high=self.epochs * 2)
+        return {**super().knobs(), **out}
 
     def soft_tokens(self) -> int:
         return 0
@@ -184,6 +194,11 @@ class LoRA(_Trained):
     lr: float = 1e-3
     init_adapter: str | None = None   # a LoRA arm's folder (lora, cpt, dpo, ...) to start from
     after: str | None = None          # in a ladder: the name of an earlier arm to start from (sets init_adapter)
+
+    def knobs(self) -> dict:
+        # an adapter continued from another arm keeps that arm's rank (start_adapter)
+        rank = {} if self.init_adapter or self.after else {"r": choices(self.r, 4, 8, 16, 32)}
+        return {**super().knobs(), **rank}
 
     def peft_config(self):
         from peft import LoraConfig

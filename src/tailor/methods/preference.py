@@ -20,6 +20,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field
 
 from ..errors import TailorError
+from ..knobs import around
 from ..recipe import Recipe
 from .base import Adapted
 from .finetune import LoRA, for_inference
@@ -56,6 +57,9 @@ class DPO(_Policy):
     reference: Literal["auto", "adapter-off", "precomputed"] = "auto"   # auto: adapter-off for a fresh adapter
     lr: float = 5e-5
     warmup_ratio: float = 0.1
+
+    def knobs(self) -> dict:
+        return {**super().knobs(), **({"beta": around(self.beta, 5)} if self.beta > 0 else {})}
 
     def fit(self, task, base, out: Path | None = None, *, progress: bool = True, budget_s: float | None = None,
             resume: str | None = None, **_) -> Adapted:
@@ -96,6 +100,9 @@ class KTO(_Policy):
     lr: float = 5e-5
     warmup_ratio: float = 0.1
 
+    def knobs(self) -> dict:
+        return {**super().knobs(), "beta": around(self.beta, 5)}
+
     def fit(self, task, base, out: Path | None = None, *, progress: bool = True, budget_s: float | None = None,
             resume: str | None = None, **_) -> Adapted:
         import torch
@@ -129,6 +136,9 @@ class ORPO(_Policy):
     or_weight: Annotated[float, Field(gt=0)] = 0.1   # λ of Hong et al. 2024 (TRL's ORPOConfig.beta)
     lr: float = 2e-4
     warmup_ratio: float = 0.1
+
+    def knobs(self) -> dict:
+        return {**super().knobs(), "or_weight": around(self.or_weight, 5)}
 
     def fit(self, task, base, out: Path | None = None, *, progress: bool = True, budget_s: float | None = None,
             resume: str | None = None, **_) -> Adapted:

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 
 from ..calibration import label_set, measure_prior
 from ..errors import TailorError
+from ..knobs import choices
 from ..recipe import Recipe, ShotSpec
 from ..schema import Options
 from ..task import Example, Task
@@ -37,6 +38,10 @@ class _Calibrated(Options):
         if value is True:
             raise ValueError("say which calibration: contextual or batch")
         return value
+
+    def knobs(self) -> dict:
+        # on a task without a label set a calibrated trial is refused at once (a failed trial, no time spent)
+        return {**super().knobs(), "calibrate": choices(self.calibrate, "off", "contextual")}
 
     def _check_calibrate(self, task: Task) -> None:
         """Refused before any work: a task without a fixed label set has no prior to divide out."""
@@ -89,6 +94,9 @@ class FewShot(_Calibrated, _Prompting):
     seed: int = 0
     balanced: bool = True
 
+    def knobs(self) -> dict:
+        return {**super().knobs(), "k": choices(self.k, 1, 2, 4, 8)}
+
     def fit(self, task: Task, base, out=None, *, cache=None, **_) -> Adapted:
         self._check_calibrate(task)
         shots = fixed_shots(task, self.k, self.seed, self.balanced)
@@ -128,6 +136,10 @@ class ICL(_Calibrated, _Prompting):
     mmr_lambda: float = 0.5
     ngram: int = 1
     token_budget: int = 600
+
+    def knobs(self) -> dict:
+        return {**super().knobs(), "k": choices(self.k, 1, 2, 4, 8),
+                "selector": choices(self.selector, "similarity", "mmr", "ngram", "random")}
 
     def fit(self, task: Task, base, out=None, *, cache=None, **_) -> Adapted:
         self._check_calibrate(task)

@@ -19,6 +19,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from ..errors import TailorError
+from ..knobs import choices
 from ..recipe import Recipe
 from ..schema import Options
 from .base import Adapted, base_recipe
@@ -61,6 +62,10 @@ class _Knowledge(Options):
     k: int = Field(4, gt=0)
     retriever: Retrieval = "hybrid"
     cite: bool = True
+
+    def knobs(self) -> dict:
+        return {**super().knobs(), "k": choices(self.k, 1, 2, 4, 8),
+                "retriever": choices(self.retriever, "bm25", "dense", "hybrid")}
 
     def _retriever_and_builder(self, task, base):
         from ..prompts import builder_for

@@ -20,6 +20,7 @@ from .fmt import esc
 from .longdoc import longdoc_section
 from .preference import preference_section
 from .retrieval import retrieval_section
+from .tuning import tuning_section
 from .verdict import verdict_section
 
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; "
@@ -39,8 +40,8 @@ def render_html(results: LadderResult) -> str:
     v = sections.View.of(results)
     title = f"{results.experiment.name or results.task.get('name') or 'experiment'} · Tailor report"
     body = [sections.header(v), _nav(v), sections.recommendation(v), sections.comparison_table(v),
-            verdict_section(v), sections.charts(v), curves_section(v), breakeven_section(v), retrieval_section(v),
-            distill_section(v), longdoc_section(v), preference_section(v),
+            verdict_section(v), tuning_section(v), sections.charts(v), curves_section(v), breakeven_section(v),
+            retrieval_section(v), distill_section(v), longdoc_section(v), preference_section(v),
             sections.forgetting(v), sections.confusions(v),
             sections.debugging(v), sections.examples(v),
             sections.data_check(v), sections.manifest(v)]
@@ -58,6 +59,8 @@ def _nav(v: sections.View) -> str:
     links = [("recommendation", "Recommendation"), ("comparison", "Comparison")]
     if v.results.recommendation.verdict:
         links.append(("verdict", "How sure"))
+    if any(a.tuning for a in v.arms):
+        links.append(("tuning", "Tuning"))
     links += [("quality-cost", "Quality vs cost"), ("latency", "Latency")]
     if any(a.learning_curve for a in v.ok):
         links.append(("curves", "Learning curves"))

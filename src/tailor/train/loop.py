@@ -28,6 +28,7 @@ model, and the plain model gets the weights back where it is read (train/fsdp.py
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import math
 import random
@@ -51,6 +52,11 @@ from .scaffold import adamw, autocast, check_finite, clip_and_step, metrics_log,
 from .segment_attention import take_counts
 
 log = logging.getLogger("tailor")
+# Whoever watches the dev metric as a run trains (the tuner's pruning, tailor.tune): an object whose
+# due(step, total) asks for a dev evaluation and seen(step, total, value) gets it (and may raise to
+# end the run there). Its evaluations are its own: the run's history, best weights and early
+# stopping never see them, so a watched run trains and ends exactly as an unwatched one.
+DEV_WATCH: contextvars.ContextVar = contextvars.ContextVar("tailor_dev_watch", default=None)
 
 
 @dataclass
@@ -307,12 +313,18 @@ class Trainer:
     def evaluate(self, step: int) -> None:
         cfg, s = self.cfg, self.state
         due = (cfg.eval_every and step % cfg.eval_every == 0) or (step == s.total and (cfg.eval_every or cfg.patience))
-        if not (self.dev and due):
+        watch = DEV_WATCH.get() if self.world.size == 1 else None
+        watched = watch is not None and watch.due(step, s.total)
+        if not (self.dev and (due or watched)):
             return
         if self.sharded:   # rank 0 evaluates the plain model: every rank gathers the weights into it
             self.sharded.gather_into(self.model)
         # rank 0 evaluates; every rank takes its value, so all make the same best / early-stop decision
         value = distributed.broadcast(self._dev_metric(step) if self.world.is_main else None, self.world)
+        if watched:
+            watch.seen(step, s.total, value)
+        if not due:
+            return
         s.dev_history.append({"step": step, self.metric: value})
         self.metrics.write({"step": step, f"dev_{self.metric}": value})
         log.info("step %d dev %s %.4f", step, self.metric, value)
