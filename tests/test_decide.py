@@ -180,3 +180,21 @@ def test_a_learning_curve_on_an_arm_that_cannot_take_fewer_rows_is_refused():
         experiment_from_dict({"arms": ["zero-shot"], "learning_curve": {"arms": ["zero-shot"]}}, "exp.yaml")
     with pytest.raises(DataError, match=r"learning_curve.arms\[0\].*not an arm"):
         experiment_from_dict({"arms": ["zero-shot"], "learning_curve": {"arms": ["lora"]}}, "exp.yaml")
+
+
+def test_the_report_shows_the_label_prior_a_calibrated_arm_divided_out(tmp_path):
+    from test_report import realistic_results
+
+    from tailor.report import write_report
+    results = realistic_results()
+    few = next(a for a in results.arms if a.name == "few_shot")
+    few.calibration = {"method": "contextual", "rows": 300, "changed": 41,
+                       "prior": {"negative": 0.7, "neutral": 0.1, "positive": 0.2},
+                       "shares_before": {"negative": 0.8, "neutral": 0.05, "positive": 0.15},
+                       "shares_after": {"negative": 0.4, "neutral": 0.3, "positive": 0.3}}
+    html = write_report(results, tmp_path).read_text(encoding="utf-8")
+    start = html.index('id="calibration"')
+    section = html[start:html.index("</section>", start)]
+    assert "0.70 / 0.10 / 0.20" in section and "0.80 / 0.05 / 0.15" in section and "0.40 / 0.30 / 0.30" in section
+    assert "0.33 / 0.33 / 0.33" in section   # gold shares from few_shot's confusion rows (100 each)
+    assert 'href="#calibration"' in html and ">41<" in section

@@ -154,7 +154,7 @@ def _run_arm(exp: Experiment, arm: Arm, ctx: RunContext, test, progress: bool, b
         "notes": m.notes, "changes_weights": type(arm.options).changes_weights, "weights_id": adapted.weights_id,
         "arm_dir": str(adapted.artifact_dir) if adapted.artifact_dir else None, "train": adapted.recipe.train,
         "retrieval": Retrieval(**m.retrieval, closed_book=closed_book) if m.retrieval else None,
-        "longdoc": LongDoc(**m.longdoc) if m.longdoc else None})
+        "longdoc": LongDoc(**m.longdoc) if m.longdoc else None, "calibration": m.calibration})
     return result, adapted, m.predictions
 
 

@@ -248,6 +248,9 @@ class ArmResult(Result):
     seed_means: list[float] | None = None
     seed_runs: list[SeedRun] = []
     learning_curve: LearningCurve | None = None
+    # a calibrated prompting arm (tailor.calibration): the label prior divided out, predicted-label
+    # shares on the test rows before and after, rows whose answer it changed
+    calibration: dict[str, Any] | None = None
     tuning: Tuning | None = None         # `tune:` its trials on dev (default vs tuned); its options are the best's
 
     @property

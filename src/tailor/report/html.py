@@ -14,6 +14,7 @@ from ..results import LadderResult
 from ..utils import atomic_write_text
 from . import sections
 from .breakeven import breakeven_section
+from .calibration import calibration_section
 from .curves import curves_section
 from .distill import distill_section
 from .fmt import esc
@@ -42,7 +43,7 @@ def render_html(results: LadderResult) -> str:
     body = [sections.header(v), _nav(v), sections.recommendation(v), sections.comparison_table(v),
             verdict_section(v), tuning_section(v), sections.charts(v), curves_section(v), breakeven_section(v),
             retrieval_section(v), distill_section(v), longdoc_section(v), preference_section(v),
-            sections.forgetting(v), sections.confusions(v),
+            calibration_section(v), sections.forgetting(v), sections.confusions(v),
             sections.debugging(v), sections.examples(v),
             sections.data_check(v), sections.manifest(v)]
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -62,6 +63,8 @@ def _nav(v: sections.View) -> str:
     if any(a.tuning for a in v.arms):
         links.append(("tuning", "Tuning"))
     links += [("quality-cost", "Quality vs cost"), ("latency", "Latency")]
+    if any(a.calibration for a in v.ok):
+        links.append(("calibration", "Calibration"))
     if any(a.learning_curve for a in v.ok):
         links.append(("curves", "Learning curves"))
     if v.results.break_even:
