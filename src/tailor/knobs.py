@@ -12,16 +12,13 @@ value. Light: pydantic only, no torch, no optuna.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from .errors import DataError
 from .schema import Options, located_error
-
-if TYPE_CHECKING:
-    from .methods.base import Method
 
 Choice = bool | int | float | str   # what a study stores (optuna's categorical values)
 
@@ -133,7 +130,7 @@ def read_tune(raw: Any, path, lines: dict, at: tuple) -> TuneOptions | Literal[F
     return validate(TuneOptions, raw, path, lines, at)
 
 
-def arm_tune(experiment: TuneOptions | None, arm: TuneOptions | Literal[False] | None, options: Method,
+def arm_tune(experiment: TuneOptions | None, arm: TuneOptions | Literal[False] | None, options: Options,
              path, lines: dict, at: tuple) -> TuneOptions | None:
     """The settings an arm is tuned with (the experiment's, overridden by the arm's) and its
     space resolved against its options; None when the arm is not tuned."""
@@ -154,7 +151,7 @@ def arm_tune(experiment: TuneOptions | None, arm: TuneOptions | Literal[False] |
     return settings.model_copy(update={"knobs": space})
 
 
-def resolve_space(options: Method, written: dict | None, path, lines: dict, at: tuple) -> dict[str, Knob]:
+def resolve_space(options: Options, written: dict | None, path, lines: dict, at: tuple) -> dict[str, Knob]:
     family = options.knobs()
     if written is None:
         space = dict(family)
