@@ -183,9 +183,8 @@ def test_a_learning_curve_on_an_arm_that_cannot_take_fewer_rows_is_refused():
 
 
 def test_the_report_shows_the_label_prior_a_calibrated_arm_divided_out(tmp_path):
-    from test_report import realistic_results
-
     from tailor.report import write_report
+    from test_report import realistic_results
     results = realistic_results()
     few = next(a for a in results.arms if a.name == "few_shot")
     few.calibration = {"method": "contextual", "rows": 300, "changed": 41,
