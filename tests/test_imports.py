@@ -3,8 +3,8 @@ level and inside functions alike, and no module may reach itself through others:
 contracts (pyproject.toml, run by `lint-imports` in bin/test) keep the layers apart, and this
 keeps the whole module graph acyclic, which none of its contract types checks across packages.
 Imports under TYPE_CHECKING count too (they never run, but a pair of modules naming each other's
-types is still two modules that know each other). Also the method registry, which fills itself so that methods/base.py never imports
-its package."""
+types is still two modules that know each other). Also the method registry, which fills itself so
+that methods/base.py never imports its package."""
 
 from __future__ import annotations
 
