@@ -287,13 +287,18 @@ def _objective(s: _Session, trial: optuna.Trial) -> float:
     t0 = time.perf_counter()
     shown = " ".join(f"{k}={_show(v)}" for k, v in params.items())
     try:
-        token = DEV_WATCH.set(_Watch(trial)) if weights and s.pruning else None
-        try:   # the run's engine cache: a prompt already scored under the same weights is not scored again
-            adapted = options.fit(s.view, s.ctx.base, folder if weights else None, progress=False,
-                                  cache=s.ctx.cache)
-        finally:
-            if token is not None:
-                DEV_WATCH.reset(token)
+        # an identical earlier fit (the ladder's own arm as written, an earlier run) is reused as the ladder would
+        adapted = fits.reuse(_key(s, options), s.ctx.base) if weights and s.exp.reuse_fits else None
+        if adapted is not None:
+            trial.set_user_attr("reused_fit", str(adapted.artifact_dir))
+        else:
+            token = DEV_WATCH.set(_Watch(trial)) if weights and s.pruning else None
+            try:   # the run's engine cache: a prompt already scored under the same weights is not scored again
+                adapted = options.fit(s.view, s.ctx.base, folder if weights else None, progress=False,
+                                      cache=s.ctx.cache)
+            finally:
+                if token is not None:
+                    DEV_WATCH.reset(token)
         value = _dev_metric(s, trial, adapted)
     except optuna.TrialPruned as e:
         trial.set_user_attr("seconds", time.perf_counter() - t0)
@@ -311,7 +316,8 @@ def _objective(s: _Session, trial: optuna.Trial) -> float:
         raise
     trial.set_user_attr("seconds", time.perf_counter() - t0)
     console.print(f"    trial {trial.number}: {shown} -> dev {s.metric} {value:.4f} ({time.perf_counter() - t0:.0f} s)"
-                  f"{' (the arm as written)' if trial.user_attrs.get('default') else ''}", highlight=False)
+                  f"{' (the arm as written)' if trial.user_attrs.get('default') else ''}"
+                  f"{' (an identical earlier fit)' if trial.user_attrs.get('reused_fit') else ''}", highlight=False)
     if weights:
         _keep_if_best(s, options, adapted, folder, value)
     return value
@@ -347,10 +353,15 @@ def _keep_if_best(s: _Session, options, adapted, folder: Path, value: float) -> 
         shutil.rmtree(folder, ignore_errors=True)
         return
     save_adapted(adapted, folder)
-    fits.remember(fits.fit_key(options, s.view, s.ctx.base.weights_id, None), folder)
+    fits.remember(_key(s, options), folder)
     if s.best_folder is not None and s.best_folder != folder:
         shutil.rmtree(s.best_folder, ignore_errors=True)
     s.best_local, s.best_folder = value, folder
+
+
+def _key(s: _Session, options) -> str:
+    # the key the ladder's own fit of these options has (no budget: a trial trains its written steps)
+    return fits.fit_key(options, s.view, s.ctx.base.weights_id, None)
 
 
 def _suggest(trial: optuna.Trial, name: str, knob: Knob):
@@ -393,9 +404,11 @@ def _record(record: Tuning, study: optuna.Study, seconds: float, stopped: str) -
 
 
 def _print_summary(r: Tuning) -> None:
-    pruned = sum(t.state == "pruned" for t in r.trials)
+    pruned = sum(t.state == "pruned" and t.repeat_of is None for t in r.trials)
     failed = sum(t.state == "failed" for t in r.trials)
-    extra = ", ".join(x for x in (f"{pruned} pruned" if pruned else "", f"{failed} failed" if failed else "") if x)
+    repeats = sum(t.repeat_of is not None for t in r.trials)
+    extra = ", ".join(x for x in (f"{pruned} pruned" if pruned else "", f"{failed} failed" if failed else "",
+                                  f"{repeats} repeats of earlier options, not fitted again" if repeats else "") if x)
     workers = f" from {len(r.workers)} workers" if len(r.workers) > 1 else ""
     default = "—" if r.default_dev is None else f"{r.default_dev:.4f}"
     params = " ".join(f"{k}={_show(v)}" for k, v in r.best_params.items())

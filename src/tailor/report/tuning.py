@@ -27,12 +27,14 @@ def tuning_section(v) -> str:
     rows, details = [], []
     for a in tuned:
         t = a.tuning
-        pruned = sum(x.state == "pruned" for x in t.trials)
+        pruned = sum(x.state == "pruned" and x.repeat_of is None for x in t.trials)
         failed = sum(x.state == "failed" for x in t.trials)
+        repeats = sum(x.repeat_of is not None for x in t.trials)
         moved = None if t.best_dev is None or t.default_dev is None else t.best_dev - t.default_dev
         rows.append(
             f"<tr><td>{esc(a.name)}</td><td>{t.budget_minutes:g} min</td><td>{t.seconds / 60:.1f} min</td>"
-            f"<td>{len(t.trials)} ({pruned} pruned{f', {failed} failed' if failed else ''})</td>"
+            f"<td>{len(t.trials)} ({pruned} pruned{f', {failed} failed' if failed else ''}"
+            f"{f', {repeats} repeats' if repeats else ''})</td>"
             f"<td>{t.trials_per_minute:.2f}</td><td>{_n(t.default_dev)}</td><td>{_n(t.best_dev)}</td>"
             f"<td>{DASH if moved is None else f'{moved:+.3f}'}</td><td>{_params(t.best_params)}</td>"
             f"<td>{_n(a.metrics.get(v.primary)) if a.ok else 'failed'}</td></tr>")
@@ -62,7 +64,9 @@ def tuning_section(v) -> str:
             "and a trial that trails at the rung (halfway through training, or half the dev rows) is pruned by "
             "successive halving (Jamieson & Talwalkar 2016) or Hyperband (Li et al. 2018). Trial 0 is the arm as "
             "written; the best trial's options are the arm, measured once on the test rows. A pruned trial's dev "
-            "value is the one at its rung. No trial starts after the budget; one started before it finishes.")
+            "value is the one at its rung. No trial starts after the budget; one started before it finishes. The best "
+            "of many trials on a small dev split flatters itself (its dev gain is biased upwards): the test column is "
+            "the honest measure.")
     return _section("tuning", "Tuning: an equal budget on dev", table + "".join(details), note)
 
 
