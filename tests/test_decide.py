@@ -197,3 +197,31 @@ def test_the_report_shows_the_label_prior_a_calibrated_arm_divided_out(tmp_path)
     assert "0.70 / 0.10 / 0.20" in section and "0.80 / 0.05 / 0.15" in section and "0.40 / 0.30 / 0.30" in section
     assert "0.33 / 0.33 / 0.33" in section   # gold shares from few_shot's confusion rows (100 each)
     assert 'href="#calibration"' in html and ">41<" in section
+
+
+def test_the_verdict_curves_break_even_and_calibration_sections_render_in_chromium(tmp_path):
+    import pytest
+
+    from tailor.breakeven import break_even
+    from tailor.curves import fit_curve
+    from tailor.report import find_chromium, render, write_report
+    from tailor.results import CurvePoint
+    from test_report import realistic_results
+    if find_chromium() is None:
+        pytest.skip("no Chromium binary installed")
+    results = realistic_results()
+    ok = [a for a in results.arms if a.ok]
+    rates = {"zero_shot": 0.40, "few_shot": 0.57, "icl_similar": 0.66, "lora": 0.73}
+    preds = {a.name: [_preds(_rows(rates[a.name], i))] for i, a in enumerate(ok)}
+    results.recommendation = recommend(results.arms, preds, "classify", "accuracy", _exp())
+    lora = next(a for a in ok if a.name == "lora")
+    lora.cost.train_cost = 0.5
+    lora.learning_curve = fit_curve([CurvePoint(rows=n, metric=0.8 - 2 * n ** -0.5, lo=0.7, hi=0.9)
+                                     for n in (80, 160, 320, 640)])
+    ok[1].calibration = {"method": "contextual", "rows": 300, "changed": 4, "prior": {"negative": 0.5},
+                         "shares_before": {"negative": 0.6}, "shares_after": {"negative": 0.4}}
+    results.break_even = break_even(results.arms, results.experiment.requests_per_month)
+    page = render(write_report(results, tmp_path), tmp_path / "report.png", width=1280)
+    assert page.errors == []
+    for anchor in ("verdict", "curves", "break-even", "calibration"):
+        assert f'id="{anchor}"' in page.dom
