@@ -40,6 +40,16 @@ class _Policy(LoRA):
         return {"init_adapter": arm_content(self.init_adapter),
                 "reward_model": arm_content(getattr(self, "reward_model", None))}
 
+    def _reference(self, model, data, base, from_sft: bool) -> None:
+        """The reference's log-probabilities computed once into `data`, after an SFT arm or when
+        asked (reference: precomputed); otherwise the loss switches the adapter off for them."""
+        from ..preference.dpo import precompute_reference
+        from ..train.loop import use_bf16
+        if from_sft or getattr(self, "reference", "auto") == "precomputed":
+            pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else base.tokenizer.eos_token_id
+            precompute_reference(model, data, pad, use_bf16(self.precision, base.device), self.pack_len,
+                                 self.micro_batch_tokens)
+
     def _finish(self, model, task, base, builder, result_json: dict, data_report: dict | None) -> Adapted:
         trainable = sum(t.numel() for t in self.trained_tensors(model).values())
         if data_report:
@@ -65,9 +75,9 @@ class DPO(_Policy):
             resume: str | None = None, **_) -> Adapted:
         import torch
 
-        from ..preference.dpo import DPOLoss, encode_pairs, precompute_reference
+        from ..preference.dpo import DPOLoss, encode_pairs
         from ..prompts import builder_for
-        from ..train.loop import train, train_pool, use_bf16
+        from ..train.loop import train, train_pool
         torch.manual_seed(self.seed)
         model, from_sft = _start_adapter(self, base)
         if from_sft and self.reference == "adapter-off":
@@ -75,10 +85,7 @@ class DPO(_Policy):
                               "use reference: precomputed (the default after an SFT arm)")
         builder = builder_for(task, base.tokenizer, base.model.config)
         data, report = encode_pairs(builder, train_pool(task, self), self.seq_len, self.overlong)
-        if from_sft or self.reference == "precomputed":
-            pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else base.tokenizer.eos_token_id
-            precompute_reference(model, data, pad, use_bf16(self.precision, base.device), self.pack_len,
-                                 self.micro_batch_tokens)
+        self._reference(model, data, base, from_sft)
         log.info("dpo: %d pairs, beta %.3g, %s loss, reference %s", len(data), self.beta, self.loss,
                  "precomputed" if "ref" in data[0].extra else "adapter off (the base)")
         result = train(model, base.tokenizer, builder, task, self, out, loss=DPOLoss(self.beta, self.loss, self.sft_weight),
@@ -107,18 +114,14 @@ class KTO(_Policy):
             resume: str | None = None, **_) -> Adapted:
         import torch
 
-        from ..preference.dpo import precompute_reference
         from ..preference.kto import KTOLoss, encode_kto
         from ..prompts import builder_for
-        from ..train.loop import train, train_pool, use_bf16
+        from ..train.loop import train, train_pool
         torch.manual_seed(self.seed)
         model, from_sft = _start_adapter(self, base)
         builder = builder_for(task, base.tokenizer, base.model.config)
         data, report, counts = encode_kto(builder, train_pool(task, self), self.seq_len, self.overlong, self.seed)
-        if from_sft or self.reference == "precomputed":
-            pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else base.tokenizer.eos_token_id
-            precompute_reference(model, data, pad, use_bf16(self.precision, base.device), self.pack_len,
-                                 self.micro_batch_tokens)
+        self._reference(model, data, base, from_sft)
         log.info("kto: %d desirable and %d undesirable rows (%d repeat an earlier row), beta %.3g, reference %s",
                  counts["desirable"], counts["undesirable"], counts["repeated_rows"], self.beta,
                  "precomputed" if "ref" in data[0].extra else "adapter off (the base)")
