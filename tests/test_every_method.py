@@ -168,6 +168,15 @@ def test_the_server_answers_every_arm_as_the_ladder_measured(ladders, tiny_base)
                 if program:   # a program arm needs its document, and says so in one line
                     r = client.post("/v1/completions", json={"model": name, "prompt": test[0].input_text})
                     assert r.status_code == 400 and "document" in r.json()["error"]["message"]
+                    meta = {"document": test[0].meta["document"]}
+                    user = {"role": "user", "content": test[0].input_text}
+                    r = client.post("/v1/chat/completions", json={"model": name, "metadata": meta, "max_tokens": NEW_TOKENS,
+                                                                  "messages": [user]})
+                    assert r.status_code == 200 and strip_citations(r.json()["choices"][0]["message"]["content"].strip()) \
+                        == arm["predictions"][0]["prediction"]
+                    r = client.post("/v1/chat/completions", json={   # a system turn would be dropped unread: refused
+                        "model": name, "metadata": meta, "messages": [{"role": "system", "content": "Be brief."}, user]})
+                    assert r.status_code == 400 and "single user message" in r.json()["error"]["message"]
         finally:
             scheduler.stop()
 

@@ -35,8 +35,9 @@ def longdoc_section(v) -> str:
              "<th>tokens / question</th><th>plans valid</th><th>valid first try</th><th>mean retries</th>"
              "<th>fallback plans</th><th>context tokens / question</th><th>context saved</th><th>planner</th>"
              f"</tr></thead><tbody>{''.join(rows)}</tbody></table>")
-    details = "".join(_pearl(a) for a in v.ok if a.longdoc and a.longdoc.method == "pearl")
-    details += "".join(_extract(a) for a in v.ok if a.longdoc and a.longdoc.method == "extract")
+    # each detail block renders the measurements an arm brought, whatever its method is called
+    details = "".join(_pearl(a) for a in v.ok if a.longdoc and getattr(a.longdoc, "actions", None))
+    details += "".join(_extract(a) for a in v.ok if a.longdoc and getattr(a.longdoc, "extraction", None))
     note = ("Every arm on the same test rows. Model calls and tokens count every engine request a question needed: "
             "for pearl the planner's attempts (a plan that fails the parser goes back with the error, counted as a "
             "retry; one still invalid runs the fallback plan, counted) and one call per executed step. PEARL (Sun et "

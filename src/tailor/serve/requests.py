@@ -65,8 +65,11 @@ def _program_jobs(arm, body, chat: bool, max_tokens: int, echo: bool) -> list[Jo
         raise ApiError(400, f"{arm.name} answers by running its plan-and-execute program: one answer per question "
                             "(n 1), no echo or logprobs", "unsupported_parameter", "n" if body.n != 1 else "echo")
     if chat:
-        users = [m["content"] for m in body.turns() if m["role"] == "user"]
-        questions = users[-1:] or [body.turns()[-1]["content"]]
+        turns = body.turns()
+        if len(turns) != 1 or turns[0]["role"] != "user":   # other turns would be dropped unread: refused
+            raise ApiError(400, f"{arm.name} answers one question by running its program: send it as a single "
+                                f"user message (this request has {len(turns)} messages)", "invalid_request", "messages")
+        questions = [turns[0]["content"]]
     else:
         questions = body.prompts()
     jobs = []

@@ -202,6 +202,11 @@ class Scheduler:
             run = lambda arm=arm, group=group: arm.program.predict(   # noqa: E731
                 engine, arm.task, [j.example for j in group], max(j.max_tokens for j in group))
             preds = self._batched(group, f"{arm.name}'s program", run)
+            if preds is not None and len(preds) != len(group):   # never leave a request waiting unanswered
+                error = RuntimeError(f"{arm.name}'s program answered {len(preds)} of {len(group)} questions")
+                for job in group:
+                    self._fail(job, error)
+                continue
             for job, p in zip(group, preds or []):
                 if job.on_text is not None and p.prediction:
                     job.on_text(p.prediction)
