@@ -129,7 +129,7 @@ def test_score_predictions_generate():
     task = Task("t", "generate", "Summarise.", [Example("1", "doc", "The boy fell on the grass")])
     preds = [Prediction("1", "The boy was on the grass.", "The boy fell on the grass", 20, 7, 0.5)]
     m = score_predictions(task, preds).metrics
-    assert set(m) == {"exact_match", "rouge1", "rouge2", "rougeL", "bleu", "chrf"}
+    assert set(m) == {"exact_match", "rouge1", "rouge2", "rougeL", "bleu", "chrf", "rougeS4", "rougeS"}
     assert m["rouge1"] == pytest.approx(5 / 6) and m["exact_match"] == 0
 
 

@@ -73,6 +73,45 @@ def rouge(preds: list[str], refs: list[str]) -> dict[str, float]:
     return {k: v / max(len(refs), 1) for k, v in totals.items()}
 
 
+@functools.cache
+def _rouge_tokenizer():
+    from rouge_score import tokenizers
+    return tokenizers.DefaultTokenizer(use_stemmer=True)   # the tokens ROUGE-1/2/L above count
+
+
+def skip_bigrams(tokens: list[str], max_skip: int | None = None) -> dict[tuple[str, str], int]:
+    """Every in-order word pair (tokens[i], tokens[j]), i < j, with at most `max_skip` words
+    between them (None: any gap; 0: plain bigrams), counted (Lin 2004, section 5)."""
+    counts: dict[tuple[str, str], int] = {}
+    for i, a in enumerate(tokens):
+        last = len(tokens) if max_skip is None else min(len(tokens), i + max_skip + 2)
+        for b in tokens[i + 1:last]:
+            counts[(a, b)] = counts.get((a, b), 0) + 1
+    return counts
+
+
+def rouge_s_tokens(pred: list[str], ref: list[str], max_skip: int | None = None,
+                   beta: float = 1.0) -> dict[str, float]:
+    """ROUGE-S (Lin 2004): skip-bigram co-occurrence of a prediction and its reference.
+    recall = matches / skip-bigrams of the reference, precision = matches / skip-bigrams of the
+    prediction (C(n, 2) each without a skip limit), F = (1 + b^2) R P / (R + b^2 P); a pair
+    occurring k times in one and l in the other matches min(k, l) times."""
+    p, r = skip_bigrams(pred, max_skip), skip_bigrams(ref, max_skip)
+    hits = sum(min(n, r[k]) for k, n in p.items() if k in r)
+    precision = hits / sum(p.values()) if p else 0.0
+    recall = hits / sum(r.values()) if r else 0.0
+    f = (1 + beta ** 2) * recall * precision / (recall + beta ** 2 * precision) if hits else 0.0
+    return {"precision": precision, "recall": recall, "f1": f}
+
+
+def rouge_s(preds: list[str], refs: list[str], max_skip: int | None = None) -> float:
+    """Mean ROUGE-S F1 (ROUGE-S4: max_skip=4; ROUGE-S*: None) over the pairs, on the tokens
+    (lower-cased, stemmed) that ROUGE-1/2/L count."""
+    tok = _rouge_tokenizer()
+    scores = [rouge_s_tokens(tok.tokenize(p), tok.tokenize(r), max_skip)["f1"] for p, r in zip(preds, refs)]
+    return sum(scores) / max(len(scores), 1)
+
+
 def bleu(preds: list[str], refs: list[str]) -> float:
     import sacrebleu
     return sacrebleu.corpus_bleu(preds, [refs]).score / 100
@@ -233,6 +272,7 @@ def score_predictions(task: Task, preds: list[Prediction]) -> Report:
     else:
         metrics["exact_match"] = exact_match(p, g)
         metrics.update(rouge(p, g))
+        metrics["rougeS4"], metrics["rougeS"] = rouge_s(p, g, 4), rouge_s(p, g)   # skip-bigrams (Lin 2004)
         metrics["bleu"] = bleu(p, g)
         metrics["chrf"] = chrf(p, g)
     n = max(len(preds), 1)

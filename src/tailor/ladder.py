@@ -42,7 +42,7 @@ def run_ladder(exp: Experiment, progress: bool = True, run_dir: str | Path | Non
         for note in task.notes:
             console.print(f"[yellow]{task.name}:[/] {note}")
         curation = _check_data(exp, ctx)
-        arms, base_general, predictions = [], None, {}
+        arms, base_general, base_bias, predictions = [], None, None, {}
         for i, arm in enumerate(exp.arms, 1):
             console.print(f"[bold cyan]arm {i}/{len(exp.arms)}[/] {arm.name} ({arm.method})")
             from .methods.preference import chained
@@ -61,6 +61,8 @@ def run_ladder(exp: Experiment, progress: bool = True, run_dir: str | Path | Non
                 predictions[arm.name] += _more_seeds(result, exp, arm, ctx, test, progress, budget_s)
             if exp.forgetting and result.ok and result.changes_weights and not getattr(arm.options, "scorer", False):
                 base_general = _forgetting(result, adapted, ctx, base_general, progress, exp.forgetting_size)
+            if result.ok and not getattr(arm.options, "scorer", False) and (exp.robustness or exp.bias):
+                base_bias = _helm(result, adapted, exp, ctx, test, preds, base_bias, progress)
             del adapted  # frees a trained model before the next arm trains
             arms.append(result)
             _print_arm(result, primary_metric(task.kind))
@@ -273,6 +275,30 @@ def _forgetting(result: ArmResult, adapted, ctx: RunContext, base_general, progr
     after = run_suite(adapted.model, adapted.tokenizer, adapted.weights_id, **options)
     result.forgetting = Forgetting.model_validate(compare(base_general, after))
     return base_general
+
+
+def _helm(result: ArmResult, adapted, exp: Experiment, ctx: RunContext, test, preds, base_bias, progress):
+    """HELM's robustness (the arm on perturbed test inputs, through the measurement path) and bias
+    probes (the base once per ladder; a weight-changing arm against it on the same items)."""
+    if exp.robustness:
+        from .helm.robustness import robustness
+        result.robustness = robustness(adapted, ctx.task, test, preds, exp.robustness, cache=ctx.cache,
+                                       batch_size=exp.batch_size, max_new_tokens=exp.max_new_tokens, progress=progress)
+    if exp.bias:
+        from .engine import Engine
+        from .helm.bias import compare, probe_model, summary
+        if base_bias is None:
+            console.print("  bias probes: the base")
+            base_bias = probe_model(Engine(ctx.base.model, ctx.base.tokenizer, ctx.base.weights_id, ctx.cache,
+                                           batch_size=exp.batch_size, progress=progress), exp.bias)
+        if result.changes_weights:
+            console.print(f"  bias probes: {result.name}")
+            after = probe_model(adapted.engine(ctx.cache, batch_size=exp.batch_size, progress=progress), exp.bias)
+            result.bias = {"weights": "own", "probes": compare(base_bias, after, exp.bias.seed)}
+        else:   # the probes score sentences without an arm's prompt: its weights are the base's
+            result.bias = {"weights": "base", "base": summary(base_bias),
+                           "counts": {p: r["counts"] for p, r in base_bias.items()}}
+    return base_bias
 
 
 def _advice(exp: Experiment) -> dict | None:

@@ -252,6 +252,10 @@ class ArmResult(Result):
     # shares on the test rows before and after, rows whose answer it changed
     calibration: dict[str, Any] | None = None
     tuning: Tuning | None = None         # `tune:` its trials on dev (default vs tuned); its options are the best's
+    # HELM's other metrics (tailor.helm): the primary metric on perturbed inputs against clean, per perturbation
+    # and worst case, paired intervals; bias probes against the base (or the base's, for an arm of its weights)
+    robustness: dict[str, Any] | None = None
+    bias: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:

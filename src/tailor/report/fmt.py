@@ -14,7 +14,8 @@ LOWER_IS_BETTER = {"ece", "brier", "loss", "perplexity", "ter", "wer", "cer"}
 def metric_label(key: str) -> str:
     """Column header for a metric: readable, with an arrow where lower is better."""
     label = {"macro_f1": "macro F1", "ece": "ECE", "rougeL": "ROUGE\u2011L", "rouge1": "ROUGE\u20111",
-             "rouge2": "ROUGE\u20112", "bleu": "BLEU", "chrf": "chrF"}.get(key, key.replace("_", " "))
+             "rouge2": "ROUGE\u20112", "bleu": "BLEU", "chrf": "chrF", "rougeS4": "ROUGE\u2011S4",
+             "rougeS": "ROUGE\u2011S*"}.get(key, key.replace("_", " "))
     return label + (" ↓" if key in LOWER_IS_BETTER else "")
 
 

@@ -18,6 +18,7 @@ from .calibration import calibration_section
 from .curves import curves_section
 from .distill import distill_section
 from .fmt import esc
+from .helm import bias_section, robustness_section
 from .longdoc import longdoc_section
 from .preference import preference_section
 from .retrieval import retrieval_section
@@ -43,7 +44,7 @@ def render_html(results: LadderResult) -> str:
     body = [sections.header(v), _nav(v), sections.recommendation(v), sections.comparison_table(v),
             verdict_section(v), tuning_section(v), sections.charts(v), curves_section(v), breakeven_section(v),
             retrieval_section(v), distill_section(v), longdoc_section(v), preference_section(v),
-            calibration_section(v), sections.forgetting(v), sections.confusions(v),
+            calibration_section(v), sections.forgetting(v), robustness_section(v), bias_section(v), sections.confusions(v),
             sections.debugging(v), sections.examples(v),
             sections.data_check(v), sections.manifest(v)]
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -79,6 +80,10 @@ def _nav(v: sections.View) -> str:
         links.append(("preference", "Preference"))
     if any(a.forgetting for a in v.arms):
         links.append(("forgetting", "Forgetting"))
+    if any(a.robustness for a in v.ok):
+        links.append(("robustness", "Robustness"))
+    if any(a.bias for a in v.ok):
+        links.append(("bias", "Bias"))
     if any(a.confusion for a in v.ok):
         links.append(("confusion", "Confusion"))
     if v.results.debug:
