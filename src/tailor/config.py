@@ -16,6 +16,7 @@ from .helm.options import BiasOptions, RobustnessOptions
 from .knobs import TuneOptions, arm_tune, read_tune
 from .methods import METHODS, Method
 from .schema import Options, read_yaml, validate
+from .trackers import Tracker
 
 Positive = Annotated[int, Field(gt=0)]
 Dtype = Literal["auto", "bf16", "fp16", "fp32"]
@@ -107,6 +108,7 @@ class Experiment(Options):
     judge: JudgeOptions | None = None   # a gold reward model grading the policies: {arm: NAME, reference: sft}
     tune: TuneOptions | None = None     # every arm with knobs tuned on dev under the same budget (tailor.knobs)
     learning_curve: CurveOptions | None = None   # {arms: [lora], fractions: [0.125, 0.25, 0.5]}
+    report_to: list[Tracker] = []       # the finished ladder logged to mlflow / trackio / tensorboard (tailor.trackers)
     robustness: RobustnessOptions | None = None   # every arm on perturbed inputs (tailor.helm; off: cost)
     bias: BiasOptions | None = None     # Crows-Pairs, StereoSet, BBQ per arm against the base (tailor.helm)
     arms: list[Any] = Field(default_factory=list, exclude=True)   # [Arm], validated by `read_arms`

@@ -25,6 +25,7 @@ from .methods.base import method_class
 from .progress import console
 from .results import ArmResult, Curation, ExampleRow, ExperimentInfo, Forgetting, LadderResult, LongDoc, Retrieval, SeedRun
 from .task import primary_metric
+from .trackers import check_installed, log_finished
 
 log = logging.getLogger("tailor")
 
@@ -32,6 +33,7 @@ log = logging.getLogger("tailor")
 def run_ladder(exp: Experiment, progress: bool = True, run_dir: str | Path | None = None) -> LadderResult:
     """`run_dir`: a run directory made beforehand (`tailor run DATA_FILE` writes its plan there first)."""
     t_start = time.perf_counter()
+    check_installed(exp.report_to)   # a tracker asked for but missing is refused before any work
     with open_run("ladder", exp.name, exp.to_json(), runs_dir=exp.runs_dir, model=exp.model, dtype=exp.dtype,
                   device=exp.device, task=exp.task, task_options=exp.task_options.loader_options(exp.seed),
                   seed=exp.seed, cache=exp.cache, reopen=run_dir) as ctx:
@@ -91,6 +93,7 @@ def run_ladder(exp: Experiment, progress: bool = True, run_dir: str | Path | Non
         if exp.report:
             results.report = _write_report(results, ctx)
             ctx.run.write_json("results.json", results.to_json())
+        log_finished(ctx.path, exp.report_to, exp.runs_dir)
         return results
 
 

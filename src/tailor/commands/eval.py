@@ -29,15 +29,22 @@ def eval_(
     runs_dir: str = typer.Option("runs"),
     adapter: Optional[str] = typer.Option(None, help="an arm folder: a `tailor train` or `tailor eval` run, or a "
                                                      "ladder's RUN/arms/NAME; evaluates that arm as it was saved"),
+    report_to: str = typer.Option("", "--report-to", help="comma-separated trackers the finished run is logged to: "
+                                                          "mlflow, trackio, tensorboard"),
 ) -> None:
     """Evaluate one arm on a task's held-out split; writes a run directory."""
     from ..arm_run import EvalConfig, run_eval
+    from ..trackers import check_installed, log_finished
+    trackers = [t.strip() for t in report_to.split(",") if t.strip()]
+    check_installed(trackers, "--report-to")
     opts = {k2: v for k2, v in (("k", k), ("selector", selector)) if v is not None}
     cfg = EvalConfig(model=model, task=task, method=method, method_options=opts, split=split,
                      limit=limit, seed=seed, dtype=dtype, device=device, batch_size=batch_size,
                      max_new_tokens=max_new_tokens, latency_requests=latency_requests, cache=cache,
                      runs_dir=runs_dir, adapter=adapter)
-    print_eval(run_eval(cfg))
+    result = run_eval(cfg)
+    print_eval(result)
+    log_finished(result["run_dir"], trackers, runs_dir)
 
 
 def print_eval(result: dict) -> None:

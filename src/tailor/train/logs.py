@@ -1,32 +1,34 @@
-"""Training metrics: one JSON line per logged step in the run directory, mirrored to TensorBoard
-and MLflow when those packages are installed and asked for."""
+"""Training metrics: one JSON line per logged step in the run directory, mirrored live to
+TensorBoard, MLflow or trackio when those packages are installed and asked for (a finished run
+goes to them whole through tailor.trackers)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-from ..errors import TailorError
+from ..trackers import check_installed, mlflow_uri
 
 
 class MetricsLog:
     def __init__(self, path: Path | None, report_to: list[str] = (), run_name: str = "tailor"):
         self.path = path
-        self._tb = self._mlflow = None
+        self._tb = self._mlflow = self._trackio = None
+        check_installed(list(report_to))
         for target in report_to:
-            if importlib.util.find_spec({"tensorboard": "tensorboard", "mlflow": "mlflow"}.get(target, target)) is None:
-                raise TailorError(f"report_to '{target}' asked for, but the package is not installed "
-                                  f"(pip install {target})")
             if target == "tensorboard":
                 from torch.utils.tensorboard import SummaryWriter
                 self._tb = SummaryWriter(str((path.parent if path else Path(".")) / "tensorboard"))
             elif target == "mlflow":
                 import mlflow
                 self._mlflow = mlflow
+                # a `tailor train` run folder's parent is the runs folder, where tailor.trackers keeps MLflow's database
+                mlflow.set_tracking_uri(mlflow_uri(path.parent.parent if path else Path(".")))
                 mlflow.start_run(run_name=run_name)
             else:
-                raise TailorError(f"report_to '{target}' is not one of tensorboard, mlflow")
+                import trackio
+                self._trackio = trackio
+                trackio.init(project="tailor-train", name=run_name, embed=False, auto_log_cpu=False, auto_log_gpu=False)
 
     def rewind(self, step: int) -> None:
         """Drops rows logged after `step` (a run killed after its last checkpoint logged steps
@@ -50,9 +52,13 @@ class MetricsLog:
                 self._tb.add_scalar(k, v, row["step"])
         if self._mlflow is not None:
             self._mlflow.log_metrics(scalars, step=row["step"])
+        if self._trackio is not None:
+            self._trackio.log(scalars, step=row["step"])
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
         if self._mlflow is not None:
             self._mlflow.end_run()
+        if self._trackio is not None:
+            self._trackio.finish()

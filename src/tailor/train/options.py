@@ -40,7 +40,7 @@ class TrainConfig(Options):
     save_every: int = 0            # checkpoint every N steps (0: none except the best)
     keep_checkpoints: int = 1
     log_every: int = 10
-    report_to: list[Literal["tensorboard", "mlflow"]] = []
+    report_to: list[Literal["tensorboard", "mlflow", "trackio"]] = []
     budget_minutes: float | None = None   # wall-clock budget for training: sizes the steps to fit
 
     def train_options(self) -> dict:
