@@ -114,3 +114,81 @@ def test_sandboxed_templates_reach_no_python_internals():
     with pytest.raises(TailorError, match=r"field 'input': template .*access to attribute '__class__' of 'dict' "
                                           r"object is unsafe"):
         g.grade(["x"], [{"a": 1}])
+
+
+# ------------------------------------------------------------ python: the sandbox
+
+MISBEHAVING = '''
+import socket, time
+def grade(sample, item):
+    t = sample["output_text"]
+    if t == "sleep":
+        time.sleep(60)
+    if t == "memory":
+        hoard = []
+        while True:
+            hoard.append(bytearray(64 << 20))
+    if t == "socket":
+        socket.create_connection(("192.0.2.1", 80), timeout=1)
+    if t == "escape":
+        open(ESCAPE, "w").write("x")
+    if t == "inside":
+        with open("scratch.txt", "w") as f:
+            f.write("x")
+        return 0.5
+    if t == "raise":
+        raise ValueError("bad row")
+    return float(t == item["reference_answer"])
+'''
+
+
+def test_python_grader_stops_each_misbehaviour_reports_it_and_the_run_goes_on(tmp_path, caplog):
+    escape = tmp_path / "escaped.txt"
+    g = load_grader({"type": "python", "name": "py", "image_tag": "2025-05-08", "timeout_s": 1.5, "memory_mb": 512,
+                     "source": MISBEHAVING.replace("ESCAPE", repr(str(escape)))})
+    samples = ["4", "sleep", "4", "memory", "socket", "escape", "inside", "raise", "5", "4"]
+    items = [{"id": f"r{i}", "reference_answer": "4"} for i in range(len(samples))]
+    with caplog.at_level("WARNING", logger="tailor"):
+        scores = g.grade(samples, items)
+    assert scores == [1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 1.0]
+    assert dict(g.failures) == {"timeout": 1, "memory": 1, "network": 1, "write outside folder": 1,
+                                "error: ValueError": 1}
+    assert not escape.exists()
+    assert "stopped on row r1" in caplog.text and "stopped on row r5" in caplog.text
+    assert g.isolation in ("namespace", "audit hook only")
+    assert any("5 sample(s)" not in n and "timeout" in n for n in g.notes())
+
+
+def test_python_grader_spec_errors_are_one_line():
+    for source, want in [("def grade(sample, item)\n  return 1", "field 'source': line 1: expected ':'"),
+                         ("def score(sample, item):\n  return 1", "defines no top-level function grade"),
+                         ("def grade(sample):\n  return 1", r"line 1: grade must take \(sample, item\)")]:
+        with pytest.raises(TailorError, match=want):
+            load_grader({"type": "python", "name": "p", "source": source})
+
+
+# ------------------------------------------------------------ multi: a formula over graders
+
+def test_multi_grader_the_guides_tool_call_example_and_a_formula_that_is_never_eval():
+    spec = {"type": "multi", "name": "tool call", "calculate_output": "0.5 * name + 0.5 * arguments", "graders": {
+        "name": {"name": "name", "type": "string_check", "input": "{{ sample.output_json.name }}",
+                 "reference": "{{ item.name }}", "operation": "eq"},
+        "arguments": {"name": "arguments", "type": "string_check", "input": "{{ sample.output_json.arguments }}",
+                      "reference": "{{ item.arguments }}", "operation": "eq"}}}
+    items = [{"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}] * 3
+    samples = ['{"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}',
+               '{"name": "get_weather", "arguments": "{}"}', '{"name": "search", "arguments": "{}"}']
+    assert load_grader(spec).grade(samples, items) == [1.0, 0.5, 0.0]
+    one = [samples[0]], [items[0]]
+    for formula, want in [("2 ^ 3 - name", 7.0), ("max(name, 0.2) * sqrt(4) / 4", 0.5), ("-abs(-name) + floor(1.7)", 0.0)]:
+        assert load_grader({**spec, "calculate_output": formula}).grade(*one) == [want], formula
+    g = load_grader({**spec, "calculate_output": "log(name - 1)"})
+    assert g.grade(*one) == [0.0] and g.failures == {"formula: ValueError": 1}
+    for formula, want in [("__import__('os').system('true')", "is not allowed"), ("name.real", "is not allowed"),
+                          ("name if name else 1", "is not allowed"), ("args", "'args' is neither one of the graders"),
+                          ("0.5 *", "not a formula")]:
+        with pytest.raises(TailorError, match=rf"^grader: grader 'tool call' field 'calculate_output': .*{want}"):
+            load_grader({**spec, "calculate_output": formula})
+    bad = {**spec, "graders": {**spec["graders"], "name": {**spec["graders"]["name"], "operation": "is"}}}
+    with pytest.raises(TailorError, match=r"^g.json: field 'graders.name.operation': Input should be"):
+        load_grader(bad, "g.json")

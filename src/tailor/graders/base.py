@@ -30,6 +30,7 @@ from ..errors import TailorError
 from ..task import Example
 
 GRADERS: dict[str, type[Grader]] = {}
+_LOADED: dict[str, Grader] = {}   # a task's grader, loaded once per process (a model judge loads its model once)
 NAMESPACES = ("item", "sample")   # the only namespaces OpenAI's templates have
 
 
@@ -193,3 +194,11 @@ def load_grader(spec: dict | str | Path, where: str | None = None, *, _prefix: s
     grader._where = where if not _prefix else f"{where} ({_prefix.rstrip('.')})"
     grader.check()
     return grader
+
+
+def task_grader(task) -> Grader:
+    """The grader of a task (`task.grader`, a spec dict), loaded once and kept."""
+    key = json.dumps(task.grader, sort_keys=True)
+    if key not in _LOADED:
+        _LOADED[key] = load_grader(task.grader, where=f"task {task.name}: grader")
+    return _LOADED[key]

@@ -45,10 +45,12 @@ class _Worker:
         cpu = int(grader.timeout_s) + 2
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
                "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}   # no secrets of ours in its environment
+        # its prints and tracebacks: a file, not a pipe nobody drains (a chatty grader would block on a full pipe)
+        self.err = tempfile.TemporaryFile("w+")
         # -I: no user site, no PYTHONPATH, no current folder on sys.path; -B: writes no bytecode
         self.proc = subprocess.Popen([sys.executable, "-I", "-B", str(CHILD), folder, str(grader.memory_mb),
                                       str(grader.file_mb), str(cpu)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err,
                                      cwd=folder, env=env, start_new_session=True, text=True, bufsize=1)
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.proc.stdout, selectors.EVENT_READ)
@@ -63,7 +65,8 @@ class _Worker:
         line = self.proc.stdout.readline()
         if not line:
             code = self.proc.wait()
-            err = (self.proc.stderr.read() or "").strip().splitlines()[-1:] or [""]
+            self.err.seek(0)
+            err = (self.err.read() or "").strip().splitlines()[-1:] or [""]
             if code in (-signal.SIGXCPU, -signal.SIGKILL):
                 return {"stopped": "timeout", "detail": f"CPU limit (signal {-code})"}
             if "MemoryError" in err[0]:
@@ -94,7 +97,7 @@ class _Worker:
         except (subprocess.TimeoutExpired, OSError):
             self.kill()
         self.sel.close()
-        for f in (self.proc.stdout, self.proc.stderr):
+        for f in (self.proc.stdout, self.err):
             f.close()
 
 
