@@ -4,7 +4,9 @@ files), so every rule is tested on constructed summaries.
 Which arms: the rules of Meta's guide to adapting LLMs as `tailor.advise` holds them, answered
 from the data: zero-shot first; few-shot and in-context learning with labelled examples; RAG only
 with a knowledge base; LoRA (PEFT) before full fine-tuning, and full only with plenty of data;
-preference arms only with preferences (DPO on pairs, KTO on thumbs up/down rows).
+preference arms only with preferences (DPO on pairs, KTO on thumbs up/down rows); a reinforcement
+fine-tuning file (prompts and the fields its grader reads) trains an on-policy arm (GRPO) with its
+grader as the reward, and the grader is every arm's primary metric.
 
 How big: a time model over the data's token counts and the base's measured speed (the forward
 cost the driver times on the data before planning, as the training loop times one step before it
@@ -75,6 +77,9 @@ class DataSummary:
     target_tokens_p95: float = 4.0
     option_tokens: float = 0.0                 # classify / choice: tokens of all options scored per row
     split: dict = field(default_factory=dict)  # the task_options split the counts come from (test, dev)
+    reinforcement: bool = False                # an RFT file: prompts ending with the user's turn, graded
+    grader: str | None = None                  # a grader JSON file: every arm's primary metric (and GRPO's reward)
+    answered: int | None = None                # train rows with a reference answer (RFT files; None: every row)
 
 
 @dataclass(frozen=True)
@@ -281,8 +286,9 @@ def plan_experiment(summary: DataSummary, *, model: str, budget_s: float, speed:
     for a in trained:
         a.spec["steps"] = steps[a.name]
         if steps[a.name] < a.max_steps:
-            seen = min(steps[a.name] * a.spec["batch_size"], s.train)
-            notes.append(f"{a.name}: {steps[a.name]} steps of {a.spec['batch_size']} ({seen:,} of {s.train:,} train rows) "
+            per = a.spec.get("batch_size") or a.spec.get("prompts_per_step", 1)
+            seen = min(steps[a.name] * per, s.train)
+            notes.append(f"{a.name}: {steps[a.name]} steps of {per} ({seen:,} of {s.train:,} train rows) "
                          f"fit the budget; {a.max_steps} would be {_epochs(s)} epoch{'s' if _epochs(s) > 1 else ''}")
     if rows < s.test:
         notes.append(f"every arm is measured on {rows} of the {s.test} test rows (the budget's share for measuring)")
@@ -298,6 +304,8 @@ def plan_experiment(summary: DataSummary, *, model: str, budget_s: float, speed:
            "budget_minutes": _guard_minutes(avail + fixed - REPORT_S, tm, trained, rows, forget_s) if trained else None,
            "advice": answers, "arms": [a.spec if a.spec != {"name": "zero-shot", "method": "zero-shot"}
                                        else "zero-shot" for a in arms]}
+    if s.grader:   # every arm graded by it, the arms ranked by its mean (tailor.graders)
+        exp["metric"] = {"grader": s.grader}
     if s.preference:
         # several pairs of one prompt share its input with other targets: "conflicts" are the data's
         # design here, not label noise; leakage is still checked (splits are by prompt)
@@ -309,6 +317,8 @@ def _candidates(s: DataSummary, suggested: list[str], reasons: dict, tm: _Model,
                 methods, notes: list[str]) -> list[_Arm]:
     arms = [_Arm({"name": "zero-shot", "method": "zero-shot"}, reasons["zero-shot"], s.prompt_tokens)]
     shot = s.input_tokens + s.target_tokens + 8   # a shot: its input, its answer, the turn markers
+    if s.reinforcement:
+        return _reinforcement(s, arms, reasons, tm, methods, notes, shot)
     k = _shots(s, shot)
     if k == 0 and ("few-shot" in suggested or "icl" in suggested):
         notes.append(f"few-shot and icl left out: an input is about {s.prompt_tokens:.0f} tokens, no example fits "
@@ -367,6 +377,40 @@ def _candidates(s: DataSummary, suggested: list[str], reasons: dict, tm: _Model,
     return arms
 
 
+GRPO_PROMPTS, GRPO_GROUP = 4, 4   # the planned arm's prompts per step and samples per prompt (G)
+
+
+def _reinforcement(s: DataSummary, arms: list[_Arm], reasons: dict, tm: _Model, methods, notes: list[str],
+                   shot: float) -> list[_Arm]:
+    """An RFT file's ladder: zero-shot, few-shot when its rows carry reference answers to show, and
+    the on-policy arm trained on the grader's reward (what OpenAI's reinforcement fine-tuning did).
+    There is no SFT arm: the rows have prompts to answer, not answers to imitate."""
+    if not s.grader:
+        raise TailorError(f"{s.path}: a reinforcement fine-tuning file (messages ending with the user's turn) is "
+                          "graded, not imitated: give its grader with --grader grader.json (OpenAI's grader JSON)")
+    k = _shots(s, shot) if s.answered else 0
+    if k:
+        arms.append(_Arm({"name": f"few-shot-{k}", "method": "few-shot", "k": k},
+                         reasons.get("few-shot", "a handful of answered rows in the prompt costs no training"),
+                         s.prompt_tokens + k * shot))
+    else:
+        notes.append("few-shot left out: the rows have no reference_answer text to show as examples")
+    if "grpo" not in methods:
+        raise TailorError(f"{s.path}: a reinforcement fine-tuning file trains a grpo arm (GRPO, Shao et al. 2024, "
+                          "on the grader's reward), and this Tailor has no grpo method registered")
+    new = tm.new
+    # a step: P x G samples generated in one batch, then a forward and backward over them
+    gen = GRPO_PROMPTS * GRPO_GROUP * _generate_row(tm.speed, s.prompt_tokens, new)
+    step = gen + tm.step(s.prompt_tokens + new, GRPO_PROMPTS * GRPO_GROUP, 3.0, False)
+    max_steps = max(1, math.ceil(_epochs(s) * s.train / GRPO_PROMPTS))
+    spec = {"name": "grpo", "method": "grpo", "rewards": [{"grader": s.grader}], "steps": max_steps,
+            "prompts_per_step": GRPO_PROMPTS, "group_size": GRPO_GROUP, "max_new_tokens": new}
+    arms.append(_Arm(spec, f"GRPO (Shao et al. 2024): {GRPO_GROUP} samples per prompt, each scored by the grader, "
+                           "trained toward the better ones in its group (what reinforcement fine-tuning did)",
+                     s.prompt_tokens, extra_s=TRAIN_SETUP_S + 1.5 + 2 * step, step_s=step, max_steps=max_steps))
+    return arms
+
+
 def _shots(s: DataSummary, shot: float) -> int:
     """Examples in the prompt: 4, or one per label up to 8 for classification; fewer when the prompt
     would outgrow the context; never more than the train rows."""
@@ -385,6 +429,8 @@ def max_new_tokens(s: DataSummary) -> int:
     label or choice is scored, never generated, and keeps the experiment's default."""
     if s.kind != "generate":
         return 64
+    if s.reinforcement and not s.answered:
+        return 128   # no answers to size by: room for a short reasoned answer the grader reads
     return int(min(256, max(8, math.ceil(s.target_tokens_p95 * 1.25) + 2)))
 
 

@@ -31,9 +31,12 @@ REPAIRS = {"drop_exact_duplicates": True, "drop_leaked": True, "drop_near_duplic
            "drop_noise": False}
 
 
-def check_inputs(data: str, kb: str | None, model: str) -> None:
+def check_inputs(data: str, kb: str | None, model: str, grader: str | None = None) -> None:
     """The one-line errors a data-file run gives before anything is read or loaded."""
     path = Path(data)
+    if grader is not None:
+        from .graders import load_grader
+        load_grader(grader, where=f"--grader {grader}")   # a bad spec is refused before the model loads
     if not path.is_file():
         raise DataError(path, "file not found" if not path.exists() else "not a file")
     if path.suffix.lower() not in DATA_SUFFIXES:
@@ -50,15 +53,20 @@ def check_inputs(data: str, kb: str | None, model: str) -> None:
 
 
 def prepare(data: str, *, model: str, kb: str | None, budget_s: float, runs_dir: str, limit: int | None,
-            started: float) -> tuple[Path, Plan]:
+            started: float, grader: str | None = None) -> tuple[Path, Plan]:
     """The run directory with the experiment written into it, ready for `run_ladder(..., run_dir=)`.
-    `started`: the command's start (time.perf_counter), since the budget counts from there."""
+    `started`: the command's start (time.perf_counter), since the budget counts from there.
+    `grader`: a grader JSON file, every arm's primary metric (and the reward of an RFT file's grpo arm)."""
     from .curate import curated_task, write_clean
     from .models import load_tokenizer
     from .runs import RunDir
     from .utils import atomic_write_json
     path = Path(data)
-    task, preference, split = read_task(path)
+    grader = str(Path(grader).resolve()) if grader else None
+    task, preference, split = read_task(path, grader)
+    if grader is None and any(ex.meta.get("_rft") for ex in task.examples[:1]):   # before any model loads
+        raise TailorError(f"{path}: a reinforcement fine-tuning file (messages ending with the user's turn) is graded, "
+                          "not imitated: give its grader with --grader grader.json (OpenAI's grader JSON)")
     try:
         tokenizer = load_tokenizer(model)
     except (OSError, ValueError) as e:   # transformers' own errors for a name it cannot resolve
@@ -67,7 +75,7 @@ def prepare(data: str, *, model: str, kb: str | None, budget_s: float, runs_dir:
     repaired, rows, counts = repair(task, tokenizer, preference)
     if repaired:
         task = curated_task(task, rows)
-    summary = summarise(task, tokenizer, preference, split, str(path.resolve()))
+    summary = summarise(task, tokenizer, preference, split, str(path.resolve()), grader)
     run = RunDir(runs_dir, "ladder", summary_name(path))
     run.close()   # the ladder reopens it
     task_path = str(path.resolve())
@@ -99,29 +107,34 @@ def summary_name(path: Path) -> str:
     return path.stem or "data"
 
 
-def read_task(path: Path):
+def read_task(path: Path, grader: str | None = None):
     """The task of a data file, split as the planner splits files of its size. Returns the task,
-    its preference shape ("pairs", "unpaired" or None) and the split options."""
+    its preference shape ("pairs", "unpaired" or None) and the split options. OpenAI's fine-tuning
+    files are read as they are: chat (SFT), DPO (pairs) and reinforcement fine-tuning (prompts and
+    reference fields, graded by `grader`)."""
     from .datasets import load_task
     from .preference.data import preference_shape
     from .task import read_records
     records, _ = read_records(path)
     shape = preference_shape(records[0][1])
-    preference = {"pair": "pairs", "ranking": "pairs", "unpaired": "unpaired"}.get(shape) if shape else None
+    preference = {"pair": "pairs", "ranking": "pairs", "unpaired": "unpaired", "openai_pair": "pairs"}.get(shape) \
+        if shape else None
     if preference:
-        prompts = len({json.dumps(rec.get("prompt"), sort_keys=True) for _, rec in records})
+        prompts = len({json.dumps(rec.get("input") if shape == "openai_pair" else rec.get("prompt"), sort_keys=True)
+                       for _, rec in records})
         split = plan_split(prompts, preference=True)
     else:
         split = plan_split(len(records))
-    return load_task(str(path), seed=0, **split), preference, split
+    return load_task(str(path), seed=0, **split, **({"grader": grader} if grader else {})), preference, split
 
 
 def repair(task, tokenizer, preference: str | None):
     """Exact duplicates and leaked train rows dropped (dev and test rows never change), counted.
     Problems curation cannot repair stop the run here, with the line that fixes them. Preference
     data is not repaired: two pairs of one prompt and answer differ in their rejected answer, which
-    the checks do not read, and splits are by prompt already."""
-    if preference:
+    the checks do not read, and splits are by prompt already. Nor are reinforcement fine-tuning rows
+    (prompts without answers: the run's copy is written as answered rows)."""
+    if preference or any(ex.meta.get("_rft") for ex in task.examples[:1]):
         return False, None, {}
     from .curate import CurateOptions, apply_fixes_logged, curate_task, curated_task
     options = CurateOptions(model_checks=False, progress=False, **REPAIRS)
@@ -138,7 +151,7 @@ def repair(task, tokenizer, preference: str | None):
     return bool(counts), rows, counts
 
 
-def summarise(task, tokenizer, preference: str | None, split: dict, path: str) -> DataSummary:
+def summarise(task, tokenizer, preference: str | None, split: dict, path: str, grader: str | None = None) -> DataSummary:
     from .prompts import builder_for
     builder = builder_for(task, tokenizer)
     train = task.splits.get("train") or []
@@ -154,12 +167,14 @@ def summarise(task, tokenizer, preference: str | None, split: dict, path: str) -
         options = statistics.mean(sum(builder.count(builder.target_text(c)) for c in ex.choices or []) for ex in sample)
     counts = task.summary().get("label_counts") if task.kind == "classify" else None
     distinct = len({ex.meta.get("prompt_key") for ex in task.examples}) if preference else None
+    reinforcement = any(ex.meta.get("_rft") for ex in task.examples[:1])   # read as task.py's "rft" format
     return DataSummary(path=path, kind=task.kind, rows=len(task.examples), train=len(train),
                        dev=len(task.splits.get("dev") or []), test=len(task.splits.get("test") or []),
                        labels=list(task.labels) if task.labels else None, label_counts=counts, preference=preference,
                        prompts=distinct, prompt_tokens=statistics.mean(prompts), input_tokens=statistics.mean(inputs),
                        target_tokens=statistics.mean(targets), target_tokens_p95=float(targets[int(0.95 * (len(targets) - 1))]),
-                       option_tokens=options, split=dict(split))
+                       option_tokens=options, split=dict(split), grader=grader,
+                       reinforcement=reinforcement, answered=sum(1 for ex in train if ex.target) if reinforcement else None)
 
 
 def resolve_kb(kb: str | None, run_path: Path, model: str, tokenizer) -> tuple[str | None, int]:

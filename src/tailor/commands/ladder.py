@@ -31,6 +31,9 @@ def run_(
                                                     "suite to fit; overrides an experiment's budget_minutes"),
     limit: Optional[int] = typer.Option(None, help="override: evaluate on the first N test rows"),
     runs_dir: Optional[str] = typer.Option(None, help="override: where run directories go"),
+    grader: Optional[str] = typer.Option(None, help="data file: a grader JSON (OpenAI's grader shapes), every arm's "
+                                                    "primary metric; a reinforcement fine-tuning file's grpo arm "
+                                                    "trains on it"),
 ) -> None:
     """Run the adaptation ladder of an experiment, or of a data file (the arms Meta's guide to adapting
     LLMs suggests for it, sized to --budget; RUN/experiment.yaml is what ran), and write results.json
@@ -49,6 +52,9 @@ def run_(
         if kb is not None:
             raise TailorError(f"--kb applies to a data file; the experiment {source} names its knowledge base on its "
                               "rag arms (kb:)")
+        if grader is not None:
+            raise TailorError(f"--grader applies to a data file; the experiment {source} names its grader as "
+                              "metric: {grader: FILE}")
         exp = load_experiment(source)
         if model:
             exp.model = model
@@ -61,13 +67,13 @@ def run_(
         _run_and_print(exp)
         return
     model = model or "smollm2-135m"
-    check_inputs(source, kb, model)
+    check_inputs(source, kb, model, grader)
     if limit is not None and limit < 1:
         from ..errors import TailorError
         raise TailorError(f"--limit {limit}: expected at least 1 test row")
     budget_s = budget_s if budget_s is not None else 30 * 60
     run_dir, plan = prepare(source, model=model, kb=kb, budget_s=budget_s, runs_dir=runs_dir or "runs", limit=limit,
-                            started=started)
+                            started=started, grader=grader)
     _print_plan(plan, run_dir)
     from ..config import load_experiment
     exp = load_experiment(run_dir / "experiment.yaml")   # what runs is what the file says

@@ -8,6 +8,8 @@ the chosen answers, and the preference arms see both sides).
      "rejected": [{"role": "assistant", ...}]}                                  conversational pair
     {"prompt": ..., "completions": [best, ..., worst]}                          ranking
     {"prompt": ..., "completion": ..., "label": true | false}                   unpaired (thumbs up/down)
+    {"input": {"messages": [...]}, "preferred_output": [{"role": "assistant", ...}],
+     "non_preferred_output": [{"role": "assistant", ...}]}                     OpenAI's DPO file, as it is
 
 A ranking of k completions becomes its k(k-1)/2 pairs, as InstructGPT (Ouyang et al. 2022) trains
 its reward model on every pair of a ranking. An unpaired row (TRL's unpaired preference shape,
@@ -30,13 +32,18 @@ from ..task import Example, Task, _type, read_records
 PAIR = ("prompt", "chosen", "rejected")
 RANKING = ("prompt", "completions")
 UNPAIRED = ("prompt", "completion", "label")
-SHAPE_NAMES = {"pair": "pair", "ranking": "ranking", "unpaired": "thumbs up/down row"}
-SHAPE_FIELDS = {"pair": "prompt, chosen, rejected", "ranking": "prompt, completions", "unpaired": "prompt, completion, label"}
+OPENAI_PAIR = ("input", "preferred_output", "non_preferred_output")   # OpenAI's DPO fine-tuning file
+SHAPE_NAMES = {"pair": "pair", "ranking": "ranking", "unpaired": "thumbs up/down row",
+               "openai_pair": "DPO pair in OpenAI's shape"}
+SHAPE_FIELDS = {"pair": "prompt, chosen, rejected", "ranking": "prompt, completions", "unpaired": "prompt, completion, label",
+                "openai_pair": "input.messages, preferred_output, non_preferred_output"}
 DEFAULT_INSTRUCTION = "Follow the instruction and answer."
 
 
 def preference_shape(record: dict) -> str | None:
-    """'pair', 'ranking', 'unpaired' or None (not a preference record)."""
+    """'pair', 'ranking', 'unpaired', 'openai_pair' or None (not a preference record)."""
+    if "preferred_output" in record or "non_preferred_output" in record:
+        return "openai_pair"
     if "chosen" in record or "rejected" in record:
         return "pair"
     if "completions" in record:
@@ -86,6 +93,63 @@ def _messages(line: _Line, field: str, value: list) -> list[dict]:
     return out
 
 
+def _openai_content(line: _Line, field: str, content) -> str:
+    """A message's content in OpenAI's shapes: a string, or an array of text parts."""
+    if isinstance(content, list):
+        texts = []
+        for i, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                kind = part.get("type") if isinstance(part, dict) else _type(part)
+                raise line.err(f"{field}[{i}]", f"only text parts are read ({{\"type\": \"text\", \"text\": ...}}), "
+                                                f"got {kind!r}")
+            texts.append(part["text"])
+        return "".join(texts)
+    return content
+
+
+def _openai_messages(line: _Line, field: str, value) -> list[dict]:
+    """OpenAI's messages as the readers here take them: a developer message is the system
+    message of newer models (same place, same purpose); content parts joined; tool calls refused,
+    since no arm here calls tools (a turn read without its call would train on half of it)."""
+    if not isinstance(value, list):
+        raise line.err(field, f"expected an array of messages, got {_type(value)}")
+    out = []
+    for i, m in enumerate(value):
+        name = f"{field}[{i}]"
+        if not isinstance(m, dict):
+            raise line.err(name, f"expected a message object, got {_type(m)}")
+        if m.get("tool_calls") or m.get("role") in ("tool", "function"):
+            raise line.err(name, "a tool call or tool result: Tailor's arms do not call tools; remove the tool "
+                                 "turns from this example")
+        role = "system" if m.get("role") == "developer" else m.get("role")
+        out.append({**m, "role": role, "content": _openai_content(line, f"{name}.content", m.get("content"))})
+    return out
+
+
+def _openai_pair(line: _Line) -> tuple[list[dict], str, str]:
+    """OpenAI's DPO line: input.messages (ending with the user's turn), one assistant message in
+    preferred_output and one in non_preferred_output. `tools` must be empty (no arm calls tools);
+    parallel_tool_calls, which only matters with tools, is read and left."""
+    inp = line.need("input")
+    if not isinstance(inp, dict):
+        raise line.err("input", f"expected an object with messages, got {_type(inp)}")
+    if inp.get("tools"):
+        raise line.err("input.tools", "tool definitions: Tailor's arms do not call tools (leave tools empty)")
+    if inp.get("messages") is None:
+        raise line.err("input.messages", "missing")
+    msgs = _messages(line, "input.messages", _openai_messages(line, "input.messages", inp["messages"]))
+    if msgs[-1]["role"] != "user":
+        raise line.err(f"input.messages[{len(msgs) - 1}].role", "the prompt must end with the user's turn")
+    answers = []
+    for field in ("preferred_output", "non_preferred_output"):
+        out = _messages(line, field, _openai_messages(line, field, line.need(field)))
+        if len(out) != 1 or out[0]["role"] != "assistant":
+            raise line.err(field, f"expected exactly one assistant message, got {len(out)} message(s) "
+                                  f"with roles {[m['role'] for m in out]}")
+        answers.append(out[0]["content"])
+    return msgs, answers[0], answers[1]
+
+
 def _prompt(line: _Line) -> tuple[str | list[dict], str]:
     """The prompt (text or messages ending with a user turn) and whether it is 'text' or 'chat'."""
     value = line.need("prompt")
@@ -130,7 +194,8 @@ def read_preferences(path: str | Path, encoding: str = "utf-8") -> list[Example]
     shape = preference_shape(first)
     if shape is None:
         raise DataError(path, f"not preference data: fields {sorted(first)}; expected prompt+chosen+rejected, "
-                              "prompt+completions or prompt+completion+label", first_no, unit=unit)
+                              "prompt+completions, prompt+completion+label or input+preferred_output+"
+                              "non_preferred_output (OpenAI's DPO file)", first_no, unit=unit)
     kind = None   # text | chat, fixed by the first record
     out, seen = [], {}
     for no, rec in records:
@@ -138,11 +203,17 @@ def read_preferences(path: str | Path, encoding: str = "utf-8") -> list[Example]
         this = preference_shape(rec)
         if this is None and shape == "unpaired":   # a row missing its completion or label: say which field
             this = "unpaired"
+        if this is None and shape == "openai_pair" and "input" in rec:   # missing both outputs: say which
+            this = "openai_pair"
         if this != shape:
             what = f"a {SHAPE_NAMES[this]} ({SHAPE_FIELDS[this]})" if this else f"neither shape (fields {sorted(rec)})"
             raise DataError(path, f"mixed shapes: this {unit} is {what} but {unit} {first_no} is a {SHAPE_NAMES[shape]}",
                             no, unit=unit)
-        prompt, pkind = _prompt(line)
+        if shape == "openai_pair":
+            prompt, chosen, rejected = _openai_pair(line)
+            pkind = "chat"
+        else:
+            prompt, pkind = _prompt(line)
         if kind is None:
             kind = pkind
         elif pkind != kind:
@@ -154,11 +225,14 @@ def read_preferences(path: str | Path, encoding: str = "utf-8") -> list[Example]
             if not isinstance(label, bool):
                 raise line.err("label", f"expected true (desirable) or false (undesirable), got {_type(label)}")
             pairs = []
-        elif shape == "pair":
-            chosen = _answer(line, "chosen", line.need("chosen"), pkind)
-            rejected = _answer(line, "rejected", line.need("rejected"), pkind)
+        elif shape in ("pair", "openai_pair"):
+            if shape == "pair":
+                chosen = _answer(line, "chosen", line.need("chosen"), pkind)
+                rejected = _answer(line, "rejected", line.need("rejected"), pkind)
             if chosen.strip() == rejected.strip():
-                raise line.err("rejected", "identical to chosen (a pair needs two different answers)")
+                raise line.err("rejected" if shape == "pair" else "non_preferred_output",
+                               f"identical to {'chosen' if shape == 'pair' else 'preferred_output'} "
+                               "(a pair needs two different answers)")
             pairs = [(None, chosen, rejected)]
         else:
             ranked = line.need("completions")
@@ -178,7 +252,7 @@ def read_preferences(path: str | Path, encoding: str = "utf-8") -> list[Example]
         if base_id in seen:
             raise line.err("id", f"duplicate id '{base_id}' (first at {unit} {seen[base_id]})")
         seen[base_id] = no
-        used = {"pair": PAIR, "ranking": RANKING, "unpaired": UNPAIRED}[shape]
+        used = {"pair": PAIR, "ranking": RANKING, "unpaired": UNPAIRED, "openai_pair": OPENAI_PAIR}[shape]
         extra = {k: v for k, v in rec.items() if k not in (*used, "id")}
         if shape == "unpaired":
             out.append(Example(base_id, prompt, completion if label else "",
