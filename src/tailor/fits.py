@@ -41,13 +41,27 @@ def fit_key(method, task: Task, base_weights_id: str, budget_s: float | None = N
 
 def reuse(key: str, base):
     """The arm an identical earlier fit saved, or None (with a warning when it was recorded but
-    can no longer be loaded)."""
+    can no longer be loaded, or its folder no longer holds what was recorded: a memo names a
+    folder, and a folder can be deleted, rewritten by another run or edited by hand)."""
     memo = cache_dir("fits") / f"{key}.json"
     if not memo.exists():
         return None
-    folder = json.loads(memo.read_text())["arm"]
     try:
+        saved = json.loads(memo.read_text(encoding="utf-8"))
+        folder, digest = saved["arm"], saved["digest"]
+        if not isinstance(folder, str) or not isinstance(digest, str):
+            raise TypeError("expected strings")
+    except (OSError, ValueError, KeyError, TypeError) as e:   # damaged, or written by an older Tailor
+        log.warning("%s: not a fit memo this Tailor wrote (%s: %s); training again", memo, type(e).__name__, e)
+        return None
+    try:
+        from .label import arm_digest
         from .methods import load_adapted
+        now = arm_digest(Path(folder))
+        if now != digest:
+            log.warning("cannot reuse the fit in %s: its recipe, pool or weights changed since it was recorded; "
+                        "training again", folder)
+            return None
         return load_adapted(folder, base)
     except (TailorError, OSError) as e:  # the run directory was deleted or moved: train again
         log.warning("cannot reuse the fit in %s (%s); training again", folder, e)
@@ -55,7 +69,11 @@ def reuse(key: str, base):
 
 
 def remember(key: str, folder: Path) -> None:
-    atomic_write_json(cache_dir("fits") / f"{key}.json", {"arm": str(Path(folder).resolve())})
+    """Records the arm folder a fit with this key saved, with its content digest (`label.arm_digest`):
+    reuse checks the folder still holds exactly that."""
+    from .label import arm_digest
+    atomic_write_json(cache_dir("fits") / f"{key}.json", {"arm": str(Path(folder).resolve()),
+                                                           "digest": arm_digest(Path(folder))})
 
 
 @functools.cache

@@ -12,6 +12,7 @@ from typing import Callable
 from .errors import DataError, TailorError
 from .jsonl import read_jsonl
 from .progress import Meter
+from .utils import fsync_folder
 
 
 class Journal:
@@ -20,10 +21,12 @@ class Journal:
     A journal made of anything else is refused, never mixed in."""
 
     def __init__(self, output: Path, made_of: dict, path: Path | None = None):
-        self.path = path or output.with_name(output.name + ".partial")   # path: a rank's own (predict_shards.py)
+        self.path = path or self.path_of(output)   # path: a rank's own (predict_shards.py)
         self.done: dict[int, dict] = {}
         if not self.path.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._append([{"journal": made_of}])
+            fsync_folder(self.path.parent)   # the journal's name too survives a power cut, not only its lines
             return
         try:
             # a kill mid-write leaves a torn last line: cut it, or the next entry would be glued to it
@@ -31,13 +34,23 @@ class Journal:
             lines = read_jsonl(self.path, torn="cut")
         except DataError as e:
             raise TailorError(f"{e}; delete the file to start over") from None
-        if not lines or lines[0][1].get("journal") != made_of:
-            raise TailorError(f"{self.path}: left by a prediction of another input, arm or options; rerun with those, "
-                              "or delete it to start over")
+        first = lines[0][1].get("journal") if lines else None
+        if first != made_of:
+            changed = [k for k in made_of if isinstance(first, dict) and k in first and first[k] != made_of[k]]
+            why = ("the arm was edited since it was left (its recipe, pool or weights are not those its rows were "
+                   "computed with)" if changed == ["arm_digest"] else "left by a prediction of another input, arm or options")
+            raise TailorError(f"{self.path}: {why}; rerun with those, or delete it to start over")
         for no, entry in lines[1:]:
-            if not isinstance(entry.get("i"), int):
+            i = entry.get("i")
+            if not isinstance(i, int) or isinstance(i, bool) or i < 0 or not (
+                    isinstance(entry.get("line"), dict) or "error" in entry):
                 raise TailorError(f"{self.path}:line {no}: not a journal entry; delete the file to start over")
-            self.done[entry["i"]] = entry
+            self.done[i] = entry
+
+    @staticmethod
+    def path_of(output: Path) -> Path:
+        """The journal of the output `output` (OUT.partial)."""
+        return output.with_name(output.name + ".partial")
 
     def add(self, entries: list[dict]) -> None:
         self._append(entries)

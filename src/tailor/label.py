@@ -19,6 +19,7 @@ its journal and output files to it, and distillation's teacher labelling its lab
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -27,11 +28,14 @@ from pathlib import Path
 from .context import open_run
 from .errors import DataError, TailorError
 from .journal import Journal, fill
+from .jsonl import json_type
+from .jsonl import loads as json_loads
 from .methods.base import load_adapted, method_class
 from .progress import Meter
-from .recipe import Recipe, find_arm, read_recipe
+from .recipe import POOL, RECIPE, Recipe, find_arm, read_recipe
 from .task import Example, Task, detect_format, load_inputs, read_records, records_to_examples
-from .utils import atomic_write_text, sha256_file
+from .task import _bad_value as bad_value  # THE rule for a value read from a file: depth, lone surrogates
+from .utils import atomic_write_text, check_outputs, same_file, sha256_file
 
 # evaluate and models import torch: the functions that run a model import them, so reading and
 # accepting a review loads no model code
@@ -52,6 +56,32 @@ def labelling_arm(arm: str | Path) -> tuple[Path, Recipe]:
         raise TailorError(f"{folder}: a {recipe.method} arm scores answers, it writes none: there is nothing "
                           "to predict or label (use it as a judge, or as a ppo arm's reward_model)")
     return folder, recipe
+
+
+def arm_digest(folder: Path) -> str:
+    """The content of what decides an arm's answers: its recipe (method, options, prompt, shots,
+    retriever with its knowledge base's content id, calibration), its pool and its weight files,
+    read as they are now. Every arm has one, a prompting arm too (it has no weights digest): a
+    journal made under another digest is refused, so an arm edited between a killed run and its
+    resume never mixes two arms' answers in one output."""
+    recipe, pool = read_recipe(folder)
+    h = hashlib.sha256(json.dumps({"recipe": recipe.model_dump(), "pool": [[ex.id, ex.input, ex.target, ex.choices]
+                                                                           for ex in pool]},
+                                  sort_keys=True, ensure_ascii=False, default=str).encode())
+    for rel in sorted(str(f) for f in (recipe.weights or {}).get("files", [])):
+        path = folder / rel
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:   # a weight file swapped under an unchanged recipe changes the answers too
+            h.update(f"{f.relative_to(folder).as_posix()}\0{sha256_file(f) if f.is_file() else '-'}\n".encode())
+    return h.hexdigest()
+
+
+def arm_files(folder: Path, recipe: Recipe) -> dict[str, Path]:
+    """The files of an arm folder that an output must never overwrite (what each is -> its path)."""
+    files = {"arm's recipe": folder / RECIPE, "arm's pool": folder / POOL}
+    for rel in (recipe.weights or {}).get("files", []):
+        files[f"arm's weights {rel}"] = folder / rel
+    return files
 
 
 def recipe_task(recipe: Recipe) -> Task:
@@ -125,9 +155,10 @@ def label_file(arm: str | Path, input: str | Path, review: str | Path, *, keep_a
     if review.suffix.lower() != ".jsonl":
         raise TailorError(f"{review}: the review file must end in .jsonl (its CSV copy is written beside it)")
     csv_path = review.with_suffix(".csv")
-    if input.resolve() in (review.resolve(), csv_path.resolve()):
-        raise TailorError(f"{review}: the review file would overwrite the input")
+    journal_path = review.with_name(review.stem + ".predictions.jsonl")
     folder, recipe = labelling_arm(arm)
+    check_outputs({"input": input, **arm_files(folder, recipe)},
+                  {"review file": review, "review's CSV copy": csv_path, "journal": Journal.path_of(journal_path)})
     if keep_above is not None:
         if not 0 <= keep_above <= 1:
             raise TailorError(f"--keep-above must be a probability from 0 to 1, got {keep_above}")
@@ -139,9 +170,9 @@ def label_file(arm: str | Path, input: str | Path, review: str | Path, *, keep_a
               "batch_size": batch_size, "max_new_tokens": max_new_tokens}
     with open_run("label", Path(arm).name, config, runs_dir=runs_dir, model=base_name, dtype=dtype, device=device,
                   cache=cache) as ctx:
-        made_of = {"input": sha256_file(input), "arm": str(folder.resolve()), "weights": (recipe.weights or {}).get("digest"),
+        made_of = {"input": sha256_file(input), "arm": str(folder.resolve()), "arm_digest": arm_digest(folder),
                    "model": base_name, "dtype": dtype, "max_new_tokens": max_new_tokens}
-        journal = Journal(review.with_name(review.stem + ".predictions.jsonl"), made_of)
+        journal = Journal(journal_path, made_of)
         todo = [i for i in range(len(examples)) if i not in journal.done]
         adapted = load_adapted(folder, ctx.base)
         engine = adapted.engine(ctx.cache, batch_size=batch_size, progress=False)
@@ -239,13 +270,16 @@ def read_review(path: str | Path) -> tuple[str, list[Reviewed]]:
         labels = [k[len(PROB_PREFIX):] for k in first if k.startswith(PROB_PREFIX)] if kind == "classify" else None
     else:
         probs = first.get("probs")
-        kind = "choice" if "choices" in first else "classify" if isinstance(probs, dict) and probs else "generate"
+        if probs is not None and not (isinstance(probs, dict) and probs):   # decides the kind: checked first
+            raise DataError(path, f"expected an object of probabilities (or null), got {json_type(probs)}",
+                            records[0][0], "probs", unit)
+        kind = "choice" if "choices" in first else "classify" if probs else "generate"
         labels = list(probs) if kind == "classify" else None
     rows, seen = [], {}
     for no, rec in records:
         row = _reviewed(path, no, rec, unit, kind, labels, is_csv)
         if row.id in seen:
-            raise DataError(path, f"duplicate id '{row.id}' (first at {unit} {seen[row.id]})", no, "id", unit)
+            raise DataError(path, f"duplicate id {_short(row.id)} (first at {unit} {seen[row.id]})", no, "id", unit)
         seen[row.id] = no
         rows.append(row)
     return kind, rows
@@ -259,7 +293,7 @@ def _reviewed(path, no, rec, unit, kind, labels, is_csv) -> Reviewed:
             raise err(field, "missing")
         v = "" if rec[field] is None else rec[field]
         if not isinstance(v, str):
-            raise err(field, f"expected a string, got {type(v).__name__}")
+            raise err(field, f"expected a string, got {json_type(v)}")
         if not allow_empty and not v.strip():
             raise err(field, "is empty")
         return v
@@ -272,13 +306,13 @@ def _reviewed(path, no, rec, unit, kind, labels, is_csv) -> Reviewed:
                 try:
                     value = float(value)
                 except ValueError:
-                    raise err(field, f"expected a number from 0 to 1, got {value!r}") from None
+                    raise err(field, f"expected a number from 0 to 1, got {_short(value)}") from None
         if value is None:
             if required:
                 raise err(field, "missing")
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise err(field, f"expected a number from 0 to 1, got {value!r}")
+            raise err(field, f"expected a number from 0 to 1, got {_short(value)}")
         return float(value)
 
     rid = rec.get("id")
@@ -295,7 +329,7 @@ def _reviewed(path, no, rec, unit, kind, labels, is_csv) -> Reviewed:
     options = labels if kind == "classify" else choices
     label = text("label", allow_empty=kind == "generate")   # a generated answer may be empty
     if options is not None and label not in options:
-        raise err("label", f"'{label}' is not one of {options}")
+        raise err("label", f"{_short(label)} is not one of {options}")
     confidence = number("confidence", rec.get("confidence"), required=kind != "generate")
     if kind != "generate":
         if is_csv and kind == "classify":
@@ -316,7 +350,7 @@ def _reviewed(path, no, rec, unit, kind, labels, is_csv) -> Reviewed:
         if review == "accept" and not label.strip():
             raise err("review", "accept keeps the model's answer, which is empty; write the answer instead, or reject")
     elif review and options is not None and review not in options:
-        raise err("review", f"'{review}' is not one of the labels {options}, nor accept or reject")
+        raise err("review", f"{_short(review)} is not one of the labels {options}, nor accept or reject")
     return Reviewed(no, rid, input, label, confidence, review, choices)
 
 
@@ -324,9 +358,11 @@ def _input(value, is_csv, err):
     """A row's input: text, or chat messages (in a CSV cell, a JSON array of them)."""
     if is_csv and isinstance(value, str) and value.lstrip().startswith("[{"):
         try:
-            parsed = json.loads(value)
+            parsed = json_loads(value)
             if isinstance(parsed, list) and parsed and all(isinstance(m, dict) and {"role", "content"} <= set(m)
                                                            for m in parsed):
+                if problem := bad_value(parsed):
+                    raise err("input", problem)
                 value = parsed
         except json.JSONDecodeError:
             pass   # text that merely starts like JSON
@@ -341,12 +377,21 @@ def _input(value, is_csv, err):
     raise err("input", "missing" if value in (None, "") else "expected text or an array of chat messages")
 
 
+def _short(value) -> str:
+    """A value as an error line shows it: its start (a cell may hold a 4,000-digit number)."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**40 else f"{json_type(value)} of {len(str(value))} digits"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _json_cell(value, is_csv, err, field):
     if is_csv and isinstance(value, str):
-        try:
-            return json.loads(value)
+        try:   # the JSONL reader's parser: nesting and numbers past its limits are errors, not crashes
+            parsed = json_loads(value)
         except json.JSONDecodeError as e:
             raise err(field, f"invalid JSON ({e.msg} at column {e.colno})") from None
+        if problem := bad_value(parsed):
+            raise err(field, problem)
+        return parsed
     if value is None:
         raise err(field, "missing")
     return value
@@ -368,7 +413,7 @@ def accept(review: str | Path, into: str | Path, *, threshold: float) -> dict:
         raise TailorError(f"--threshold must be a probability from 0 to 1, got {threshold}")
     if into.suffix.lower() != ".jsonl":
         raise TailorError(f"{into}: rows are merged into a .jsonl task file")
-    if into.exists() and into.resolve() == review.resolve():
+    if same_file(into, review):
         raise TailorError(f"{into}: the task file is the review file")
     kind, rows = read_review(review)
     fmt, present, head = _existing(into)

@@ -27,7 +27,7 @@ from . import predict_shards as shards
 from .context import open_run
 from .errors import DataError, TailorError
 from .journal import Journal, fill
-from .label import label_chunk, labelling_arm, score_lines
+from .label import arm_digest, arm_files, label_chunk, labelling_arm, score_lines
 from .methods.base import load_adapted
 from .models import recipe_base
 from .progress import Meter
@@ -37,7 +37,7 @@ from .serve.requests import ApiError, request_jobs, response_body
 from .serve.scheduler import Scheduler
 from .task import load_inputs, read_records
 from .train.distributed import sum_numbers, world
-from .utils import atomic_write_text, sha256_file
+from .utils import atomic_write_text, check_outputs, same_file, sha256_file
 
 log = logging.getLogger("tailor")
 BATCH_URLS = ("/v1/chat/completions", "/v1/completions")
@@ -90,11 +90,16 @@ def run_predict(arm: str, input_path: str | Path, output: str | Path, errors: st
                 model: str | None = None, dtype: str = "auto", device: str = "auto", batch_size: int = 16,
                 max_new_tokens: int = 64, cache: bool = True, runs_dir: str = "runs", progress: bool = True) -> dict:
     input_path, output = Path(input_path), Path(output)
+    if output.is_dir() or not output.name:
+        raise TailorError(f"{output}: the output is a folder; name a file")
     errors = Path(errors) if errors else output.with_name(output.stem + ".errors.jsonl")
-    if output.resolve() == input_path.resolve():
-        raise TailorError(f"{output}: the output would overwrite the input")
-    rows, batch = read_rows(input_path)
     folder, recipe = labelling_arm(arm)
+    # before anything is read or written: no output may be an input or another output, under any spelling
+    check_outputs({"input": input_path, **arm_files(folder, recipe)},
+                  {"output": output, "errors file": errors, "journal": Journal.path_of(output)})
+    if any(same_file(j, input_path) for j in shards.journals(output)):   # a rank's journal is read, then removed
+        raise TailorError(f"{input_path}: the input is named like a journal of {output}; rename it")
+    rows, batch = read_rows(input_path)
     config = {"arm": str(arm), "input": str(input_path), "output": str(output), "errors": str(errors),
               "batch_size": batch_size, "max_new_tokens": max_new_tokens}
     base_name = model or recipe_base(recipe, folder)
@@ -103,7 +108,7 @@ def run_predict(arm: str, input_path: str | Path, output: str | Path, errors: st
                         device=device, cache=cache) if w.is_main else shards.rank_context(base_name, dtype, device))
     with context as ctx:
         made_of = {"input": sha256_file(input_path), "arm": str(folder.resolve()),
-                   "weights": (recipe.weights or {}).get("digest"), "model": base_name,
+                   "arm_digest": arm_digest(folder), "model": base_name,
                    "dtype": dtype, "max_new_tokens": max_new_tokens}
         journal = Journal(output, made_of, path=shards.journal_path(output, w))
         done = shards.done_everywhere(output, made_of, journal, w)

@@ -11,6 +11,7 @@ line), then all read all, then they write.
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,7 +28,12 @@ def journal_path(output: Path, w: World) -> Path | None:
 
 
 def journals(output: Path) -> list[Path]:
-    return sorted(output.parent.glob(f"{output.name}.partial*"))
+    """OUT.partial and OUT.partial.R, matched literally: a name with glob characters ([, *, ?) is no
+    pattern, and a user's own OUT.partial.bak or OUT.partial-old is never read, nor deleted."""
+    mine = re.compile(re.escape(f"{output.name}.partial") + r"(\.[1-9][0-9]*)?")
+    if not output.parent.is_dir():
+        return []
+    return sorted(p for p in output.parent.iterdir() if mine.fullmatch(p.name) and p.is_file())
 
 
 def barrier(w: World) -> None:

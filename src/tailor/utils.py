@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .errors import TailorError
+
 
 def cache_dir(*parts: str) -> Path:
     """Tailor's user cache (converted models, engine results). TAILOR_CACHE overrides it."""
@@ -80,6 +82,11 @@ def _fsync(path: str | Path) -> None:
         os.close(fd)
 
 
+def fsync_folder(path: str | Path) -> None:
+    """Makes the names in a folder durable (a file created in it, a rename)."""
+    _fsync(path)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
@@ -90,6 +97,33 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file: any spelling (./x and x, ../d/x), through symlinks, and
+    hard links of a file that exists."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:   # one of them does not exist (yet): then only the resolved names can clash
+        return False
+
+
+def check_outputs(inputs: dict[str, str | Path | None], outputs: dict[str, str | Path | None]) -> None:
+    """Refuses, before anything is written, an output that is one of the inputs or another output
+    (`inputs`, `outputs`: what each path is, for the error -> the path; None: there is none)."""
+    outs = [(name, Path(p)) for name, p in outputs.items() if p is not None]
+    for i, (name, path) in enumerate(outs):
+        if path.is_dir():
+            raise TailorError(f"{path}: the {name} is a folder; name a file")
+        for other, src in inputs.items():
+            if src is not None and same_file(path, src):
+                raise TailorError(f"{path}: the {name} would overwrite the {other} ({src}); choose another name")
+        for other, dst in outs[:i]:
+            if same_file(path, dst):
+                raise TailorError(f"{path}: the {name} and the {other} are one file; choose another name")
 
 
 def sha256_text(text: str) -> str:

