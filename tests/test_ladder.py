@@ -138,7 +138,7 @@ def test_advice_follows_the_flow_chart():
     assert "lora" in style["suggested_arms"]
     rag = advise({"external_knowledge": "yes", "labelled_examples": "none"})
     assert rag["suggested_arms"] == ["zero-shot", "rag"] and any("RAG" in n for n in rag["notes"])
-    with pytest.raises(TailorError, match="'transparency' must be one of yes, no"):
+    with pytest.raises(TailorError, match="field 'transparency': expected one of yes, no, got 'maybe'"):
         advise({"transparency": "maybe"})
 
 

@@ -6,7 +6,10 @@ output is which arms to run, cheapest first, with the reason for each.
 
 from __future__ import annotations
 
-from .errors import TailorError
+from pathlib import Path
+from typing import Any
+
+from .errors import DataError
 
 # key -> (question, allowed answers)
 QUESTIONS = {
@@ -22,17 +25,33 @@ QUESTIONS = {
 }
 
 
-def check_answers(answers: dict) -> dict:
+def check_answers(answers: Any, path: str | Path = "advice", lines: dict | None = None, at: tuple = ()) -> dict:
+    """The answers, each one of its question's choices (yes/no also as true/false); anything else is a
+    DataError naming the file, the line and the question. `at` is where the answers sit in the file."""
+    lines = lines or {}
+    field = ".".join(map(str, at)) or None
+    if not isinstance(answers, dict):
+        raise DataError(path, f"expected a mapping of question: answer pairs (questions: {', '.join(QUESTIONS)}), "
+                              f"got {_show(answers)}", lines.get(at), field)
     out = {}
     for key, value in answers.items():
+        where, line = ".".join(map(str, at + (key,))), lines.get(at + (key,), lines.get(at))
         if key not in QUESTIONS:
-            raise TailorError(f"advice: unknown question '{key}' (known: {', '.join(QUESTIONS)})")
-        value = str(value).lower() if not isinstance(value, bool) else ("yes" if value else "no")
+            raise DataError(path, f"unknown question {key!r} (known: {', '.join(QUESTIONS)})", line, where)
         allowed = QUESTIONS[key][1]
+        if isinstance(value, bool) and allowed == ("yes", "no"):
+            value = "yes" if value else "no"
+        elif isinstance(value, str):
+            value = value.strip().lower()
         if value not in allowed:
-            raise TailorError(f"advice: '{key}' must be one of {', '.join(allowed)}, got '{value}'")
+            raise DataError(path, f"expected one of {', '.join(allowed)}, got {_show(value)}", line, where)
         out[key] = value
     return out
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def advise(answers: dict) -> dict:

@@ -4,18 +4,20 @@ with errors that name the file, the line and the field. Reading a config imports
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from .advise import check_answers
 from .curate.options import CurateOptions
 from .errors import DataError
 from .helm.options import BiasOptions, RobustnessOptions
 from .knobs import TuneOptions, arm_tune, read_tune
 from .methods import METHODS, Method
-from .schema import Options, read_yaml, validate
+from .schema import Options, Seed, read_yaml, validate
 from .trackers import Tracker
 
 Positive = Annotated[int, Field(gt=0)]
@@ -51,7 +53,7 @@ class JudgeOptions(Options):
     reference: str | None = None       # win rate and KL against this arm (default: the first lora arm)
     base: str | None = None            # length change against this arm (default: the first zero-shot arm)
     checkpoints: bool = True           # PPO arms: the judge's reward and KL at each saved checkpoint
-    seed: int = 1                      # of the temperature-1 samples the KL is estimated on
+    seed: Seed = 1                     # of the temperature-1 samples the KL is estimated on
 
 
 class CurveOptions(Options):
@@ -81,7 +83,7 @@ class Experiment(Options):
     name: str = ""
     task_options: TaskOptions = TaskOptions()
     limit: Positive | None = None       # evaluate on the first N test rows (all if None)
-    seed: int = 0
+    seed: Seed = 0
     dtype: Dtype = "auto"
     device: str = "auto"
     batch_size: Positive = 16
@@ -127,6 +129,7 @@ def experiment_from_dict(data: dict, path: str | Path = "<experiment>", lines: d
     arms = read_arms(data.pop("arms", None), path, lines or {})
     exp = validate(Experiment, data, path, lines)
     exp.arms = arms
+    exp.advice = check_answers(exp.advice, path, lines or {}, ("advice",))
     exp.name = exp.name or f"{Path(str(exp.task)).stem}-ladder"
     if exp.judge is not None:
         exp.judge = _check_judge(exp, path, lines or {})
@@ -164,11 +167,22 @@ def _check_judge(exp: Experiment, path, lines: dict) -> JudgeOptions:
     return judge
 
 
+def arm_slug(name: str) -> str:
+    """The folder (and file-name part) of an arm: RUN/arms/SLUG, predictions-SLUG.jsonl."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+
+
+# Names the ladder gives the repeated fits of an arm (seeds: N, learning_curve:): an arm named so
+# would share their folders.
+_DERIVED = re.compile(r"\.(seed|rows)[0-9]+$")
+MAX_NAME = 100   # an arm's name is part of file names (255 bytes on most file systems)
+
+
 def read_arms(raw: Any, path, lines: dict) -> list[Arm]:
     if not isinstance(raw, list) or not raw:
         raise DataError(path, "needs a list of at least one arm, e.g. [zero-shot, {method: icl, k: 4}]",
                         lines.get(("arms",)), "arms")
-    arms, names = [], set()
+    arms, folders = [], {}
     for i, item in enumerate(raw):
         where, line = f"arms[{i}]", lines.get(("arms", i))
         spec = {"method": item} if isinstance(item, str) else item
@@ -177,16 +191,27 @@ def read_arms(raw: Any, path, lines: dict) -> list[Arm]:
         spec = dict(spec)
         method, name, seeds = spec.pop("method"), spec.pop("name", None), spec.pop("seeds", 1)
         tune = read_tune(spec.pop("tune", None), path, lines, ("arms", i, "tune"))
-        if method not in METHODS:
+        if not isinstance(method, str) or method not in METHODS:
             raise DataError(path, f"unknown method {method!r} (known: {', '.join(METHODS)})",
                             lines.get(("arms", i, "method"), line), f"{where}.method")
         name = method if name is None else name
+        name_line = lines.get(("arms", i, "name"), line)
         if not isinstance(name, str) or not name.strip():
             raise DataError(path, f"expected a non-empty name, got {name!r}", line, f"{where}.name")
-        if name in names:
-            raise DataError(path, f"duplicate arm name '{name}'; give each arm a distinct name",
-                            lines.get(("arms", i, "name"), line), f"{where}.name")
-        names.add(name)
+        slug = arm_slug(name)
+        if slug in (".", "..") or len(name) > MAX_NAME or _DERIVED.search(name):
+            why = (f"longer than {MAX_NAME} characters" if len(name) > MAX_NAME else
+                   "'.seedN' and '.rowsN' name the ladder's repeated fits of an arm" if _DERIVED.search(name) else
+                   "it would name the run's own folders")
+            raise DataError(path, f"arm name {name!r} cannot name a folder ({why})", name_line, f"{where}.name")
+        # Arms are saved in RUN/arms/SLUG: two names that differ only in case or in characters the
+        # slug replaces would share one folder (and on macOS or Windows, a case-insensitive one).
+        other = folders.get(slug.casefold())
+        if other is not None:
+            same = "duplicate arm name" if other == name else f"arm names '{other}' and '{name}' share the folder"
+            raise DataError(path, f"{same} '{slug}'; give each arm a distinct name (letters, digits, _ . -)",
+                            name_line, f"{where}.name")
+        folders[slug.casefold()] = name
         if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 100:
             raise DataError(path, f"expected a whole number of seeds from 1 to 100, got {seeds!r}",
                             lines.get(("arms", i, "seeds"), line), f"{where}.seeds")
@@ -214,7 +239,7 @@ class TrainRunConfig(Options):
     latency_requests: Annotated[int, Field(ge=0)] = 8
     cache: bool = True
     runs_dir: str = "runs"
-    seed: int = 0
+    seed: Seed = 0
 
 
 def load_train_config(path: str | Path, overrides: dict | None = None) -> tuple[TrainRunConfig, Method]:

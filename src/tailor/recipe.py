@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field
 
 from .errors import DataError, TailorError
 from .jsonl import read_jsonl
@@ -77,21 +80,98 @@ def find_arm(path: str | Path) -> Path:
     raise TailorError(f"{path}: not an arm folder (no {RECIPE} in it){hint}")
 
 
+class _Open(Options):
+    """A part of the recipe a family fills with its own keys besides the typed ones."""
+    model_config = ConfigDict(extra="allow")
+
+
+class _Weights(_Open):
+    digest: str | None = None
+    files: list[str] = []          # relative to the arm folder: copied and counted as the artifact
+
+
+class _Base(_Open):
+    name: str | None = None
+    path: str | None = None
+    weights_id: str | None = None
+
+
+class _Train(_Open):
+    train_time_s: float = 0.0
+    train_tokens: int | float = 0
+
+
+class _Calibration(_Open):
+    model_config = ConfigDict(extra="allow", allow_inf_nan=True)   # a label never seen: log prior -inf
+    method: str
+    labels: list[str]
+    log_prior: dict[str, float]
+
+
+class _OnDisk(Recipe):
+    """The recipe as read: the parts other code indexes into are typed, so an edited or corrupted
+    recipe.json is one error naming its field instead of a KeyError wherever the part is used."""
+    kind: Literal["classify", "generate", "choice"]
+    base: _Base = _Base()
+    weights: _Weights | None = None
+    task: _Open = _Open()
+    train: _Train | None = None
+    calibration: _Calibration | None = None
+    trainable_params: Annotated[int, Field(ge=0)] = 0
+    max_prompt_tokens: Annotated[int, Field(ge=1)] | None = None
+
+
 def read_recipe(folder: Path) -> tuple[Recipe, list[Example]]:
+    from .jsonl import json_type, loads
     from .schema import validate
+    path = folder / RECIPE
     try:
-        data = json.loads((folder / RECIPE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise TailorError(f"{folder / RECIPE}: cannot read the recipe ({e})") from None
+        data = loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(path, f"cannot read the recipe ({e})") from None
+    if not isinstance(data, dict):
+        raise DataError(path, f"expected a JSON object, got {json_type(data)}")
     if data.get("schema_version") != SCHEMA_VERSION:
-        raise TailorError(f"{folder / RECIPE}: recipe schema {data.get('schema_version')} is not the "
-                          f"{SCHEMA_VERSION} this Tailor reads")
-    recipe = validate(Recipe, data, folder / RECIPE)
-    pool = []
+        raise DataError(path, f"recipe schema {data.get('schema_version')!r} is not the {SCHEMA_VERSION} this Tailor "
+                              "reads", field="schema_version")
+    validate(_OnDisk, data, path)
+    recipe = validate(Recipe, data, path)
+    for i, rel in enumerate((recipe.weights or {}).get("files", [])):
+        parts = Path(rel).parts
+        if not rel or Path(rel).is_absolute() or ".." in parts or "\\" in rel:
+            raise DataError(path, f"{rel!r} is not a file inside the arm folder", field=f"weights.files[{i}]")
+    pool, seen = [], set()
     if (folder / POOL).is_file():
         for no, r in read_jsonl(folder / POOL):
             missing = next((k for k in ("id", "input", "target") if k not in r), None)
             if missing:
                 raise DataError(folder / POOL, "missing", no, missing)
-            pool.append(Example(r["id"], r["input"], r["target"], r.get("choices")))
+            ex = Example(r["id"], r["input"], r["target"], r.get("choices"))
+            bad = _pool_field(ex)
+            if bad:
+                raise DataError(folder / POOL, f"expected {bad[1]}, got {json_type(getattr(ex, bad[0]))}", no, bad[0])
+            if ex.id in seen:
+                raise DataError(folder / POOL, f"duplicate id {ex.id!r}", no, "id")
+            seen.add(ex.id)
+            pool.append(ex)
+    if recipe.shots is not None:
+        missing = [i for i in recipe.shots.ids if i not in seen]
+        if missing:
+            raise DataError(path, f"names {len(missing)} examples that {POOL} beside it lacks (e.g. {missing[0]!r})",
+                            field="shots.ids")
     return recipe, pool
+
+
+def _pool_field(ex: Example) -> tuple[str, str] | None:
+    """The first field of a pool row that is not what an example holds, and what it should be."""
+    if not isinstance(ex.id, str):
+        return "id", "a string"
+    if not (isinstance(ex.input, str) or (isinstance(ex.input, list) and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in ex.input))):
+        return "input", "a string or chat messages ({role, content} strings)"
+    if not isinstance(ex.target, str):
+        return "target", "a string"
+    if ex.choices is not None and not (isinstance(ex.choices, list) and all(isinstance(c, str) for c in ex.choices)):
+        return "choices", "a list of strings"
+    return None

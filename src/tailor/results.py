@@ -331,9 +331,10 @@ def read_results(path: str | Path) -> LadderResult:
     """A ladder's results.json (or its run directory), validated."""
     path = Path(path)
     file = path / "results.json" if path.is_dir() else path
+    from .jsonl import loads
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+        data = loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise TailorError(f"{file}: cannot read results ({e})") from None
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
         found = data.get("schema_version") if isinstance(data, dict) else None

@@ -38,8 +38,11 @@ def load_result(path: str | Path) -> dict | None:
     file = path / "results.json" if path.is_dir() else path
     if not (file.is_file() and file.suffix == ".json"):
         return None
+    from ..jsonl import loads
     try:
-        data = json.loads(file.read_text())
+        data = loads(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise TailorError(f"{file}: not valid UTF-8") from None
     except json.JSONDecodeError as e:
         raise TailorError(f"{file}: invalid JSON ({e.msg} at line {e.lineno})") from None
     result = data.get("result", data) if isinstance(data, dict) else None

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from . import out
+from .numbers import COUNT, SEED
 
 
 def bench(
@@ -19,12 +20,12 @@ def bench(
                                               "(mmlu, boolq, openbookqa, commonsenseqa, piqa)"),
     compare_to: Optional[str] = typer.Option(None, help="reference: an earlier `tailor bench` run directory "
                                                         "(or its results.json), or another model"),
-    size: Optional[int] = typer.Option(None, help="items per benchmark (default: the fixed subsets, "
+    size: Optional[int] = typer.Option(None, callback=COUNT, help="items per benchmark (default: the fixed subsets, "
                                                   "sized for a ±3-point interval)"),
-    seed: int = typer.Option(0, help="seed of the item subsets (compare only results with the same seed)"),
+    seed: int = typer.Option(0, callback=SEED, help="seed of the item subsets (compare only results with the same seed)"),
     dtype: str = typer.Option("auto", help="auto | bf16 | fp16 | fp32"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:1 ..."),
-    batch_size: int = typer.Option(16),
+    batch_size: int = typer.Option(16, callback=COUNT),
     cache: bool = typer.Option(True, help="reuse engine results from earlier runs"),
     runs_dir: str = typer.Option("runs"),
 ) -> None:

@@ -11,19 +11,22 @@ from rich.table import Table
 
 from ..curate.options import CurateOptions
 from . import out
+from .numbers import COUNT, COUNT0, NONNEGATIVE, POSITIVE_SHARE, SEED, SHARE, split_size
 
 
 def curate(
     source: str = typer.Argument(..., help="a task file (.jsonl .json .csv .tsv .parquet) or a bundled task"),
     model: str = typer.Option("smollm2-135m", help="tokenizer for lengths; model for the model checks"),
-    max_tokens: Optional[int] = typer.Option(None, help="training length, prompt + answer (default: the trainer's seq_len)"),
-    near_threshold: float = typer.Option(0.8, help="Jaccard similarity (character 5-grams) for near duplicates"),
+    max_tokens: Optional[int] = typer.Option(None, callback=COUNT,
+                                             help="training length, prompt + answer (default: the trainer's seq_len)"),
+    near_threshold: float = typer.Option(0.8, callback=POSITIVE_SHARE,
+                                         help="Jaccard similarity (character 5-grams) for near duplicates"),
     expected: Optional[str] = typer.Option(None, help="expected label shares, e.g. negative=0.4,neutral=0.4,positive=0.2 "
                                                       "(default: uniform)"),
     model_checks: bool = typer.Option(True, "--model-checks/--no-model-checks", help="label-noise candidates through the engine"),
-    sample: int = typer.Option(256, help="train rows the model scores for label noise (0: all)"),
-    noise_confidence: float = typer.Option(0.8, help="model probability on another label to list a row"),
-    augment: int = typer.Option(0, help="paraphrase this many train rows into synthetic rows"),
+    sample: int = typer.Option(256, callback=COUNT0, help="train rows the model scores for label noise (0: all)"),
+    noise_confidence: float = typer.Option(0.8, callback=SHARE, help="model probability on another label to list a row"),
+    augment: int = typer.Option(0, callback=COUNT0, help="paraphrase this many train rows into synthetic rows"),
     write: Optional[str] = typer.Option(None, help="write the fixed rows to this .jsonl file"),
     conflicts: str = typer.Option("majority", help="conflicting train rows: majority | drop | keep"),
     length_policy: str = typer.Option("drop", help="train rows over max tokens: drop | truncate_input | keep"),
@@ -32,20 +35,20 @@ def curate(
     keep_duplicates: bool = typer.Option(False, help="do not drop exact and near duplicates"),
     keep_leaked: bool = typer.Option(False, help="do not drop train rows that match dev/test rows"),
     drop_noise: bool = typer.Option(False, help="drop label-noise candidates (default: list them)"),
-    max_leakage: float = typer.Option(CurateOptions.max_leakage,
+    max_leakage: float = typer.Option(CurateOptions.max_leakage, callback=NONNEGATIVE,
                                       help="ladder stop limit: share (or count if >= 1) of test rows leaked"),
-    max_conflicts: float = typer.Option(CurateOptions.max_conflicts,
+    max_conflicts: float = typer.Option(CurateOptions.max_conflicts, callback=NONNEGATIVE,
                                         help="ladder stop limit: share (or count) of train rows in conflicts"),
     format: Optional[str] = typer.Option(None, help="chat | prompt_completion | alpaca | text_label | choice"),
     kind: Optional[str] = typer.Option(None, help="classify | generate | choice"),
     labels: Optional[str] = typer.Option(None, help="comma-separated label set"),
     encoding: str = typer.Option("utf-8"),
-    test: float = typer.Option(0.1, help="test split of a file: a fraction, or a row count if >= 1"),
-    dev: float = typer.Option(0.1, help="dev split of a file: a fraction, or a row count if >= 1"),
-    seed: int = typer.Option(0),
+    test: float = typer.Option(0.1, callback=split_size, help="test split of a file: a fraction, or a row count if >= 1"),
+    dev: float = typer.Option(0.1, callback=split_size, help="dev split of a file: a fraction, or a row count if >= 1"),
+    seed: int = typer.Option(0, callback=SEED),
     dtype: str = typer.Option("auto"),
     device: str = typer.Option("auto"),
-    batch_size: int = typer.Option(32),
+    batch_size: int = typer.Option(32, callback=COUNT),
     cache: bool = typer.Option(True, help="reuse engine results from earlier runs"),
     runs_dir: str = typer.Option("runs"),
 ) -> None:

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from . import out
+from .numbers import COSINE, SEED, split_size
 
 
 def tasks() -> None:
@@ -27,9 +28,9 @@ def check(
     kind: Optional[str] = typer.Option(None, help="classify | generate | choice (default: from the format)"),
     labels: Optional[str] = typer.Option(None, help="comma-separated label set; other labels are errors"),
     encoding: str = typer.Option("utf-8", help="text encoding of the file"),
-    test: float = typer.Option(0.1, help="test split: a fraction, or a row count if >= 1"),
-    dev: float = typer.Option(0.1, help="dev split: a fraction, or a row count if >= 1"),
-    seed: int = typer.Option(0),
+    test: float = typer.Option(0.1, callback=split_size, help="test split: a fraction, or a row count if >= 1"),
+    dev: float = typer.Option(0.1, callback=split_size, help="dev split: a fraction, or a row count if >= 1"),
+    seed: int = typer.Option(0, callback=SEED),
 ) -> None:
     """Validate a task file and print what was found."""
     from ..datasets import load_task
@@ -53,8 +54,8 @@ def debug(
     run: str = typer.Argument(..., help="a ladder run directory, or a `tailor train`/`tailor eval` run with predictions"),
     arm: Optional[str] = typer.Option(None, help="the ladder's arm to debug (default: the recommended one)"),
     write_fixes: Optional[str] = typer.Option(None, help="write the flagged training rows here (JSONL) for review"),
-    near: float = typer.Option(0.85, help="cosine at which a training row is the same case as a failure"),
-    gap: float = typer.Option(0.6, help="cosine that counts as nearby when measuring coverage"),
+    near: float = typer.Option(0.85, callback=COSINE, help="cosine at which a training row is the same case as a failure"),
+    gap: float = typer.Option(0.6, callback=COSINE, help="cosine that counts as nearby when measuring coverage"),
 ) -> None:
     """Debug the training data from an arm's bad outputs: failure clusters, training rows that
     teach the mistake (likely label errors), coverage gaps and output kinds."""

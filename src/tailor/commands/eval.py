@@ -9,22 +9,24 @@ import typer
 from rich.table import Table
 
 from . import out
+from .numbers import COUNT, COUNT0, SEED
 
 
 def eval_(
     model: str = typer.Option("smollm2-135m", help="bundled model, local HF folder or hub id"),
     task: str = typer.Option("tweet-sentiment", help="bundled task name or task file"),
     method: str = typer.Option("zero-shot", help="zero-shot | few-shot | icl"),
-    k: Optional[int] = typer.Option(None, help="number of in-context examples (few-shot, icl)"),
+    k: Optional[int] = typer.Option(None, callback=COUNT0, help="number of in-context examples (few-shot, icl)"),
     selector: Optional[str] = typer.Option(None, help="icl: similarity | mmr | ngram | balanced | budget | random"),
-    limit: Optional[int] = typer.Option(None, help="evaluate only the first N rows of the split"),
+    limit: Optional[int] = typer.Option(None, callback=COUNT, help="evaluate only the first N rows of the split"),
     split: str = typer.Option("test"),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, callback=SEED),
     dtype: str = typer.Option("auto", help="auto | bf16 | fp16 | fp32"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:1 ..."),
-    batch_size: int = typer.Option(16),
-    max_new_tokens: int = typer.Option(64),
-    latency_requests: int = typer.Option(8, help="requests timed one at a time, uncached, for latency (0: none)"),
+    batch_size: int = typer.Option(16, callback=COUNT),
+    max_new_tokens: int = typer.Option(64, callback=COUNT),
+    latency_requests: int = typer.Option(8, callback=COUNT0,
+                                         help="requests timed one at a time, uncached, for latency (0: none)"),
     cache: bool = typer.Option(True, help="reuse engine results from earlier runs"),
     runs_dir: str = typer.Option("runs"),
     adapter: Optional[str] = typer.Option(None, help="an arm folder: a `tailor train` or `tailor eval` run, or a "
@@ -37,6 +39,8 @@ def eval_(
     from ..trackers import check_installed, log_finished
     trackers = [t.strip() for t in report_to.split(",") if t.strip()]
     check_installed(trackers, "--report-to")
+    from .serve import _read_arms
+    _read_arms([adapter] if adapter else [])   # an edited arm folder: one line before the model loads
     opts = {k2: v for k2, v in (("k", k), ("selector", selector)) if v is not None}
     cfg = EvalConfig(model=model, task=task, method=method, method_options=opts, split=split,
                      limit=limit, seed=seed, dtype=dtype, device=device, batch_size=batch_size,

@@ -6,6 +6,7 @@ import typer
 from rich.table import Table
 
 from . import out
+from .numbers import COUNT, COUNT0
 
 
 def index(
@@ -15,11 +16,13 @@ def index(
     kb_dir: str = typer.Option(..., "--out", help="the knowledge base folder (rebuilt in place: only new or changed "
                                                   "documents are embedded again)"),
     model: str = typer.Option("smollm2-135m", help="the base model whose tokenizer counts chunk tokens"),
-    chunk_tokens: int = typer.Option(256, help="tokens per chunk (the usual advice is 256-1024; a 135M model's "
+    chunk_tokens: int = typer.Option(256, callback=COUNT, help="tokens per chunk (the usual advice is 256-1024; a 135M model's "
                                                "prompt fits about four chunks of 256 beside the question)"),
-    overlap_tokens: int = typer.Option(32, help="tokens a chunk repeats from the previous one (10-20%% is usual)"),
-    ann_min_chunks: int = typer.Option(200_000, help="from this many chunks on, dense search goes through a faiss "
-                                                     "index instead of an exact scan (bench/retrieval.py)"),
+    overlap_tokens: int = typer.Option(32, callback=COUNT0,
+                                       help="tokens a chunk repeats from the previous one (10-20%% is usual)"),
+    ann_min_chunks: int = typer.Option(200_000, callback=COUNT,
+                                       help="from this many chunks on, dense search goes through a faiss "
+                                            "index instead of an exact scan (bench/retrieval.py)"),
 ) -> None:
     """Build or update a knowledge base: chunks by tokens on sentence boundaries with overlap, BM25
     (bm25s) and MiniLM embeddings, a manifest of document hashes. Written atomically: a killed

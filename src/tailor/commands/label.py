@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..errors import TailorError
 from . import out
+from .numbers import COUNT, SHARE
 
 
 def label(
@@ -19,16 +20,16 @@ def label(
                                                            "or a ladder's RUN/arms/NAME"),
     review: Optional[str] = typer.Option(None, "--out", help="the review file to write (.jsonl; a .csv copy is "
                                                               "written beside it)"),
-    keep_above: Optional[float] = typer.Option(None, help="mark the rows whose confidence is at least P as kept "
+    keep_above: Optional[float] = typer.Option(None, callback=SHARE, help="mark the rows whose confidence is at least P as kept "
                                                           "(filtering with a model trained on a curated core)"),
     accept: Optional[str] = typer.Option(None, "--accept", help="a reviewed file (.jsonl or .csv) to merge into --into"),
     into: Optional[str] = typer.Option(None, "--into", help="with --accept: the .jsonl task file the rows are added to "
                                                             "(created if absent)"),
-    threshold: Optional[float] = typer.Option(None, help="with --accept: an unreviewed row is kept only if its "
+    threshold: Optional[float] = typer.Option(None, callback=SHARE, help="with --accept: an unreviewed row is kept only if its "
                                                          "confidence is at least this (default 0.9)"),
     model: Optional[str] = typer.Option(None, help="base model (default: the one the arm was fitted on)"),
-    batch_size: int = typer.Option(16, help="rows per engine batch (and per journal flush)"),
-    max_new_tokens: int = typer.Option(64, help="generate arms: tokens per drafted answer"),
+    batch_size: int = typer.Option(16, callback=COUNT, help="rows per engine batch (and per journal flush)"),
+    max_new_tokens: int = typer.Option(64, callback=COUNT, help="generate arms: tokens per drafted answer"),
     cache: bool = typer.Option(True, help="reuse engine results from earlier runs"),
     dtype: str = typer.Option("auto"),
     device: str = typer.Option("auto"),

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from . import out
+from .numbers import TEST_ROWS
 
 DEMO_ARMS = [
     "zero-shot",
@@ -29,7 +30,7 @@ def run_(
     budget: Optional[str] = typer.Option(None, help="wall-clock budget: 30m, 1h, 90s, or minutes (45); data file "
                                                     "default 30m: sizes test rows, training steps and the general "
                                                     "suite to fit; overrides an experiment's budget_minutes"),
-    limit: Optional[int] = typer.Option(None, help="override: evaluate on the first N test rows"),
+    limit: Optional[int] = typer.Option(None, callback=TEST_ROWS, help="override: evaluate on the first N test rows"),
     runs_dir: Optional[str] = typer.Option(None, help="override: where run directories go"),
     grader: Optional[str] = typer.Option(None, help="data file: a grader JSON (OpenAI's grader shapes), every arm's "
                                                     "primary metric; a reinforcement fine-tuning file's grpo arm "
@@ -68,9 +69,6 @@ def run_(
         return
     model = model or "smollm2-135m"
     check_inputs(source, kb, model, grader)
-    if limit is not None and limit < 1:
-        from ..errors import TailorError
-        raise TailorError(f"--limit {limit}: expected at least 1 test row")
     budget_s = budget_s if budget_s is not None else 30 * 60
     run_dir, plan = prepare(source, model=model, kb=kb, budget_s=budget_s, runs_dir=runs_dir or "runs", limit=limit,
                             started=started, grader=grader)
@@ -96,7 +94,7 @@ def _print_plan(plan, run_dir) -> None:
 
 
 def demo(
-    limit: Optional[int] = typer.Option(None, help="test rows (default: the whole 300-row test split)"),
+    limit: Optional[int] = typer.Option(None, callback=TEST_ROWS, help="test rows (default: the whole 300-row test split)"),
     runs_dir: str = typer.Option("runs"),
 ) -> None:
     """The main job: the ladder on the bundled tweet-sentiment task with smollm2-135m."""
@@ -127,9 +125,11 @@ def advise(
     from ..advise import QUESTIONS
     from ..advise import advise as decide
     if answers:
+        from ..advise import check_answers
         from ..schema import read_yaml
-        given, _ = read_yaml(answers, "question: answer pairs")
-        given = given.get("advice", given)
+        given, lines = read_yaml(answers, "question: answer pairs")
+        at = ("advice",) if "advice" in given else ()
+        given = check_answers(given.get("advice", given), answers, lines, at)
     else:
         given = {key: typer.prompt(f"{q} [{'/'.join(choices)}]", default=choices[-1 if key == 'external_knowledge' else 0])
                  for key, (q, choices) in QUESTIONS.items()}

@@ -10,15 +10,17 @@ from rich.table import Table
 
 from ..errors import TailorError
 from . import out
+from .numbers import COUNT, PORT
 
 
 def train(
     config: str = typer.Argument(..., help="a YAML file: model, task, method, options, eval_split, ..."),
     resume: Optional[str] = typer.Option(None, help="a run directory (or checkpoint) to continue exactly"),
     runs_dir: Optional[str] = typer.Option(None, help="override the config's runs_dir"),
-    processes: int = typer.Option(1, help="train in N processes on this machine (torchrun over loopback), the same "
-                                          "global batch; for several machines use torchrun / accelerate launch "
-                                          "-m tailor.cli train (README)"),
+    processes: int = typer.Option(1, callback=COUNT,
+                                  help="train in N processes on this machine (torchrun over loopback), the same "
+                                       "global batch; for several machines use torchrun / accelerate launch "
+                                       "-m tailor.cli train (README)"),
     fsdp: bool = typer.Option(False, help="with --processes N: shard the trained weights, gradients and optimiser "
                                           "states between the processes (FSDP2), as an accelerate config with "
                                           "fsdp_version 2 does"),
@@ -73,7 +75,7 @@ def export(
     merge: Optional[str] = typer.Option(None, help="output folder for the merged safetensors Hugging Face model"),
     serve: Optional[str] = typer.Option(None, help="`vllm`: check the LoRA arms against vLLM's rules and print "
                                                    "the `vllm serve --enable-lora` line that serves them"),
-    port: int = typer.Option(8000, help="--serve: the port in the printed line"),
+    port: int = typer.Option(8000, callback=PORT, help="--serve: the port in the printed line"),
     model: Optional[str] = typer.Option(None, help="base model (default: the one the arm was fitted on)"),
     dtype: str = typer.Option("fp32", help="dtype to merge and save in: fp32 | bf16"),
 ) -> None:
@@ -115,7 +117,7 @@ def _export_vllm(specs: list[str], server: str, port: int) -> None:
 
 def inspect_prompt(
     arm: str = typer.Argument(..., help="a prompt-tuning arm folder"),
-    top: int = typer.Option(3, help="nearest vocabulary tokens per virtual token"),
+    top: int = typer.Option(3, callback=COUNT, help="nearest vocabulary tokens per virtual token"),
     model: Optional[str] = typer.Option(None, help="base model (default: the one the arm was fitted on)"),
 ) -> None:
     """Read a soft prompt back as its nearest vocabulary tokens (cosine similarity)."""
@@ -123,8 +125,8 @@ def inspect_prompt(
     from ..train.soft_prompt import nearest_tokens
     folder = find_arm(arm)
     recipe, _ = read_recipe(folder)
-    from ..methods.base import method_class
-    options = method_class(recipe.method).model_validate(recipe.options)
+    from ..methods.base import arm_options
+    options = arm_options(recipe, folder)
     if not getattr(options, "soft_tokens", lambda: 0)():   # virtual tokens read as input embeddings
         raise TailorError(f"{folder}: a {recipe.method} arm has no soft prompt (only prompt-tuning arms do)")
     base = _base(arm, model, "fp32")

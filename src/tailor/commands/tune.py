@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from . import out
+from .numbers import COUNT
 
 
 def tune(
@@ -19,9 +20,9 @@ def tune(
                                                      "postgresql://USER@HOST/DB across machines (default: the arm's "
                                                      "tune.storage)"),
     study: Optional[str] = typer.Option(None, help="the study's name (default: the arm's tune.study, or EXPERIMENT:ARM)"),
-    worker: int = typer.Option(1, min=1, help="this worker's number: its sampler draws with the tune seed + N (the "
+    worker: int = typer.Option(1, callback=COUNT, help="this worker's number: its sampler draws with the tune seed + N (the "
                                               "ladder is worker 0), so workers do not propose the same trials"),
-    threads: Optional[int] = typer.Option(None, min=1, help="torch threads of this process (workers sharing a "
+    threads: Optional[int] = typer.Option(None, callback=COUNT, help="torch threads of this process (workers sharing a "
                                                             "machine: its cores divided between them)"),
     runs_dir: Optional[str] = typer.Option(None, help="override: where the worker's run directory goes"),
 ) -> None:

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import TailorError
+from ..errors import DataError, TailorError
 from ..prompts import PromptBuilder, assemble
 from ..recipe import POOL, RECIPE, Recipe, find_arm, read_recipe, save_recipe
-from ..schema import Options
+from ..schema import Options, validate
 from ..utils import sha256_file
 
 # engine, remote and evaluate import torch: they are imported in the functions that run a model, so
@@ -201,6 +201,7 @@ def load_adapted(path: str | Path, base: Base) -> Adapted:
     """Any arm, rebuilt from its folder (see `find_arm`) on a loaded base."""
     folder = find_arm(path)
     recipe, pool = read_recipe(folder)
+    arm_options(recipe, folder)   # a known method and options it takes, before a family reads them
     trained_on = (recipe.base or {}).get("weights_id", "")
     if trained_on and trained_on.rsplit(":", 1)[0] != base.weights_id.rsplit(":", 1)[0]:  # dtype aside
         logging.getLogger("tailor").warning("arm %s was fitted on %s, loading it on %s", folder, trained_on,
@@ -209,6 +210,15 @@ def load_adapted(path: str | Path, base: Base) -> Adapted:
     adapted.artifact_dir = folder
     adapted.artifact_bytes = artifact_bytes(folder, recipe)
     return adapted
+
+
+def arm_options(recipe: Recipe, folder: Path) -> Method:
+    """A saved arm's method options, validated as an experiment's are: an edited recipe.json with an
+    unknown method or options of the wrong type is one error naming the file and field."""
+    if recipe.method not in METHODS:
+        raise DataError(Path(folder) / RECIPE, f"unknown method {recipe.method!r} (known: {', '.join(METHODS)})",
+                        field="method")
+    return validate(METHODS[recipe.method], recipe.options, Path(folder) / RECIPE, at=("options",))
 
 
 def arm_content(path: str | None) -> str | None:

@@ -12,13 +12,16 @@ import hashlib
 import json
 import logging
 import random
+import re
 import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import TailorError
+from ..errors import DataError, TailorError
+from ..jsonl import json_type, loads
 from ..utils import atomic_dir, atomic_write, atomic_write_json
 
 log = logging.getLogger("tailor")
@@ -48,8 +51,16 @@ def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     atomic_write(path, lambda tmp: save_file(_contiguous(tensors), str(tmp)))
 
 
-def load_weights_into(model: torch.nn.Module, path: Path) -> None:
-    saved = load_file(str(path))
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file, or a DataError naming it (missing, truncated, not safetensors)."""
+    try:
+        return load_file(str(path))
+    except (OSError, SafetensorError) as e:
+        raise DataError(path, f"cannot read the tensors ({' '.join(str(e).split())})") from None
+
+
+def load_weights_into(model: torch.nn.Module, path: Path, saved: dict | None = None) -> None:
+    saved = _tensors(path) if saved is None else saved
     params = dict(model.named_parameters())
     missing = [n for n in saved if n not in params]
     if missing:
@@ -111,33 +122,85 @@ def save_checkpoint(root: Path, model, optimizer: torch.optim.Optimizer, state: 
 
 
 def latest_checkpoint(path: Path) -> Path | None:
-    """A run directory, its checkpoints folder, or one checkpoint folder -> the checkpoint."""
+    """A run directory, its checkpoints folder, or one checkpoint folder -> the checkpoint. An edited
+    or corrupted `latest.json` is a DataError naming it and its field, before anything is loaded."""
     path = Path(path)
     if (path / "state.json").exists():
         return path
     for root in (path / "checkpoints", path):
         pointer = root / "latest.json"
         if pointer.exists():
-            return root / json.loads(pointer.read_text())["dir"]
+            return root / _pointed(pointer)
     return None
+
+
+def _pointed(pointer: Path) -> str:
+    """The checkpoint folder `latest.json` names: a step-NNNNNNN folder beside it."""
+    try:
+        data = loads(pointer.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(pointer, f"cannot read the checkpoint pointer ({e})") from None
+    if not isinstance(data, dict):
+        raise DataError(pointer, f"expected a JSON object {{step, dir}}, got {json_type(data)}")
+    name = data.get("dir")
+    if not isinstance(name, str) or not re.fullmatch(r"step-[0-9]{7,}", name):
+        raise DataError(pointer, f"expected a checkpoint folder beside it (step-0000012), got {name!r}", field="dir")
+    if not (pointer.parent / name / "state.json").is_file():
+        raise DataError(pointer, f"names {name}, which holds no state.json (deleted or never finished)", field="dir")
+    return name
+
+
+def _read_state(ckpt: Path) -> dict:
+    """state.json of a checkpoint, its fields typed as loading uses them."""
+    path = ckpt / "state.json"
+    try:
+        state = loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(path, f"cannot read the checkpoint state ({e})") from None
+    if not isinstance(state, dict):
+        raise DataError(path, f"expected a JSON object, got {json_type(state)}")
+    want = {"step": int, "rng": dict, "optimizer_groups": list, "optimizer_scalars": dict}
+    for key, kind in want.items():
+        if isinstance(state.get(key), bool) or not isinstance(state.get(key), kind):
+            raise DataError(path, "missing" if key not in state else
+                            f"expected {json_type(kind())}, got {json_type(state[key])}", field=key)
+    python = state["rng"].get("python")
+    if not (isinstance(python, list) and len(python) == 3 and isinstance(python[1], list)):
+        raise DataError(path, "expected [version, state, gauss] as random.getstate() gives", field="rng.python")
+    for key in state["optimizer_scalars"]:
+        if not re.fullmatch(r"[0-9]+\..+", key):
+            raise DataError(path, f"expected PARAM_INDEX.NAME keys, got {key!r}", field="optimizer_scalars")
+    if not isinstance(state.get("rank_rng", {}), dict):
+        raise DataError(path, f"expected an object, got {json_type(state['rank_rng'])}", field="rank_rng")
+    return state
 
 
 def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer, rank: int = 0) -> dict:
     ckpt = latest_checkpoint(path)
     if ckpt is None:
         raise TailorError(f"{path}: no checkpoint to resume from (expected checkpoints/latest.json)")
-    load_weights_into(model, ckpt / "trainable.safetensors")
-    state = json.loads((ckpt / "state.json").read_text())
-    tensors = load_file(str(ckpt / "optimizer.safetensors"))
+    # Everything is read and checked before the model, the optimiser or an RNG changes.
+    state = _read_state(ckpt)
+    weights, tensors = _tensors(ckpt / "trainable.safetensors"), _tensors(ckpt / "optimizer.safetensors")
+    rngs = _tensors(ckpt / "rng.safetensors")
+    if "torch" not in rngs:
+        raise DataError(ckpt / "rng.safetensors", "missing", field="torch")
+    bad = next((k for k in tensors if not re.fullmatch(r"[0-9]+\..+", k)), None)
+    if bad is not None:
+        raise DataError(ckpt / "optimizer.safetensors", f"expected PARAM_INDEX.NAME tensors, got {bad!r}")
     per_param: dict[int, dict] = {}
     for key, value in list(tensors.items()) + list(state.pop("optimizer_scalars").items()):
         i, k = key.split(".", 1)
         per_param.setdefault(int(i), {})[k] = value
-    optimizer.load_state_dict({"state": per_param, "param_groups": state.pop("optimizer_groups")})
-    set_rng_state(load_file(str(ckpt / "rng.safetensors")), state.pop("rng"))
+    load_weights_into(model, ckpt / "trainable.safetensors", weights)
+    try:
+        optimizer.load_state_dict({"state": per_param, "param_groups": state.pop("optimizer_groups")})
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise DataError(ckpt / "state.json", f"does not fit this run's optimiser ({e})", field="optimizer_groups") from None
+    set_rng_state(rngs, state.pop("rng"))
     ranks = state.pop("rank_rng", {})
     if rank and str(rank) in ranks:
-        set_rng_state(load_file(str(ckpt / f"rng-rank{rank}.safetensors")), ranks[str(rank)])
+        set_rng_state(_tensors(ckpt / f"rng-rank{rank}.safetensors"), ranks[str(rank)])
     elif rank:
         # saved by fewer processes: the data and weights are the same, only this rank's dropout masks
         # cannot be those of an uninterrupted run
