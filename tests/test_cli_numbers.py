@@ -102,3 +102,22 @@ def test_two_adapters_under_one_name_are_refused_before_the_base_loads(capsys, m
     """The second NAME=ARM replaced the first without a word."""
     code, err = run_main(["serve", "--base", GONE, "--adapter", "a=x", "--adapter", "a=y"], capsys, monkeypatch)
     assert (code, err) == (2, "error: --adapter 'a=y': the model name 'a' is given twice\n")
+
+
+@pytest.mark.parametrize("args,option", [
+    (["serve", "--base", GONE, "--batch-size", "nan"], "--batch-size"),
+    (["predict", GONE, "--input", GONE, "--output", "/tmp/x", "--processes", "inf"], "--processes"),
+    (["eval", "--task", GONE, "--seed", "1e3"], "--seed"),
+])
+def test_a_count_that_is_not_a_whole_number_is_one_line_too(args, option, capsys, monkeypatch):
+    """click's usage errors (a value its type refuses) were a boxed usage text of several lines."""
+    code, err = run_main(args, capsys, monkeypatch)
+    assert code == 2 and err.startswith(f"error: Invalid value for '{option}': ") and err.count("\n") == 1, err
+
+
+def test_other_usage_errors_are_one_line_and_the_bare_command_still_shows_the_help(capsys, monkeypatch):
+    assert run_main(["serve", "--bogus"], capsys, monkeypatch)[1].startswith("error: No such option: --bogus")
+    assert run_main(["check"], capsys, monkeypatch) == (2, "error: Missing argument 'file'.\n")
+    tailor = str(__import__("pathlib").Path(sys.executable).with_name("tailor"))
+    bare = subprocess.run([tailor], capture_output=True, text=True, timeout=60)
+    assert bare.returncode == 2 and "Usage: tailor" in bare.stdout + bare.stderr

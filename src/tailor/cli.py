@@ -32,14 +32,24 @@ for name, command in COMMANDS.items():
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        app()
+        # standalone_mode=False: a usage error (a number that is not one, an unknown option, a missing
+        # argument) comes back here and is one line like every other error, not click's boxed usage
+        code = app(standalone_mode=False)
     except TailorError as e:
         # markup=False: a message quoting user data such as "[x]" must print as it is.
         err.print(f"error: {e}", style="bold red", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except typer.TyperException as e:   # click's errors, as typer (which carries its own click) raises them
+        if e.exit_code != 2 or type(e).__name__ == "NoArgsIsHelpError":   # `tailor` alone shows the help
+            e.show()
+            sys.exit(e.exit_code)
+        err.print(f"error: {' '.join(e.format_message().split())}", style="bold red", markup=False, highlight=False,
+                  soft_wrap=True)
+        sys.exit(2)
+    except (KeyboardInterrupt, typer.Abort):
         err.print("interrupted")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
