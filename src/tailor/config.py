@@ -13,7 +13,7 @@ from pydantic import Field
 
 from .advise import check_answers
 from .curate.options import CurateOptions
-from .errors import DataError
+from .errors import DataError, TailorError
 from .helm.options import BiasOptions, RobustnessOptions
 from .knobs import TuneOptions, arm_tune, read_tune
 from .methods import METHODS, Method
@@ -64,6 +64,22 @@ class CurveOptions(Options):
     fractions: list[Annotated[float, Field(gt=0, lt=1)]] = [0.125, 0.25, 0.5]   # the arm itself is 1
 
 
+class MetricOptions(Options):
+    """`metric:` a grader (a JSON file in OpenAI's grader shapes, tailor.graders) as the primary
+    metric of every arm: each test row's answer graded, the mean ranks the arms, the verdict's
+    intervals resample the per-row grades. A model judge in it is first checked against the rows
+    people labelled (`human_label` / `human_score`, tailor.graders.agreement): below the threshold
+    the ladder refuses to rank by it unless `trust_judge: true`."""
+
+    grader: str
+    trust_judge: bool = False
+    min_agreement: float | None = None   # the lower bound that must clear it (default: kappa 0.4, Spearman 0.5)
+    # a pairwise judge (a label_model file, labels[0]: the answer shown first is better) run on every arm's
+    # answers against `versus` (default: the first arm) in both orders: position bias and length-controlled wins
+    pairwise: str | None = None
+    versus: str | None = None
+
+
 @dataclass(frozen=True)
 class Arm:
     name: str
@@ -108,6 +124,7 @@ class Experiment(Options):
     report: bool = True
     advice: dict[str, Any] = {}
     judge: JudgeOptions | None = None   # a gold reward model grading the policies: {arm: NAME, reference: sft}
+    metric: MetricOptions | None = None   # {grader: FILE}: a grader is every arm's primary metric (tailor.graders)
     tune: TuneOptions | None = None     # every arm with knobs tuned on dev under the same budget (tailor.knobs)
     learning_curve: CurveOptions | None = None   # {arms: [lora], fractions: [0.125, 0.25, 0.5]}
     report_to: list[Tracker] = []       # the finished ladder logged to mlflow / trackio / tensorboard (tailor.trackers)
@@ -133,6 +150,19 @@ def experiment_from_dict(data: dict, path: str | Path = "<experiment>", lines: d
     exp.name = exp.name or f"{Path(str(exp.task)).stem}-ladder"
     if exp.judge is not None:
         exp.judge = _check_judge(exp, path, lines or {})
+    if exp.metric is not None:   # the grader file read now: a bad spec fails before any model loads
+        from .graders import load_grader
+        for field in ("grader", "pairwise"):
+            try:
+                g = load_grader(getattr(exp.metric, field)) if getattr(exp.metric, field) else None
+            except TailorError as e:
+                raise DataError(path, str(e), (lines or {}).get(("metric", field)), f"metric.{field}") from None
+            if field == "pairwise" and g is not None and len(getattr(g, "labels", ())) != 2:
+                raise DataError(path, "a pairwise judge is a label_model with two labels (the first: the answer shown "
+                                "first is better)", (lines or {}).get(("metric", field)), "metric.pairwise")
+        if exp.metric.versus is not None and exp.metric.versus not in {a.name for a in exp.arms}:
+            raise DataError(path, f"'{exp.metric.versus}' is not an arm of this ladder",
+                            (lines or {}).get(("metric", "versus")), "metric.versus")
     if exp.tune is not None and exp.tune.knobs is not None:
         raise DataError(path, "knobs belong to an arm's tune: (each family has its own options)",
                         (lines or {}).get(("tune", "knobs")), "tune.knobs")

@@ -17,7 +17,10 @@ REPLICATES = 2000   # bootstrap draws: the Monte Carlo error of a 95% bound is a
 
 def row_scores(kind: str, predictions) -> list[float]:
     """Each row's primary metric, whose mean is the arm's: 1/0 for a label or choice, ROUGE-L F1
-    for generated text. What the paired tests resample."""
+    for generated text; a task's grader's score where the rows were graded (tailor.graders). What the
+    paired tests resample."""
+    if predictions and all(getattr(p, "grade", None) is not None for p in predictions):
+        return [float(p.grade) for p in predictions]
     if kind in ("classify", "choice"):
         return [float(p.prediction == p.target) for p in predictions]
     return [rouge_pair(p.prediction, p.target)["rougeL"]["f1"] for p in predictions]

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from .calibration import calibrated
 from .engine import Engine
 from .prompts import PromptBuilder, assemble
-from .task import Example, Task
+from .task import Example, Task, primary_metric
 
 # ---------------------------------------------------------------- metrics
 
@@ -170,6 +170,7 @@ class Prediction:
     cited: list[str] | None = None        # chunk ids the answer cited as [n] (generate tasks)
     cited_out_of_range: int = 0           # [n] with no passage n
     uncalibrated: str | None = None       # a calibrated arm's answer before its label prior was divided out
+    grade: float | None = None            # the task's grader's score of this answer (tailor.graders), its primary metric
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -275,6 +276,9 @@ def score_predictions(task: Task, preds: list[Prediction]) -> Report:
         metrics["rougeS4"], metrics["rougeS"] = rouge_s(p, g, 4), rouge_s(p, g)   # skip-bigrams (Lin 2004)
         metrics["bleu"] = bleu(p, g)
         metrics["chrf"] = chrf(p, g)
+    graded = [x.grade for x in preds if x.grade is not None]
+    if task.grader and graded:   # the grader's mean is the primary metric (tailor.task.primary_metric)
+        metrics[primary_metric(task)] = sum(graded) / len(graded)
     n = max(len(preds), 1)
     cost = {
         "requests": len(preds),

@@ -38,6 +38,10 @@ def run_ladder(exp: Experiment, progress: bool = True, run_dir: str | Path | Non
                   device=exp.device, task=exp.task, task_options=exp.task_options.loader_options(exp.seed),
                   seed=exp.seed, cache=exp.cache, reopen=run_dir) as ctx:
         task = ctx.task
+        if exp.metric is not None:   # a grader ranks every arm; a model judge in it is checked against people first
+            from .graders.agreement import gate_task_judge
+            gate_task_judge(task, exp.metric.grader, trust=exp.metric.trust_judge, threshold=exp.metric.min_agreement,
+                            base=ctx.base)
         test = task.splits["test"][: exp.limit] if exp.limit else task.splits["test"]
         console.print(f"[bold]Ladder[/] {exp.name}: {len(exp.arms)} arms on {task.name} "
                       f"({len(test)} test rows), model {exp.model} -> {ctx.path}")
@@ -67,13 +71,20 @@ def run_ladder(exp: Experiment, progress: bool = True, run_dir: str | Path | Non
                 base_bias = _helm(result, adapted, exp, ctx, test, preds, base_bias, progress)
             del adapted  # frees a trained model before the next arm trains
             arms.append(result)
-            _print_arm(result, primary_metric(task.kind))
+            _print_arm(result, primary_metric(task))
         if exp.learning_curve:
             from .curves import learning_curves
             learning_curves(arms, predictions, exp, ctx, test, progress, _run_arm)
         first = {name: runs[0] if runs else None for name, runs in predictions.items()}
         _versus_closed_book(arms, first, task.kind)
         _imitation(arms, first, exp, ctx, test, progress)
+        if exp.metric is not None and exp.metric.pairwise:   # an LLM judge's A/B, both orders (tailor.graders.agreement)
+            from .graders.agreement import pairwise_arms
+            pairs = pairwise_arms(exp.metric.pairwise, first, test, exp.metric.versus, base=ctx.base)
+            ctx.run.write_json("pairwise.json", pairs)
+            for name, p in pairs.items():
+                console.print(f"  pairwise {name} vs {p['versus']}: win rate {p['win_rate']:.3f}, length-controlled "
+                              f"{p['lc_win_rate']:.3f}, winner flips with the order in {p['flips']:.0%} of pairs")
         if exp.judge:   # a gold reward model grades the policies (tailor.preference.judge)
             from .preference.judge import judge_ladder
             judge_ladder(arms, exp, ctx, test, progress)
@@ -84,8 +95,8 @@ def run_ladder(exp: Experiment, progress: bool = True, run_dir: str | Path | Non
                                       price_per_train_hour=exp.price_per_train_hour,
                                       requests_per_month=exp.requests_per_month, tolerance=exp.tolerance,
                                       budget_minutes=exp.budget_minutes),
-            task=task.summary(), curation=curation, primary_metric=primary_metric(task.kind), arms=arms,
-            recommendation=recommend(arms, predictions, task.kind, primary_metric(task.kind), exp), advice=_advice(exp),
+            task=task.summary(), curation=curation, primary_metric=primary_metric(task), arms=arms,
+            recommendation=recommend(arms, predictions, task.kind, primary_metric(task), exp), advice=_advice(exp),
             break_even=break_even(arms, exp.requests_per_month),
             manifest=ctx.run.read_json("manifest.json"), run_dir=str(ctx.path))
         results.wall_s = time.perf_counter() - t_start
@@ -204,7 +215,7 @@ def _imitation(arms: list[ArmResult], predictions: dict[str, list | None], exp: 
     """The imitation check of every arm that learned from a teacher (tailor.distill.imitation):
     the teacher's answers on the same rows, from its own arm of this ladder or measured here."""
     from .distill.imitation import imitation, warnings_for
-    metric = primary_metric(ctx.task.kind)
+    metric = primary_metric(ctx.task)
     by_dir = {str(Path(a.arm_dir).resolve()): a.name for a in arms if a.ok and a.arm_dir}
     for arm in arms:
         teacher = arm.options.get("teacher")
