@@ -173,19 +173,31 @@ def _batch_runner(arm, ctx, rows: list[Row], batch_size: int):
                 continue
             try:
                 jobs = request_jobs(served, row.body, limit=1 << 30)
+                scheduler.submit(jobs)
             except ApiError as e:
                 entries.append({"i": i, "error": _batch_line(row.key, error={"code": e.code, "message": e.message})})
                 continue
-            scheduler.submit(jobs)
+            except Exception as e:   # this row failed, not the run: an error line (journaled, never redone)
+                entries.append({"i": i, "error": _failed(row.key, e)})
+                continue
             waiting.append((i, row, jobs))
         for i, row, jobs in waiting:
-            answers = [j.future.result() for j in jobs]
+            try:
+                answers = [j.future.result() for j in jobs]
+            except Exception as e:   # as OpenAI's Batch API writes a failed request to the error file
+                entries.append({"i": i, "error": _failed(row.key, e)})
+                continue
             body = response_body(row.body, jobs, answers, f"batch_req_{uuid.uuid4().hex[:24]}", int(time.time()))
             tokens += body.usage.total_tokens
             entries.append({"i": i, "line": _batch_line(row.key, status=200, body=body.model_dump())})
         return sorted(entries, key=lambda e: e["i"]), tokens
     run.close, run.engine = scheduler.stop, served.engine
     return run
+
+
+def _failed(custom_id: str, error: Exception) -> dict:
+    log.warning("request %s failed: %s: %s", custom_id, type(error).__name__, error)
+    return _batch_line(custom_id, error={"code": "server_error", "message": f"{type(error).__name__}: {error}"})
 
 
 def _batch_line(custom_id: str, status: int | None = None, body: dict | None = None, error: dict | None = None):

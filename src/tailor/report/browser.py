@@ -28,15 +28,21 @@ from ..errors import TailorError
 from ..utils import atomic_write_bytes
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
-# Flags that work as root in a container with no network: no sandbox, no GPU, no background
-# traffic that would fail and add noise to the log.
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+# Flags that work in a container with no network: no GPU, no background traffic that would fail
+# and add noise to the log. The sandbox stays on (see `flags`).
+FLAGS = ("--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio",
          "--remote-debugging-pipe")
 _TRAMPOLINE = ("import os, sys; r, w = int(sys.argv[1]), int(sys.argv[2]); "
                "os.dup2(r, 3); os.dup2(w, 4); os.close(r); os.close(w); os.execv(sys.argv[3], sys.argv[3:])")
 MAX_SCREENSHOT_HEIGHT = 20000  # px; Chromium refuses larger textures
+
+
+def flags() -> tuple[str, ...]:
+    """Chromium's flags for this process. `--no-sandbox` only as root, where Chromium refuses to
+    start with its sandbox on; any other user keeps the sandbox between the page and the machine."""
+    return FLAGS + (("--no-sandbox",) if os.geteuid() == 0 else ())
 
 
 def find_chromium() -> str | None:
@@ -117,7 +123,7 @@ class _Browser:
         os.close(w)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", _TRAMPOLINE, str(child_r), str(child_w), self.binary, *FLAGS,
+                [sys.executable, "-c", _TRAMPOLINE, str(child_r), str(child_w), self.binary, *flags(),
                  f"--user-data-dir={self._profile.name}", "about:blank"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log,
                 pass_fds=(child_r, child_w))

@@ -19,6 +19,9 @@ def _valid_unicode(text: str) -> str:
 
 MAX_N = 8
 MAX_STOP = 4
+MAX_STOP_CHARS = 256
+# a seed is a 64-bit integer, as OpenAI's is: larger ones would overflow torch's generator
+Seed = Annotated[int, Field(ge=-(1 << 63), le=(1 << 63) - 1)]
 
 
 class StreamOptions(BaseModel):
@@ -36,12 +39,23 @@ class _Request(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | Annotated[list[str], Field(max_length=MAX_STOP)] | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     user: str | None = None
     # OpenAI's request metadata (string pairs). A plan-and-execute arm reads the document the question
     # is about from it ({"document": ID}), as its rows name theirs.
     metadata: Annotated[dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]],
                         Field(max_length=16)] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_lengths(cls, v):
+        # an empty stop string would end every answer before it starts (the decoder and transformers
+        # disagree on it); a long one costs transformers' stop-string matcher (vocabulary x length
+        # tables) on every static-path request
+        for stop in [v] if isinstance(v, str) else v or []:
+            if not 1 <= len(stop) <= MAX_STOP_CHARS:
+                raise ValueError(f"a stop string has 1 to {MAX_STOP_CHARS} characters; this one has {len(stop)}")
+        return v
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])

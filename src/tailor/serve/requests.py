@@ -40,6 +40,10 @@ def request_jobs(arm, body, limit: int) -> list[Job]:
                        "max_tokens_too_large", "max_tokens")
     if arm.program is not None:
         return _program_jobs(arm, body, chat, max_tokens, echo)
+    if chat and arm.builder is not None and all(t["role"] == "system" for t in body.turns()):
+        # the arm's recipe frames a user's message (its instruction, shots, passages retrieved for it)
+        raise ApiError(400, f"{arm.name} answers a user's message: this request has only system messages",
+                       "invalid_request", "messages")
     prompts = [arm.prompt(body.turns())] if chat else [arm.prompt(p) for p in body.prompts()]
     # n choices draw from seeds seed, seed+1, ...: reproducible with a seed, independent without one
     seed = body.seed if body.seed is not None else random.getrandbits(31)

@@ -17,11 +17,17 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..errors import TailorError
+
 log = logging.getLogger("tailor")
 
 
 class QueueFull(Exception):
-    pass
+    """The queue has no room now; it will (the server answers 429: retry)."""
+
+
+class NeverFits(Exception):
+    """A request with more jobs (prompts x n) than the queue can ever hold: no retry would help."""
 
 
 @dataclass
@@ -57,6 +63,10 @@ class Job:
 
 class Scheduler:
     def __init__(self, engines, batch_size: int = 16, max_queue: int = 256, mix_adapters: bool = True):
+        for name, value in (("batch_size", batch_size), ("max_queue", max_queue)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:   # 0 rows a step never ends a request
+                raise TailorError(f"{name.replace('_', '-')} is {value!r}; it must be a whole number of requests, "
+                                  "at least 1")
         self.batch_size, self.max_queue, self.mix_adapters = batch_size, max_queue, mix_adapters
         self._inboxes = {id(e): queue.Queue() for e in engines}
         self._engines = {id(e): e for e in engines}
@@ -87,7 +97,12 @@ class Scheduler:
         return {k: sum(e.prompt_tokens[k] for e in self._engines.values()) for k in ("prefilled", "reused")}
 
     def submit(self, jobs: list[Job]) -> None:
-        """All of a request's jobs are queued, or none (QueueFull)."""
+        """All of a request's jobs are queued, or none (QueueFull; NeverFits when they outnumber the
+        whole queue)."""
+        if len(jobs) > self.max_queue:
+            raise NeverFits(f"this request needs {len(jobs)} generations (prompts x n); this server holds at most "
+                            f"{self.max_queue} at once (--max-queue), so it could never be admitted: send fewer "
+                            "prompts or a smaller n per request")
         with self._lock:
             if self._waiting + len(jobs) > self.max_queue:
                 raise QueueFull(f"{self._waiting} requests are waiting (the limit is {self.max_queue})")
@@ -228,8 +243,11 @@ class Scheduler:
     def _generate_static(self, engine, jobs: list[Job]) -> None:
         """Models the decoder cannot run: one transformers batch, answered whole."""
         for job in jobs:
+            # as the decoder does: a positive temperature too small for float32 (5e-324) would make
+            # transformers' sampling divide by zero; so small a temperature samples the greedy answer
+            temperature = max(job.temperature, 1e-6) if job.temperature > 0 else 0.0
             try:
-                g = engine.generate([job.prompt], job.max_tokens, job.temperature, job.top_p, job.stop,
+                g = engine.generate([job.prompt], job.max_tokens, temperature, job.top_p, job.stop,
                                     job.seed or 0, adapters=[job.arm.adapter])[0]
             except Exception as e:
                 self._fail(job, e)
