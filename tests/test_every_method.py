@@ -36,7 +36,9 @@ def _tickets(root: Path, kb: Path) -> tuple[Path, list[dict]]:
             {"method": "prompt-tuning", **TRAIN, "n_virtual_tokens": 4}, {"method": "prefix", **TRAIN, "n_virtual_tokens": 4},
             {"method": "ia3", **TRAIN}, {"method": "bitfit", **TRAIN},
             {"method": "distill", **TRAIN, "teacher": "lora", "labels": "soft", "student": {"layers": 1},
-             "max_params_ratio": 1.0}]
+             "max_params_ratio": 1.0},
+            {"method": "grpo", "after": "lora", "steps": 1, "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 3,
+             "precision": "fp32"}]
     try:
         import bitsandbytes  # noqa: F401
         arms.append({"method": "qlora", **TRAIN})
@@ -185,7 +187,7 @@ def test_every_lora_arm_shares_mixed_batches_and_passes_the_vllm_check(ladders, 
     from tailor.serve.arms import load_arms
     from tailor.serve.vllm import check_arm
     adapters = {name: arm for _, name, arm in _arms(ladders) if method_class(arm["method"]).lora_adapter}
-    assert {"lora", "dpo", "ppo", "kto", "orpo", "rag+lora"} <= {a["method"] for a in adapters.values()}
+    assert {"lora", "dpo", "ppo", "grpo", "kto", "orpo", "rag+lora"} <= {a["method"] for a in adapters.values()}
     served = load_arms(tiny_base, {n: a["folder"] for n, a in adapters.items()})
     engines = {id(served[n].engine) for n in adapters}
     assert len(engines) == 1 and all(served[n].adapter == n for n in adapters)   # one engine, one batch

@@ -403,15 +403,22 @@ class Engine:
     # ------------------------------------------------------------ generation
 
     def generate(self, prompts: list[str], max_new_tokens: int = 64, temperature: float = 0.0,
-                 top_p: float = 1.0, stop: list[str] | tuple = (), seed: int = 0, adapters=None) -> list[Generation]:
+                 top_p: float = 1.0, stop: list[str] | tuple = (), seed: int | list[int] = 0,
+                 adapters=None) -> list[Generation]:
+        """`seed`: one for every request, or one per request (GRPO samples a group of answers to
+        one prompt: the same prompt under different seeds)."""
         names = self._adapters_of(len(prompts), adapters)
-        params = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
-                  "stop": list(stop), "seed": seed if temperature > 0 else None}
-        return self._cached_run("generate", prompts, [params] * len(prompts), names,
-                                lambda todo, meter: self._generate(prompts, names, todo, params, meter),
+        seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed] * len(prompts)
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} requests")
+        params = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "stop": list(stop)}
+        per_row = [{**params, "seed": s if temperature > 0 else None} for s in seeds]
+        return self._cached_run("generate", prompts, per_row, names,
+                                lambda todo, meter: self._generate(prompts, names, todo, per_row, meter),
                                 Generation, "generating")
 
-    def _generate(self, prompts, names, todo, params, meter) -> list[Generation]:
+    def _generate(self, prompts, names, todo, per_row, meter) -> list[Generation]:
+        params = per_row[todo[0]] if todo else {}
         if not supported(self.model):
             return self._generate_static(prompts, names, todo, params, meter)
         # Continuous batching: up to batch_size rows decode together, and a finished row's place
@@ -425,7 +432,7 @@ class Engine:
                 queue = queue[room:]
                 for i in joining:
                     rows[i] = Sequence(self.encode(prompts[i]), names[i], params["max_new_tokens"], params["temperature"],
-                                       params["top_p"], params["seed"], params["stop"])
+                                       params["top_p"], per_row[i]["seed"], params["stop"])
                     started[i] = time.perf_counter()
                 decoder.join([rows[i] for i in joining])
             else:

@@ -2,8 +2,9 @@
 `dpo` (DPO, Rafailov et al. 2023, or IPO, Azar et al. 2023), `kto` (KTO, Ethayarajh et al. 2024,
 on thumbs up/down rows or pairs), `orpo` (ORPO, Hong et al. 2024: SFT plus an odds-ratio term, no
 reference model) and `ppo` (PPO, Schulman et al. 2017, against a reward model with a KL penalty,
-as InstructGPT runs it). All but PPO train on THE loop with their own loss (tailor.preference);
-PPO runs its own compact loop over the same builder, engine and checkpoints. Every artifact is a
+as InstructGPT runs it) and `grpo` (GRPO, Shao et al. 2024, and its Dr. GRPO and DAPO losses,
+from graders' rewards). All but PPO and GRPO train on THE loop with their own loss (tailor.preference);
+PPO and GRPO run their own compact loops over the same builder, engine and checkpoints. Every artifact is a
 standard PEFT adapter folder.
 
 `init_adapter` names an SFT arm's folder (a lora arm): DPO, KTO, ORPO and PPO then start from
@@ -22,6 +23,7 @@ from pydantic import Field
 from ..errors import TailorError
 from ..knobs import around
 from ..recipe import Recipe
+from ..schema import Options
 from .base import Adapted
 from .finetune import LoRA, for_inference
 from .finetune import start_adapter as _start_adapter  # a fresh adapter, or an SFT arm's
@@ -293,6 +295,122 @@ class PPO(_Policy):
         return self._finish(policy, task, base, builder, result, None)
 
 
+class RewardSpec(Options):
+    """One reward of a grpo arm: a grader (OpenAI's grader JSON shapes: tailor.graders), its
+    weight in the sum, and whether it checks the answer's form or its correctness (the metrics
+    log keeps the two apart: a format fix can look like a reasoning gain)."""
+
+    grader: dict | str                # a grader spec, or the path of a JSON file holding one
+    weight: float = 1.0
+    kind: Literal["format", "correctness"] = "correctness"
+    name: str | None = None           # in the metrics log (default: the grader's name, else reward-N)
+
+
+class GRPO(_Policy):
+    """GRPO from graders' rewards on samples of the policy (tailor.preference.grpo): groups of
+    samples per prompt through the engine, group-relative advantages, and the loss as published
+    (grpo: Shao et al. 2024), Dr. GRPO's (dr_grpo: Liu et al. 2025) or DAPO's (dapo: Yu et al.
+    2025, token-level with clip-higher; TRL's default loss)."""
+
+    method: ClassVar[str] = "grpo"
+    on_policy: ClassVar[bool] = True
+    runs_on_ranks: ClassVar[bool] = False   # its own loop over samples: every rank would train alone on all of them
+    # the rewards summed; none: the task's primary metric of each sample against its row's target
+    # (exact match after normalising for labels and choices, ROUGE-L F1 for text), as correctness
+    rewards: list[RewardSpec] = []
+    steps: int = 50                   # GRPO steps (sample, reward, update)
+    prompts_per_step: Annotated[int, Field(ge=1)] = 8
+    group_size: Annotated[int, Field(ge=2)] = 8      # samples per prompt (G)
+    max_new_tokens: Annotated[int, Field(ge=1)] = 64
+    temperature: Annotated[float, Field(gt=0)] = 1.0
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    loss: Literal["grpo", "dr_grpo", "dapo"] = "dapo"
+    clip_low: Annotated[float, Field(gt=0)] = 0.2     # epsilon (epsilon_low)
+    clip_high: Annotated[float, Field(gt=0)] | None = None   # None: 0.28 for dapo (clip-higher), else clip_low
+    beta: Annotated[float, Field(ge=0)] = 0.0        # KL to the reference (k3); 0 as DAPO, Dr. GRPO and TRL
+    inner_epochs: Annotated[int, Field(ge=1)] = 1    # passes over each step's samples (mu; TRL's num_iterations)
+    minibatches: Annotated[int, Field(ge=1)] = 1     # optimiser updates per pass
+    dynamic_sampling: bool = False    # DAPO: drop groups of equal rewards, draw more prompts
+    # LoRA's best rate is about 10x full fine-tuning's, in RL too (Schulman et al. 2025, "LoRA Without
+    # Regret"); 1e-5 is a usual full-weight GRPO rate
+    lr: float = 1e-4
+    dropout: float = 0.0              # old and new log-probs must come from the same function
+    # THE loop's options GRPO's own loop never reads (as PPO's): refused when a file sets them
+    epochs: ClassVar[None] = None
+    warmup_ratio: ClassVar[None] = None   # the lr is constant
+    schedule: ClassVar[None] = None
+    min_lr_ratio: ClassVar[None] = None
+    batch_size: ClassVar[None] = None
+    micro_batch_tokens: ClassVar[None] = None
+    seq_len: ClassVar[None] = None
+    pack: ClassVar[None] = None
+    overlong: ClassVar[None] = None
+    grad_checkpointing: ClassVar[None] = None
+    kernels: ClassVar[None] = None
+    eval_every: ClassVar[None] = None
+    eval_examples: ClassVar[None] = None
+    patience: ClassVar[None] = None
+    load_best: ClassVar[None] = None
+    log_every: ClassVar[None] = None      # every step is logged
+
+    def fit_inputs(self) -> dict:
+        from ..utils import sha256_file
+        files = {r.grader: sha256_file(Path(r.grader)) if Path(r.grader).is_file() else None
+                 for r in self.rewards if isinstance(r.grader, str)}
+        return {**super().fit_inputs(), "grader_files": files}
+
+    def reward_functions(self, task) -> list:
+        """The rewards as callables over (samples, rows)."""
+        from ..preference.grpo import RewardFn
+        if not self.rewards:
+            return [primary_reward(task)]
+        from ..graders import item_of, load_grader  # deferred: graders may load judges (torch)
+        out = []
+        for i, spec in enumerate(self.rewards):
+            grader = load_grader(spec.grader, where=f"grpo rewards[{i}].grader")
+            name = spec.name or getattr(grader, "name", None) or f"reward-{i}"
+            out.append(RewardFn(name, spec.kind, spec.weight,
+                                lambda samples, rows, g=grader: g.grade(samples, [item_of(ex) for ex in rows])))
+        if len({r.name for r in out}) < len(out):
+            raise TailorError(f"grpo: two rewards share a name ({', '.join(r.name for r in out)}); set name: on each")
+        return out
+
+    def fit(self, task, base, out: Path | None = None, *, progress: bool = True, budget_s: float | None = None,
+            resume: str | None = None, **_) -> Adapted:
+        import torch
+
+        from ..preference.grpo import GRPOTrainer
+        from ..prompts import builder_for
+        from ..train.loop import train_pool
+        rewards = self.reward_functions(task)   # a bad grader fails before the model is touched
+        torch.manual_seed(self.seed)
+        policy, from_sft = _start_adapter(self, base)
+        reference = {n: p.detach().clone() for n, p in policy.named_parameters() if "lora_" in n} \
+            if from_sft and self.beta else None
+        builder = builder_for(task, base.tokenizer, base.model.config)
+        trainer = GRPOTrainer(policy, base.tokenizer, builder, train_pool(task, self), rewards, self, out,
+                              reference=reference, resume=resume, progress=progress, budget_s=budget_s)
+        return self._finish(policy, task, base, builder, trainer.run(), None)
+
+
+def primary_reward(task):
+    """The task's primary metric of each sample against its row's target, as a correctness reward:
+    the task's own grader where it has one (asdiv's number check), else exact match (labels,
+    choices) or ROUGE-L F1 (text)."""
+    from ..evaluate import normalize, rouge_pair
+    from ..preference.grpo import RewardFn
+    if getattr(task, "grader", None):
+        from ..graders import item_of, load_grader
+        grader = load_grader(task.grader, where=f"task {task.name} grader")
+        return RewardFn(str(task.grader.get("name") or task.grader.get("type")), "correctness", 1.0,
+                        lambda samples, rows: grader.grade(samples, [item_of(ex) for ex in rows]))
+    if task.kind in ("classify", "choice"):   # their primary metric, accuracy
+        return RewardFn("exact_match", "correctness", 1.0,
+                        lambda samples, rows: [float(normalize(s) == normalize(ex.target)) for s, ex in zip(samples, rows)])
+    return RewardFn("rougeL", "correctness", 1.0,
+                    lambda samples, rows: [rouge_pair(s, ex.target)["rougeL"]["f1"] for s, ex in zip(samples, rows)])
+
+
 def chained(arm, done: list):
     """A ladder arm with `after:`, `reward_model:` and `teacher: NAME` (names of earlier arms) turned into
     those arms' folders. A name that is no earlier arm, or one that failed, is left for `fit` to
@@ -311,4 +429,4 @@ def chained(arm, done: list):
     return dataclasses.replace(arm, options=options.model_copy(update=update)) if update else arm
 
 
-PREFERENCE_METHODS = {cls.method: cls for cls in (RewardModel, DPO, KTO, ORPO, PPO)}
+PREFERENCE_METHODS = {cls.method: cls for cls in (RewardModel, DPO, KTO, ORPO, PPO, GRPO)}
