@@ -10,7 +10,7 @@ import sys
 import typer
 from rich.console import Console
 
-from .commands import bench, curate, data, eval, index, label, ladder, serve, track, train, tune
+from .commands import bench, curate, data, eval, export, index, label, ladder, serve, track, train, tune
 from .errors import TailorError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -21,7 +21,7 @@ COMMANDS = {
     "demo": ladder.demo, "run": ladder.run_, "advise": ladder.advise,
     "tasks": data.tasks, "check": data.check, "curate": curate.curate, "debug": data.debug, "label": label.label,
     "index": index.index,
-    "eval": eval.eval_, "train": train.train, "export": train.export, "inspect-prompt": train.inspect_prompt,
+    "eval": eval.eval_, "train": train.train, "export": export.export, "inspect-prompt": train.inspect_prompt,
     "bench": bench.bench, "serve": serve.serve, "predict": serve.predict, "tune": tune.tune,
     "track": track.track,
 }
