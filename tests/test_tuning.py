@@ -259,3 +259,16 @@ def test_two_worker_processes_share_one_sqlite_study_and_the_ladder_joins_it(tas
     arm = results.arms[0]
     assert len(arm.tuning.trials) == len(trials) and set(arm.tuning.workers) == set(by_worker)
     assert arm.options["lr"] == arm.tuning.best_params["lr"] and arm.fit_reused_from
+
+
+def test_calibrate_is_left_out_of_the_search_on_a_task_without_a_label_set():
+    from tailor.task import Example, Task
+    from tailor.tune import _applicable
+    exp = experiment_from_dict({"model": "tiny-test", "arms": [{"name": "icl", "method": "icl", "k": 2,
+                                                                 "tune": {"budget_minutes": 1}}]}, "exp.yaml")
+    settings = exp.arms[0].tune
+    assert "calibrate" in settings.knobs
+    summaries = Task("notes", "generate", "Summarise.", [Example("1", "a long text", "short")])
+    tickets = Task("tickets", "classify", "Label it.", [Example("1", "refund", "billing")], labels=["billing", "bug"])
+    assert set(_applicable(settings, summaries).knobs) == set(settings.knobs) - {"calibrate"}
+    assert _applicable(settings, tickets) is settings

@@ -10,7 +10,7 @@ import sys
 import typer
 from rich.console import Console
 
-from .commands import bench, curate, data, eval, export, index, label, ladder, serve, track, train, tune
+from .commands import bench, curate, data, eval, export, index, label, ladder, serve, track, train, tune, ui
 from .errors import TailorError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -23,7 +23,7 @@ COMMANDS = {
     "index": index.index,
     "eval": eval.eval_, "train": train.train, "export": export.export, "inspect-prompt": train.inspect_prompt,
     "bench": bench.bench, "serve": serve.serve, "predict": serve.predict, "tune": tune.tune,
-    "track": track.track,
+    "track": track.track, "ui": ui.ui,
 }
 for name, command in COMMANDS.items():
     app.command(name)(command)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from . import status
 from .runs import RunDir
 
 
@@ -35,6 +36,7 @@ def open_run(command: str, label: str, config: dict, *, runs_dir: str, model: st
     from .datasets import load_task
     loaded = load_task(task, **(task_options or {})) if task else None
     run = RunDir.reopen(reopen) if reopen else RunDir(runs_dir, command, label)
+    live, error = status.start(run.path, command), "stopped"   # RUN/status.json, for tailor ui
     try:
         run.write_config(config)
         base = tokenizer = None
@@ -59,5 +61,10 @@ def open_run(command: str, label: str, config: dict, *, runs_dir: str, model: st
             from .engine import ResultCache
             result_cache = ResultCache()
         yield RunContext(run, loaded, base, tokenizer, result_cache, seed)
+        error = None
+    except BaseException as e:
+        error = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise
     finally:
+        status.end(live, error)
         run.close()

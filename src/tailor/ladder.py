@@ -15,6 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
+from . import status
 from .breakeven import break_even
 from .config import Arm, Experiment
 from .context import RunContext, open_run
@@ -51,6 +52,7 @@ def run_ladder(exp: Experiment, progress: bool = True, run_dir: str | Path | Non
         arms, base_general, base_bias, predictions = [], None, None, {}
         for i, arm in enumerate(exp.arms, 1):
             console.print(f"[bold cyan]arm {i}/{len(exp.arms)}[/] {arm.name} ({arm.method})")
+            status.current().arm(i, len(exp.arms), arm.name, arm.method)   # RUN/status.json, for tailor ui
             from .methods.preference import chained
             arm = chained(arm, arms)   # after: / reward_model: an earlier arm, by name
             tuning = None
@@ -72,6 +74,8 @@ def run_ladder(exp: Experiment, progress: bool = True, run_dir: str | Path | Non
             del adapted  # frees a trained model before the next arm trains
             arms.append(result)
             _print_arm(result, primary_metric(task))
+            status.current().arm_done(result.name, result.method, result.ok, primary_metric(task),
+                                      result.metrics.get(primary_metric(task)))
         if exp.learning_curve:
             from .curves import learning_curves
             learning_curves(arms, predictions, exp, ctx, test, progress, _run_arm)

@@ -15,6 +15,8 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from .status import note_progress
+
 console = Console(stderr=True, soft_wrap=True)   # messages stay one line each in logs
 log = logging.getLogger("tailor")
 
@@ -43,6 +45,8 @@ class Meter:
         # work that counts no tokens (chunking, embedding) shows its own unit's rate, not "0 tok/s"
         rate = (f"{self.tokens / max(self.elapsed, 1e-9):,.0f} tok/s" if self.tokens else
                 f"{self.done / max(self.elapsed, 1e-9):,.1f} {self.unit}/s") + "".join(f"  {k} {v}" for k, v in extra.items())
+        left = (self.total - self.done) * self.elapsed / max(self.done, 1) if self.done else None
+        note_progress(self.description, self.done, self.total, self.unit, rate, left)   # RUN/status.json
         if self._progress is not None:
             self._progress.update(self._task, advance=items, rate=rate)
         elif self._plain and (time.perf_counter() - self._last >= self._every or self.done >= self.total):

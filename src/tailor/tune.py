@@ -38,6 +38,7 @@ from pathlib import Path
 import optuna
 
 from . import fits
+from .calibration import label_set
 from .config import Arm, Experiment
 from .errors import TailorError
 from .evaluate import score_predictions
@@ -111,11 +112,24 @@ def rung_step(total: int) -> int:
     return max(1, total // REDUCTION)
 
 
+def _applicable(settings: TuneOptions, task) -> TuneOptions:
+    """The space without knobs this task cannot take: a prompting arm's `calibrate` needs a label
+    set (every trial with it would be refused), so on a generate task it is left out, and said."""
+    if "calibrate" not in settings.knobs:
+        return settings
+    try:
+        label_set(task)
+    except TailorError as e:
+        console.print(f"  calibrate left out of the search: {e}", highlight=False)
+        return settings.model_copy(update={"knobs": {k: v for k, v in settings.knobs.items() if k != "calibrate"}})
+    return settings
+
+
 def tune_arm(exp: Experiment, arm: Arm, ctx, progress: bool = True, worker: int = 0) -> tuple[Arm, Tuning]:
     """The arm with its best options on dev (its `tune` cleared) and the record of its trials.
     `worker`: 0 for the ladder, 1, 2, ... for `tailor tune` workers (each samples with its own seed).
     A study where no trial finished leaves the arm as written, and says so."""
-    settings: TuneOptions = arm.tune
+    settings: TuneOptions = _applicable(arm.tune, ctx.task)
     metric = primary_metric(ctx.task.kind)
     dev = list(ctx.task.splits.get("dev") or [])[: settings.dev_rows]
     name = study_name(exp.name, arm.name, settings)
