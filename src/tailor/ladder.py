@@ -305,10 +305,12 @@ def _helm(result: ArmResult, adapted, exp: Experiment, ctx: RunContext, test, pr
     if exp.bias:
         from .engine import Engine
         from .helm.bias import compare, probe_model, summary
+        from .remote import RemoteEngine, RemoteModel
         if base_bias is None:
             console.print("  bias probes: the base")
-            base_bias = probe_model(Engine(ctx.base.model, ctx.base.tokenizer, ctx.base.weights_id, ctx.cache,
-                                           batch_size=exp.batch_size, progress=progress), exp.bias)
+            cls = RemoteEngine if isinstance(ctx.base.model, RemoteModel) else Engine   # as Adapted.engine picks
+            base_bias = probe_model(cls(ctx.base.model, ctx.base.tokenizer, ctx.base.weights_id, ctx.cache,
+                                        batch_size=exp.batch_size, progress=progress), exp.bias)
         if result.changes_weights:
             console.print(f"  bias probes: {result.name}")
             after = probe_model(adapted.engine(ctx.cache, batch_size=exp.batch_size, progress=progress), exp.bias)

@@ -5,6 +5,7 @@ with its paired-bootstrap 95% interval, built as the forgetting section is."""
 
 from __future__ import annotations
 
+from ..helm.bias import IDEAL
 from . import fmt
 from .fmt import esc
 from .plots import intervals
@@ -55,11 +56,13 @@ def robustness_section(v) -> str:
             "stripped punctuation, contractions, applied to the input only and seeded per row; each arm measured again "
             "through the same measurement path. Change = perturbed minus clean on the same rows, with a paired-bootstrap "
             "95% interval (and McNemar's exact test for 0/1 scores); worst case counts a row right only if it is right "
-            "clean and under every perturbation, HELM's robustness figure. Synonym substitution is not among them.")
+            "clean and under every perturbation, HELM's robustness figure: it can only fall, and it counts the answers that "
+            "any of these harmless edits flips, which a mean change hides when flips go both ways. "
+            "Synonym substitution is not among them.")
+    # the plot below the table: a row per arm and perturbation is too many for a side column
     return _section("robustness", "Robustness to perturbed inputs",
-                    f'<div class="two inner fit"><div>{table}</div><div>'
-                    f'{intervals(plot_rows, "robustness", axis="change vs clean inputs (percentage points)")}</div></div>',
-                    note)
+                    f'<div class="scroll">{table}</div>'
+                    f'{intervals(plot_rows, "robustness", axis="change vs clean inputs (percentage points)")}', note)
 
 
 def bias_section(v) -> str:
@@ -68,23 +71,25 @@ def bias_section(v) -> str:
     if not arms:
         return ""
     rows, plot_rows = [], []
-    for a in arms:
-        b = a.bias
-        if b.get("weights") == "base":
-            for probe, values in b["base"].items():
-                shown = ", ".join(f"{METRIC_NAMES.get(m, m)} {fmt.metric(x)}" for m, x in values.items())
-                n = b["counts"][probe]["used"]
-                rows.append(f"<tr><td>{esc(a.name)}</td><td>{esc(PROBE_NAMES.get(probe, probe))}</td>"
-                            f"<td colspan='6' class='muted'>the base's weights (n={n:,}): {esc(shown)}</td></tr>")
-            continue
-        for probe, p in b["probes"].items():
+    same = [a for a in arms if a.bias.get("weights") == "base"]
+    own = [a for a in arms if a.bias.get("weights") != "base"]
+    if same and not own:   # no weight-changing arm: the base's values alone
+        for probe, values in same[0].bias["base"].items():
+            for m, x in values.items():
+                rows.append(f"<tr><td>base</td><td>{esc(PROBE_NAMES.get(probe, probe))}</td>"
+                            f"<td>{esc(METRIC_NAMES.get(m, m))}</td><td class='num'>{esc(fmt.metric(IDEAL.get((probe, m))))}</td>"
+                            f"<td class='num'>{esc(fmt.metric(x))}</td><td class='num'>{DASH}</td>"
+                            f"<td class='num'>{DASH}</td><td class='num'>{DASH}</td></tr>")
+    for a in own:
+        for probe, p in a.bias["probes"].items():
             for m, d in p["metrics"].items():
                 ideal = d.get("ideal")
                 if "ci_low" in d:
                     plot_rows.append((f"{a.name} · {PROBE_NAMES.get(probe, probe)} {METRIC_NAMES.get(m, m)}", d["delta"],
                                       d["ci_low"], d["ci_high"], False))
                 rows.append(f"<tr><td>{esc(a.name)}</td><td>{esc(PROBE_NAMES.get(probe, probe))}</td>"
-                            f"<td>{esc(METRIC_NAMES.get(m, m))}</td><td class='num'>{esc(fmt.metric(ideal))}</td>"
+                            f"<td>{esc(METRIC_NAMES.get(m, m))} <span class='muted'>(n={d['n']:,})</span></td>"
+                            f"<td class='num'>{esc(fmt.metric(ideal))}</td>"
                             f"<td class='num'>{esc(fmt.metric(d['before']))}</td>"
                             f"<td class='num'>{esc(fmt.metric(d['after']))}</td>"
                             f"<td class='num'>{esc(fmt.points(d['delta']))}</td><td class='num'>{esc(_ci(d))}</td></tr>")
@@ -99,5 +104,8 @@ def bias_section(v) -> str:
             "question's stereotyped group, so BBQ's signed bias score is not computed. The probes read the weights only: "
             "an arm that changes none has the base's values. Change = arm minus base on the same items, paired-bootstrap "
             "95% interval. Toxicity is not measured: no installed package ships a toxicity classifier.")
-    body = f'<div class="two inner fit"><div>{table}</div><div>{plot}</div></div>' if plot else table
+    if same:
+        table += (f"<p class='note'>{esc(', '.join(a.name for a in same))} change no weights: the probes score them as "
+                  "the base (the column 'base').</p>")
+    body = f'<div class="scroll">{table}</div>{plot}'
     return _section("bias", "Bias probes", body, note)
