@@ -8,7 +8,7 @@ token-level, clip 0.2 / 0.28, beta 0, one update per batch) and steps. TRL is a 
 dependency (the `bench` extra):
 
     .venv/bin/python -m pip install 'trl==1.16.*' --no-deps      # then datasets, pandas (constraints.txt)
-    flock /tmp/tailor-cpu.lock .venv/bin/python bench/grpo_vs_trl.py [--steps 8 --prompts 4 --group 8 --new 48]
+    flock /tmp/tailor-cpu.lock .venv/bin/python bench/grpo_vs_trl.py [--task asdiv --steps 8 --prompts 4 --group 8 --new 48]
 
 Each side runs in its own process (peak RSS is its own). Tokens/s counts, for both sides the same
 way (this file's reward function sees every sample: its prompt's tokens plus the sample's tokens,
@@ -65,7 +65,7 @@ def data(args):
     from tailor.models import load_tokenizer
     from tailor.prompts import builder_for
     try:
-        task = load_task("asdiv")
+        task = load_task(args.task)
     except (TailorError, KeyError, FileNotFoundError):
         task = load_task("tweet-sentiment")
     tok = load_tokenizer("smollm2-135m")
@@ -185,6 +185,8 @@ def main() -> None:
     p.add_argument("--group", type=int, default=8, help="samples per prompt")
     p.add_argument("--new", type=int, default=48, help="max new tokens per sample")
     p.add_argument("--held", type=int, default=48, help="held-out rows answered greedily")
+    p.add_argument("--task", choices=["asdiv", "tweet-sentiment"], default="asdiv",
+                   help="asdiv falls back to tweet-sentiment where it is not bundled")
     p.add_argument("--side", choices=["tailor", "trl"])
     p.add_argument("--tmp", default="/tmp/tailor-bench")
     p.add_argument("--seed", type=int, default=0)
@@ -196,7 +198,7 @@ def main() -> None:
     res: dict[str, dict] = {}
     for side in ("tailor", "trl"):
         cmd = [sys.executable, __file__, "--side", side] + [f"--{k}={getattr(args, k)}" for k in
-                                                           ("steps", "prompts", "group", "new", "held", "tmp", "seed")]
+                                                           ("steps", "prompts", "group", "new", "held", "tmp", "seed", "task")]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
