@@ -117,7 +117,8 @@ def test_a_chunked_body_is_held_to_the_limit_as_it_arrives(server):
         big = http.post(server.url + "/v1/completions", content=body(4 * MAX_BODY), headers=headers)
         assert "content-length" not in big.request.headers
         assert _openai_error(big, 413)["code"] == "request_too_large"
-        small = http.post(server.url + "/v1/completions", content=body(4096), headers=headers)
+        small = http.post(server.url + "/v1/completions", headers=headers, content=iter(
+            [b'{"model": "tiny-test", "max_tokens": 2, ', b'"temperature": 0, "prompt": "Greet Ada."}']))
         assert small.status_code == 200, small.text
     _alive(server)
 
@@ -271,3 +272,29 @@ def test_a_body_that_trickles_in_is_cut_off_with_a_408():
         assert head.startswith(b"HTTP/1.1 408") and b'"request_timeout"' in head and time.perf_counter() - t0 < 3
     finally:
         srv.close()
+
+
+def test_rows_joining_together_read_the_start_their_reuse_was_counted_against(tiny_base):
+    """Found by bench/serve_soak.py: of two rows joining the decoder together, a short new prompt
+    was prefilled first and remembered in place of the adapter's longer start, which the other
+    row, counted as reusing it, then read: a tensor size error that failed every running request."""
+    from tailor.decode import Decoder, Sequence
+    from tailor.engine import Engine
+    engine = Engine(tiny_base.model, tiny_base.tokenizer, tiny_base.weights_id, None, progress=False)
+    start = engine.encode("The quick brown fox jumps over the lazy dog. " * 6)
+
+    def run(decoder, *prompts):
+        seqs = [Sequence(list(p), max_new_tokens=3) for p in prompts]
+        decoder.join(seqs)
+        while decoder.busy:
+            decoder.step()
+        return [s.tokens for s in seqs]
+    # (a one-token short prompt made no error: its cache broadcast silently into the 40 reused places)
+    short = engine.encode("Hello there, my friend")[:4]
+    follower = start[:40] + engine.encode(" and then it runs far away into the woods")
+    assert len(short) == 4 and len(follower) - 40 > 2 * len(short)
+    decoder = Decoder(engine)
+    run(decoder, start)                               # remembered: `start`
+    together = run(decoder, short, follower)          # `short` prefills first (fewer tokens), `follower` reuses 40
+    assert engine.prompt_tokens["reused"] >= 40
+    assert together == [run(Decoder(engine), short)[0], run(Decoder(engine), follower)[0]]

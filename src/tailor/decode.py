@@ -94,8 +94,12 @@ class Decoder:
             self._prefill(group, [0] * len(group))
         seqs = [s for s in seqs if all(s is not x for x in leaders)]
         reuse = {id(s): self._reusable(s) for s in seqs}
+        # the starts `reuse` was counted against: a group's prefill may remember another start for its
+        # adapter (a shorter prompt), whose cache a later group's rows must not read (found by
+        # bench/serve_soak.py: "expanded size of the tensor (26) must match the existing size (5)")
+        starts = dict(self._remembered)
         for group in _prefill_groups(seqs, lambda s: len(s.prompt) - reuse[id(s)]):
-            self._prefill(group, [reuse[id(s)] for s in group])
+            self._prefill(group, [reuse[id(s)] for s in group], starts)
 
     def _leaders(self, seqs: list[Sequence]) -> list[Sequence]:
         """For each adapter with several joining rows and none able to reuse a remembered start:
@@ -124,7 +128,7 @@ class Decoder:
         n = shared_start(self._remembered[s.adapter][0], s.prompt, len(s.prompt) - 1)
         return n if n >= REUSE_MIN else 0
 
-    def _prefill(self, seqs: list[Sequence], reuse: list[int]) -> None:
+    def _prefill(self, seqs: list[Sequence], reuse: list[int], starts: dict | None = None) -> None:
         """One forward over `seqs`' prompts, rows of any adapters. Row i's first `reuse[i]`
         tokens (shared with its adapter's remembered prompt) come from that prompt's cache,
         right-aligned in the widest reused span; the rest of the prompt is prefilled, left-padded
@@ -134,7 +138,8 @@ class Decoder:
         ids, mask = left_pad([s.prompt[n:] for s, n in zip(seqs, reuse)], self.engine.pad_id, self.engine.device)
         cache, width = DynamicCache(config=self.model.config), max(reuse)
         if width:
-            spans = [(i, n, self._remembered[s.adapter][1]) for i, (s, n) in enumerate(zip(seqs, reuse)) if n]
+            starts = self._remembered if starts is None else starts
+            spans = [(i, n, starts[s.adapter][1]) for i, (s, n) in enumerate(zip(seqs, reuse)) if n]
             for layer, (k, v) in enumerate(spans[0][2]):
                 keys = k.new_zeros(len(seqs), k.shape[1], width, k.shape[3])
                 values = v.new_zeros(len(seqs), v.shape[1], width, v.shape[3])

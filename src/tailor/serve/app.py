@@ -212,6 +212,9 @@ async def _wait(request: Request, jobs: list[Job]) -> list:
     while True:
         done, pending = await asyncio.wait(futures, timeout=0.25)
         if not pending:
+            failed = next((f.exception() for f in futures if f.exception() is not None), None)
+            if failed is not None:   # the worker logged it; answered here, the connection stays open
+                raise ApiError(500, f"The model failed on this request: {failed}", "server_error")
             return [f.result() for f in futures]
         if await request.is_disconnected():
             for job in jobs:
