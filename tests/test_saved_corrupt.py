@@ -89,6 +89,10 @@ RECIPE_CASES = [
     ("shots_ids_type", _set(("shots", "ids"), "abc"), ": field 'shots.ids': expected a valid list, got 'abc'"),
     ("base", _set(("base", "name"), 3), ": field 'base.name': expected a valid string, got 3"),
     ("calibration", _set(("calibration",), {"method": "content-free"}), ": field 'calibration.labels': missing"),
+    ("prior", _set(("calibration",), {"method": "content-free", "labels": ["bug", "billing"], "log_prior": {"bug": -1}}),
+     ": field 'calibration.log_prior': no prior for label 'billing'"),
+    ("selector", _set(("shots", "selector"), "psychic"), ": field 'shots.selector': unknown selector 'psychic' (known: "
+                                                           "fixed, similarity"),
     ("train", _set(("train",), {"train_time_s": "soon"}), ": field 'train.train_time_s': expected a valid number"),
     ("schema", _set(("schema_version",), [1]), ": field 'schema_version': recipe schema [1] is not the 1"),
     ("budget", _set(("max_prompt_tokens",), 0), ": field 'max_prompt_tokens': expected greater than or equal to 1"),
@@ -227,6 +231,18 @@ def test_a_corrupted_results_json_is_one_line_from_tailor_debug(tmp_path, capsys
     code, err = run_main(["debug", tmp_path], capsys, monkeypatch)
     assert code == 2 and err.startswith(f"error: {tmp_path / 'results.json'}: {message}"), err
     assert err.count("\n") == 1
+
+
+def test_an_edited_bench_result_to_compare_to_is_one_line_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    """compare() indexed the reference's fields: a KeyError or TypeError after the suite had run."""
+    bench = {"n": 2, "accuracy": "high", "ci_low": 0.0, "ci_high": 1.0, "ece": 0.1, "chance": 0.5, "wall_s": 0.1,
+             "cached_share": 0.0, "items_hash": "abc", "correct": "10"}
+    file = tmp_path / "results.json"
+    file.write_text(json.dumps({"result": {"suite": "general", "weights_id": "w", "wall_s": 1.0, "items": 2,
+                                           "benchmarks": {"boolq": bench}}}))
+    code, err = run_main(["bench", "--model", "/nonexistent/base", "--compare-to", file], capsys, monkeypatch)
+    assert (code, err) == (2, f"error: {file}: field 'result.benchmarks.boolq.accuracy': expected a valid number, "
+                              "got 'high'\n")
 
 
 # ---------------------------------------------------------------- fuzzing

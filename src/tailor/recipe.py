@@ -24,6 +24,7 @@ from pydantic import ConfigDict, Field
 from .errors import DataError, TailorError
 from .jsonl import read_jsonl
 from .schema import Options
+from .selectors import SELECTORS
 from .task import Example
 from .utils import atomic_write_json, atomic_write_text
 
@@ -154,6 +155,13 @@ def read_recipe(folder: Path) -> tuple[Recipe, list[Example]]:
                 raise DataError(folder / POOL, f"duplicate id {ex.id!r}", no, "id")
             seen.add(ex.id)
             pool.append(ex)
+    if recipe.shots is not None and recipe.shots.selector not in ("fixed", *SELECTORS):
+        raise DataError(path, f"unknown selector {recipe.shots.selector!r} (known: fixed, {', '.join(SELECTORS)})",
+                        field="shots.selector")
+    if recipe.calibration is not None:
+        lacking = [x for x in recipe.calibration["labels"] if x not in recipe.calibration["log_prior"]]
+        if lacking:
+            raise DataError(path, f"no prior for label {lacking[0]!r}", field="calibration.log_prior")
     if recipe.shots is not None:
         missing = [i for i in recipe.shots.ids if i not in seen]
         if missing:

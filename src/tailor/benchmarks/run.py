@@ -7,6 +7,9 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..context import open_run
 from ..errors import TailorError
@@ -48,7 +51,43 @@ def load_result(path: str | Path) -> dict | None:
     result = data.get("result", data) if isinstance(data, dict) else None
     if not (isinstance(result, dict) and "benchmarks" in result):
         raise TailorError(f"{file}: not a `tailor bench` result (no 'benchmarks' field)")
+    from pydantic import ValidationError
+
+    from ..schema import located_error
+    try:   # typed as compare() and the table read it: an edited file is one error naming its field
+        _Suite.model_validate(result)
+    except ValidationError as e:
+        raise located_error(e, _Suite, result, file, {}, ("result",) if "result" in data else ()) from None
     return result
+
+
+class _Benchmark(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    n: Annotated[int, Field(ge=1)]
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    ece: float
+    chance: float
+    wall_s: float
+    cached_share: float
+    items_hash: str
+    correct: Annotated[str, Field(pattern=r"^[01]*$")]   # one 0/1 per item, paired with the other result's
+
+    @model_validator(mode="after")
+    def _one_per_item(self):
+        if len(self.correct) != self.n:
+            raise ValueError(f"{len(self.correct)} answers in 'correct' for n = {self.n} items")
+        return self
+
+
+class _Suite(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    suite: str
+    weights_id: str
+    wall_s: float
+    items: int
+    benchmarks: dict[str, _Benchmark]
 
 
 def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
