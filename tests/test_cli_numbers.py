@@ -28,6 +28,8 @@ CASES = [
      "--max-new-tokens 0: expected at least 1"),
     (["train", GONE, "--processes", "-2"], "--processes -2: expected at least 1"),
     (["inspect-prompt", GONE, "--top", "0"], "--top 0: expected at least 1"),
+    (["export", GONE, "--serve", "vllm", "--port", "99999"], "--port 99999: expected at most 65535"),
+    (["export", GONE, "--gguf", "/tmp/x.gguf", "--check", "-1"], "--check -1: expected at least 0"),
     (["eval", "--task", GONE, "--seed", "-1"], "--seed -1: expected at least 0"),
     (["eval", "--task", GONE, "--seed", str(10**30)], f"--seed {10**30}: expected at most 4294967295"),
     (["eval", "--task", GONE, "--limit", "0"], "--limit 0: expected at least 1"),

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ..errors import TailorError
 from . import out, train
+from .numbers import COUNT0, PORT
 
 
 def export(
@@ -23,11 +24,12 @@ def export(
     gguf: Optional[str] = typer.Option(None, help="OUT.gguf: the arm merged into its base as one GGUF file "
                                                   "(llama.cpp, Ollama, LM Studio), with an Ollama Modelfile beside it"),
     quant: str = typer.Option("f16", help="--gguf: f32 | f16 | bf16 | q8_0 | q5_1 | q5_0 | q4_1 | q4_0"),
-    check: int = typer.Option(20, help="--gguf: rows on which the GGUF, read back by transformers (and llama.cpp "
-                                       "where llama-cpp-python is installed), must answer as the arm (0: no check)"),
+    check: int = typer.Option(20, callback=COUNT0,
+                              help="--gguf: rows on which the GGUF, read back by transformers (and llama.cpp "
+                                   "where llama-cpp-python is installed), must answer as the arm (0: no check)"),
     task: Optional[str] = typer.Option(None, help="--gguf --check: the task whose test rows to check on (default: "
                                                   "the arm's own task when it is a bundled one)"),
-    port: int = typer.Option(8000, help="--serve: the port in the printed line"),
+    port: int = typer.Option(8000, callback=PORT, help="--serve: the port in the printed line"),
     model: Optional[str] = typer.Option(None, help="base model (default: the one the arm was fitted on)"),
     dtype: str = typer.Option("fp32", help="--merge: dtype to merge and save in: fp32 | bf16"),
 ) -> None:
