@@ -69,9 +69,11 @@ class RemoteEngine(Engine):
     def _score(self, prompts, options, names, todo, meter) -> list[ChoiceScores]:
         return self._map(lambda i: self._score_one(prompts[i], options[i]), todo, meter)
 
-    def _generate(self, prompts, names, todo, params, meter) -> list[Generation]:
-        return self._map(lambda i: self._generate_one(prompts[i], params["max_new_tokens"], params["temperature"],
-                                                      params["top_p"], params["stop"], params["seed"]), todo, meter)
+    def _generate(self, prompts, names, todo, per_row, meter) -> list[Generation]:
+        """`per_row`: each request's settings (Engine.generate: a seed per request)."""
+        return self._map(lambda i: self._generate_one(prompts[i], per_row[i]["max_new_tokens"], per_row[i]["temperature"],
+                                                      per_row[i]["top_p"], per_row[i]["stop"], per_row[i]["seed"]),
+                         todo, meter)
 
     def _map(self, fn, todo: list[int], meter):
         out = []
