@@ -64,6 +64,7 @@ class PageCheck:
     dom: str = ""  # document.documentElement.outerHTML after load
     png_path: Path | None = None
     height: int = 0  # full page height in CSS px
+    requests: list[str] = field(default_factory=list)  # every URL the page asked for, itself included
 
 
 def render(html_path: str | Path, png_path: str | Path | None = None, width: int = 1280,
@@ -75,6 +76,12 @@ def render(html_path: str | Path, png_path: str | Path | None = None, width: int
         raise TailorError(f"{html_path}: no such file to render")
     with _Browser(timeout_s) as browser:
         return browser.check(html_path.as_uri(), png_path, width)
+
+
+def render_url(url: str, png_path: str | Path | None = None, width: int = 1280, timeout_s: float = 60.0) -> PageCheck:
+    """`render` for a page a server serves (tailor ui): the same checks, and every request it made."""
+    with _Browser(timeout_s) as browser:
+        return browser.check(url, png_path, width)
 
 
 def console_errors(html_path: str | Path) -> list[str]:
@@ -153,7 +160,7 @@ class _Browser:
     def check(self, url: str, png_path, width: int) -> PageCheck:
         target = self._send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self._send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        for domain in ("Runtime", "Log", "Page"):
+        for domain in ("Runtime", "Log", "Page", "Network"):
             self._send(f"{domain}.enable", session=session)
         self._send("Emulation.setDeviceMetricsOverride", {
             "width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session=session)
@@ -163,7 +170,9 @@ class _Browser:
             raise TailorError(f"Chromium could not open {url}: {nav['errorText']}")
         self._wait_event("Page.loadEventFired", session)
         self._drain(0.3)  # late errors: timers, fonts, deferred work right after load
-        result = PageCheck(errors=[_describe(e) for e in self.events if _is_error(e, session)])
+        result = PageCheck(errors=[_describe(e) for e in self.events if _is_error(e, session)],
+                           requests=[e["params"]["request"]["url"] for e in self.events
+                                     if e.get("method") == "Network.requestWillBeSent" and e.get("sessionId") == session])
         result.dom = self._evaluate("document.documentElement.outerHTML", session)
         result.height = int(self._evaluate(
             "Math.ceil(Math.max(document.documentElement.scrollHeight, document.body.scrollHeight))",
