@@ -188,3 +188,14 @@ def test_a_budget_stops_the_arm_after_the_step_that_passes_it_with_a_checkpoint(
     assert (train["stopped"], train["steps"], train["planned_steps"]) == ("budget", 1, 3)
     assert [r["name"] for r in train["rewards"]] == ["exact_match"]   # no rewards set: the task's primary metric
     assert json.loads((tmp_path / "checkpoints" / "latest.json").read_text())["step"] == 1
+
+
+def test_grpo_says_what_it_will_do_and_prints_progress_lines_with_an_eta(tiny_base, task, monkeypatch, capsys):
+    from tailor.methods import make_method
+    monkeypatch.setenv("TAILOR_PROGRESS_SECONDS", "0")   # a plain line on every step (not a terminal)
+    make_method("grpo", {"steps": 2, "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 3,
+                         "precision": "fp32"}).fit(task, tiny_base, None, progress=True)
+    err = capsys.readouterr().err
+    assert "grpo: 2 steps of 2 prompts x 2 samples of at most 3 tokens, dapo loss" in err
+    first = next(line for line in err.splitlines() if "training grpo: 1/2 steps (50%)" in line)
+    assert "tok/s" in first and "reward " in first and "correctness " in first and "ETA " in first
