@@ -17,11 +17,12 @@ from typer.testing import CliRunner
 from tailor.cli import app
 from tailor.datasets import load_task
 from tailor.errors import TailorError
-from tailor.export.arm import export_arm
-from tailor.export.check import check_export, llama_cpp_missing, llama_cpp_predictions, predictions
+from tailor.export.arm import export_arm, stays_with_tailor
+from tailor.export.check import llama_cpp_missing, llama_cpp_predictions, predictions
 from tailor.export.gguf_file import check_exportable, permute
 from tailor.export.modelfile import prompt_format
-from tailor.methods import make_method, save_adapted
+from tailor.methods import load_adapted, make_method, save_adapted
+from tailor.recipe import ShotSpec
 
 
 @pytest.fixture(scope="module")
@@ -69,21 +70,6 @@ def test_gguf_holds_llama_cpp_names_tokenizer_and_template(f32_export, tiny_base
     assert (stored == permute(hf, 4, 4)).all() and not (stored == hf).all()
 
 
-def test_transformers_reads_the_gguf_back_to_the_merged_models_predictions(f32_export, task, tiny_base):
-    done, adapted, merged = f32_export
-    rows = task.splits["test"][:12]
-    c = check_export(adapted, merged, done.gguf.path, task, rows, llama_cpp=False)
-    arm, ref, got = c["models"]
-    assert c["token_mismatches"] == 0
-    assert got["agree_merged"] == 1.0 and got["differ_from_merged"] == []
-    assert got["max_prob_gap"] < 1e-5 and got["metric"] == ref["metric"]
-    assert arm["agree_merged"] == 1.0   # the merge itself changed no answer
-    assert "answers every one of the 12 rows as the merged model does" in c["verdict"]
-    # the trained adapter did something: the base alone answers otherwise
-    base = dataclasses.replace(adapted, model=tiny_base.model, weights_id=tiny_base.weights_id)
-    assert [p.probs for p in predictions(base, task, rows)] != [p.probs for p in predictions(adapted, task, rows)]
-
-
 def test_q8_0_export_is_smaller_and_within_one_quantisation_step(lora_arm, tiny_base, tmp_path, f32_export):
     done, adapted, merged = export_arm(lora_arm, tiny_base, tmp_path / "arm-q8.gguf", "q8_0")
     assert done.gguf.by_type == {"Q8_0": 15, "F32": 5}
@@ -121,12 +107,18 @@ def test_prompting_arm_exports_the_base_with_its_fixed_examples(tiny_base, task,
     assert text.count("MESSAGE user") == 2 and text.count("MESSAGE assistant") == 2
     assert f'MESSAGE assistant """{shots[0].target}"""' in text
     assert any("scoring each option" in n for n in done.stays_with_tailor)
+    # what a RAG or icl arm's recipe does beyond one prompt is said, not silently dropped
+    rag = dataclasses.replace(adapted, recipe=adapted.recipe.model_copy(update={
+        "retriever": {"kb": "/kb", "k": 3}, "shots": ShotSpec(selector="similarity", k=4, ids=[])}))
+    notes = stays_with_tailor(rag)
+    assert any(n.startswith("the retriever (/kb, k=3) stays with Tailor") for n in notes)
+    assert any("chosen per input (similarity)" in n for n in notes)
 
 
 def test_arms_that_are_not_one_model_are_refused_by_capability(lora_arm, tiny_base, task, tmp_path):
     recipe = json.loads((lora_arm / "recipe.json").read_text())
     for method, why in (("reward-model", "it is a scorer"), ("qlora", "it was trained over a 4-bit copy of the base"),
-                        ("pearl", "answers through a program")):
+                        ("pearl", "it answers through a program")):
         folder = tmp_path / method
         shutil.copytree(lora_arm, folder)
         (folder / "recipe.json").write_text(json.dumps({**recipe, "method": method}))
@@ -154,15 +146,27 @@ def test_architectures_not_checked_are_refused():
             "original_max_position_embeddings": 1024})))
 
 
-def test_the_command_writes_checks_and_prints(lora_arm, tmp_path):
-    result = CliRunner().invoke(app, ["export", str(lora_arm), "--gguf", str(tmp_path / "m.gguf"), "--quant", "q8_0",
-                                      "--check", "4"])
+def test_the_command_checks_the_gguf_against_the_merged_model(lora_arm, tmp_path, tiny_base, task):
+    """`tailor export --gguf --check N`: the file read back by transformers (and llama.cpp where
+    installed) answers every row as the merged safetensors model does (f32: the same weights)."""
+    result = CliRunner().invoke(app, ["export", str(lora_arm), "--gguf", str(tmp_path / "m.gguf"), "--quant", "f32",
+                                      "--check", "12"])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert "GGUF written" in text and "export check: 4 tweet-sentiment test rows" in text
+    assert "GGUF written" in text and "export check: 12 tweet-sentiment test rows" in text
+    assert "GGUF m.gguf (transformers) answers every one of the 12 rows as the merged model does" in text
+    assert "tokenised differently by the GGUF's tokenizer: transformers 0" in text
+    if llama_cpp_missing() is None:
+        assert "GGUF m.gguf (llama.cpp) answers every one of the 12 rows as the merged model does" in text
+        assert "llama.cpp 0 of 12" in text
     assert (tmp_path / "Modelfile").is_file()
+    # the trained adapter did something: the base alone answers these rows otherwise
+    adapted = load_adapted(lora_arm, tiny_base)
+    base = dataclasses.replace(adapted, model=tiny_base.model, weights_id=tiny_base.weights_id)
+    rows = task.splits["test"][:12]
+    assert [p.probs for p in predictions(base, task, rows)] != [p.probs for p in predictions(adapted, task, rows)]
     bad = CliRunner().invoke(app, ["export", str(lora_arm), "--gguf", str(tmp_path / "m.gguf"), "--quant", "q4_k_m"])
-    assert bad.exit_code == 2 and "llama-quantize" in bad.output
+    assert isinstance(bad.exception, TailorError) and "llama-quantize" in str(bad.exception)
 
 
 @pytest.mark.skipif(llama_cpp_missing() is not None, reason=str(llama_cpp_missing()))
