@@ -64,9 +64,6 @@ def prepare(data: str, *, model: str, kb: str | None, budget_s: float, runs_dir:
     path = Path(data)
     grader = str(Path(grader).resolve()) if grader else None
     task, preference, split = read_task(path, grader)
-    if grader is None and any(ex.meta.get("_rft") for ex in task.examples[:1]):   # before any model loads
-        raise TailorError(f"{path}: a reinforcement fine-tuning file (messages ending with the user's turn) is graded, "
-                          "not imitated: give its grader with --grader grader.json (OpenAI's grader JSON)")
     try:
         tokenizer = load_tokenizer(model)
     except (OSError, ValueError) as e:   # transformers' own errors for a name it cannot resolve
@@ -114,8 +111,11 @@ def read_task(path: Path, grader: str | None = None):
     reference fields, graded by `grader`)."""
     from .datasets import load_task
     from .preference.data import preference_shape
-    from .task import read_records
+    from .task import is_rft_record, read_records
     records, _ = read_records(path)
+    if grader is None and is_rft_record(records[0][1]):   # said first: before the split, before any model loads
+        raise TailorError(f"{path}: a reinforcement fine-tuning file (messages ending with the user's turn) is graded, "
+                          "not imitated: give its grader with --grader grader.json (OpenAI's grader JSON)")
     shape = preference_shape(records[0][1])
     preference = {"pair": "pairs", "ranking": "pairs", "unpaired": "unpaired", "openai_pair": "pairs"}.get(shape) \
         if shape else None
@@ -132,9 +132,8 @@ def repair(task, tokenizer, preference: str | None):
     """Exact duplicates and leaked train rows dropped (dev and test rows never change), counted.
     Problems curation cannot repair stop the run here, with the line that fixes them. Preference
     data is not repaired: two pairs of one prompt and answer differ in their rejected answer, which
-    the checks do not read, and splits are by prompt already. Nor are reinforcement fine-tuning rows
-    (prompts without answers: the run's copy is written as answered rows)."""
-    if preference or any(ex.meta.get("_rft") for ex in task.examples[:1]):
+    the checks do not read, and splits are by prompt already."""
+    if preference:
         return False, None, {}
     from .curate import CurateOptions, apply_fixes_logged, curate_task, curated_task
     options = CurateOptions(model_checks=False, progress=False, **REPAIRS)

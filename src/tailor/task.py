@@ -409,12 +409,15 @@ def _chat(row: _Row) -> Example:
         raise row.err("messages", f"expected an array of messages, got {_type(msgs)}")
     if len(msgs) < (1 if row.optional_target else 2):
         raise row.err("messages", "needs at least a user and an assistant message")
+    msgs = list(msgs)   # developer turns are renamed below, in this copy, not in the record
     for i, m in enumerate(msgs):
         name = f"messages[{i}]"
         if not isinstance(m, dict):
             raise row.err(name, f"expected an object, got {_type(m)}")
+        if m.get("role") == "developer":   # OpenAI's system message for newer models: same place, same purpose
+            msgs[i] = m = {**m, "role": "system"}
         if m.get("role") not in ("system", "user", "assistant"):
-            raise row.err(f"{name}.role", f"expected system, user or assistant, got {m.get('role')!r}")
+            raise row.err(f"{name}.role", f"expected system, developer, user or assistant, got {m.get('role')!r}")
         if not isinstance(m.get("content"), str):
             raise row.err(f"{name}.content", f"expected a string, got {_type(m.get('content'))}")
         if not m["content"].strip() and m["role"] != "system":

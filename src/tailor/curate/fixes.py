@@ -138,8 +138,8 @@ def _downsample(rows: list[Example], report: CurationReport, seed: int, log: Cou
 def to_record(ex: Example, kind: str) -> dict:
     """One JSONL record in the format Tailor loads back (text_label, prompt_completion, chat,
     choice), with the split and the meta fields alongside."""
-    if isinstance(ex.input, list):
-        rec = {"messages": ex.input + [{"role": "assistant", "content": ex.target}]}
+    if isinstance(ex.input, list):   # a reinforcement fine-tuning row stays one: no answer turn is added
+        rec = {"messages": ex.input + ([] if ex.meta.get("_rft") else [{"role": "assistant", "content": ex.target}])}
     elif kind == "classify":
         rec = {"text": ex.input, "label": ex.target}
     elif kind == "choice":
