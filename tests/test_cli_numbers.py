@@ -55,6 +55,7 @@ CASES = [
     (["tune", GONE, "--arm", "a", "--threads", "0"], "--threads 0: expected at least 1"),
     (["run", GONE + ".yaml", "--limit", "0"], "--limit 0: expected at least 1 test row"),
     (["demo", "--limit", "-1"], "--limit -1: expected at least 1 test row"),
+    (["run", GONE + ".yaml", "--budget", "9" * 400], "--budget '999"),   # float('9' * 400) is inf
 ]
 
 

@@ -118,7 +118,7 @@ def parse_budget(text: str) -> float:
     zero or negative, is a one-line error naming the option."""
     m = _BUDGET.match(str(text))
     value = float(m.group(1)) if m else 0.0
-    if not m or value <= 0:
+    if not m or not 0 < value < float("inf"):   # 400 digits of minutes are inf, not a budget
         raise TailorError(f"--budget '{text}': expected a positive time such as 30m, 1h, 90s, or 45 (minutes)")
     return value * {"s": 1, "m": 60, "h": 3600, "": 60}[m.group(2).lower()]
 
