@@ -125,13 +125,16 @@ def test_score_model_reads_a_number_clips_it_and_counts_what_it_cannot_read(tiny
 
 
 def test_a_model_judge_is_checked_against_people_before_it_ranks(tiny_base):
-    data = rows(16)
-    for labels in (("yes", "no"), ("1", "2"), ("A", "B")):   # a random tiny model: the pair whose choice varies by row
-        judge = label_judge(tiny_base, passing=labels[:1], labels=labels)
-        said = judge.label([r.meta["output"] for r in data], [item_of(r) for r in data])
-        if len(set(said)) == 2:
-            break
-    assert len(set(said)) == 2, "tiny-test gave one label to every row for every pair tried: kappa is undefined"
+    # tiny-test is a random model: its choice between two labels barely depends on the row. With these
+    # prompts and labels it gives both labels over the 16 rows (checked below), so kappa is defined.
+    data = [Example(f"r{i}", w, w, meta={"output": " ".join(WORDS[i:i + 1 + i % 4])}) for i, w in enumerate(WORDS)]
+    labels = ("1", "2")
+    judge = load_grader({"type": "label_model", "name": "right", "model": "tiny-test", "labels": list(labels),
+                         "passing_labels": ["1"], "input": [
+                             {"role": "developer", "content": "Judge the answer."},
+                             {"role": "user", "content": "Q: {{ item.input }}\nA: {{ sample.output_text }}"}]}).bind(tiny_base)
+    said = judge.label([r.meta["output"] for r in data], [item_of(r) for r in data])
+    assert len(set(said)) == 2, "tiny-test gave one label to every row: kappa is undefined"
     agreeing = [Example(r.id, r.input, r.target, meta={**r.meta, "human_label": s}) for r, s in zip(data, said)]
     other = {labels[0]: labels[1], labels[1]: labels[0]}
     disagreeing = [Example(r.id, r.input, r.target, meta={**r.meta, "human_label": other[s]}) for r, s in zip(data, said)]
@@ -189,3 +192,12 @@ def test_a_grader_ranks_every_arm_of_a_ladder_with_per_row_intervals(tmp_path, t
     with pytest.raises(TailorError, match=r"field 'metric.grader': .*bad.json: field 'operation'"):
         experiment_from_dict({"model": "tiny-test", "task": str(data), "metric": {"grader": str(bad)},
                               "arms": [{"name": "zero", "method": "zero-shot"}]})
+
+
+def test_cosine_similarity_on_the_bundled_embedder():
+    g = load_grader({"type": "text_similarity", "name": "cos", "input": "{{ sample.output_text }}",
+                     "reference": "{{ item.reference_answer }}", "evaluation_metric": "cosine", "pass_threshold": 0.5})
+    items = [{"reference_answer": "The cat sat on the mat."}] * 3
+    same, para, other = g.grade(["The cat sat on the mat.", "A cat was sitting on the mat.", "Stock prices fell sharply."],
+                                items)
+    assert same == pytest.approx(1.0, abs=1e-5) and other < para < same and g.passed(para) and not g.passed(other)
