@@ -192,3 +192,14 @@ def test_multi_grader_the_guides_tool_call_example_and_a_formula_that_is_never_e
     bad = {**spec, "graders": {**spec["graders"], "name": {**spec["graders"]["name"], "operation": "is"}}}
     with pytest.raises(TailorError, match=r"^g.json: field 'graders.name.operation': Input should be"):
         load_grader(bad, "g.json")
+
+
+def test_the_example_grader_files_load_and_grade():
+    from pathlib import Path
+    folder = Path(__file__).parent.parent / "examples" / "graders"
+    graders = {p.stem: load_grader(p) for p in sorted(folder.glob("*.json"))}   # model judges load no model until they grade
+    assert {"string_check", "text_similarity", "tool_call_multi", "python_numeric", "label_model_judge"} <= set(graders)
+    item = {"reference_answer": "42", "name": "f", "arguments": "{}"}
+    assert graders["string_check"].grade(["42", "41"], [item] * 2) == [1.0, 0.0]
+    assert graders["python_numeric"].grade(["so the answer is 42", "about 41.5"], [item] * 2) == [1.0, 0.0]
+    assert graders["tool_call_multi"].grade(['{"name": "f", "arguments": "{}"}'], [item]) == [1.0]
