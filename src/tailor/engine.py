@@ -33,6 +33,17 @@ from .utils import cache_dir, sha256_text
 
 
 @dataclass
+class Echo:
+    """A prompt scored token by token (and with max_tokens 1, the token drawn after it): what an
+    OpenAI completions request with echo and logprobs returns."""
+    text: str            # the prompt's text (a token-id prompt decoded), then the drawn token's
+    tokens: list         # (token text, log-probability or None, character offset, {alternative: log-probability} or None)
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+
+@dataclass
 class Generation:
     text: str
     prompt_tokens: int
@@ -339,31 +350,77 @@ class Engine:
     # ------------------------------------------------------------ prompt log-probabilities
 
     @torch.inference_mode()
-    def prompt_logprobs(self, texts: list[str], adapters=None) -> list[list[tuple[str, float | None, int]]]:
-        """For each text, its tokens as (token text, log-probability given the tokens before it
-        (None for the first), character offset): what an OpenAI completions request with
-        `echo` and `logprobs` returns, and what a remote engine scores options with."""
-        names = self._adapters_of(len(texts), adapters)
+    def echo(self, prompts: list[str | list[int]], adapters=None, top: list[int] | None = None,
+             sample: list[tuple[float, float, int] | None] | None = None) -> list[Echo]:
+        """A completions request with `echo` and `logprobs`, as OpenAI and vLLM answer it: each
+        prompt's tokens (a text's own, or token ids exactly as given) with the log-probability of
+        each given the ones before (None for the first), its `top[i]` likeliest alternatives (the
+        token itself always among them, as vLLM does), its character offset; with `sample[i]`
+        (temperature, top_p, seed) one more token drawn from the distribution after the prompt
+        (max_tokens 1: lm-evaluation-harness's loglikelihood request), in the same forward."""
+        names = self._adapters_of(len(prompts), adapters)
+        top = list(top) if top is not None else [0] * len(prompts)
+        sample = list(sample) if sample is not None else [None] * len(prompts)
+        ends = end_tokens(self.model, self.tok)
         out = []
-        for i in range(0, len(texts), self.batch_size):
-            batch = texts[i:i + self.batch_size]
-            enc = [self.tok(t, add_special_tokens=False, return_offsets_mapping=True) for t in batch]
-            ids = [e.input_ids or [self.pad_id] for e in enc]
-            width = max(map(len, ids))
-            x = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(ids), width), dtype=torch.long)
-            for r, seq in enumerate(ids):
-                x[r, :len(seq)] = torch.tensor(seq)
+        for i in range(0, len(prompts), self.batch_size):
+            seqs, offsets = [], []
+            for p in prompts[i:i + self.batch_size]:
+                if isinstance(p, str):
+                    e = self.tok(p, add_special_tokens=False, return_offsets_mapping=True)
+                    seqs.append(list(e.input_ids))
+                    offsets.append([o[0] for o in e.offset_mapping])
+                else:
+                    seqs.append(list(p))
+                    offsets.append(None)
+            width = max(1, max(map(len, seqs)))
+            x = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(seqs), width), dtype=torch.long)
+            for r, seq in enumerate(seqs):
+                x[r, :len(seq)] = torch.tensor(seq, dtype=torch.long)
                 mask[r, :len(seq)] = 1
             with self.rows(names[i:i + self.batch_size]):
                 logits = self.model(input_ids=x.to(self.device), attention_mask=mask.to(self.device),
-                                    use_cache=False).logits.float()
-            lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, x[:, 1:, None].to(self.device)).squeeze(-1)
-            for r, e in enumerate(enc):
-                pieces = self.tok.convert_ids_to_tokens(e.input_ids)
-                out.append([(self.tok.convert_tokens_to_string([p]), None if j == 0 else float(lp[r, j - 1]),
-                             e.offset_mapping[j][0]) for j, p in enumerate(pieces)])
+                                    use_cache=False).logits
+            for r, seq in enumerate(seqs):
+                k, s = top[i + r], sample[i + r]
+                lp = torch.log_softmax(logits[r, :len(seq)].float(), -1).cpu()   # row j: the token after j
+                ids = list(seq)
+                if s is not None:
+                    ids.append(self._draw(lp[-1], *s))
+                pieces = [self.tok.convert_tokens_to_string([p]) for p in self.tok.convert_ids_to_tokens(ids)]
+                text = self.tok.decode(seq) if offsets[r] is None else prompts[i + r]
+                starts = offsets[r] if offsets[r] is not None else [sum(map(len, pieces[:j])) for j in range(len(seq))]
+                tokens = []
+                for j, tid in enumerate(ids):
+                    if j == 0:
+                        tokens.append((pieces[0], None, starts[0], None))
+                        continue
+                    row = lp[j - 1]
+                    alts = {int(t): float(v) for v, t in zip(*row.topk(k))} if k else {}
+                    alts.setdefault(tid, float(row[tid]))
+                    start = starts[j] if j < len(seq) else len(text)
+                    tokens.append((pieces[j], float(row[tid]), start,
+                                   {self.tok.convert_tokens_to_string([self.tok.convert_ids_to_tokens(t)]): v
+                                    for t, v in alts.items()}))
+                generated = ids[len(seq):]
+                out.append(Echo(text + self.tok.decode(generated), tokens, len(seq), len(generated),
+                                "stop" if generated and generated[0] in ends else "length"))
         return out
+
+    @staticmethod
+    def _draw(logprobs: torch.Tensor, temperature: float, top_p: float, seed: int) -> int:
+        """One token from a next-token distribution: the likeliest at temperature 0, else sampled
+        (nucleus top_p) from a generator seeded by the request."""
+        if temperature <= 0:
+            return int(logprobs.argmax())
+        probs = torch.softmax(logprobs / max(temperature, 1e-6), -1)
+        if top_p < 1:
+            sorted_p, order = probs.sort(descending=True)
+            keep = sorted_p.cumsum(-1) - sorted_p < top_p   # the smallest set reaching top_p (the first always)
+            probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+        gen = torch.Generator().manual_seed(seed % (1 << 63))
+        return int(torch.multinomial(probs, 1, generator=gen))
 
     # ------------------------------------------------------------ rewards
 

@@ -97,24 +97,35 @@ class ChatRequest(_Request):
         return self.max_completion_tokens or self.max_tokens or default
 
 
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=1 << 17)]
+
+
 class CompletionRequest(_Request):
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=64)]
+    # text, texts, token ids or lists of token ids, as OpenAI and vLLM accept them
+    # (lm-evaluation-harness's local-completions sends token ids)
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=64)] | TokenIds | \
+        Annotated[list[TokenIds], Field(min_length=1, max_length=64)]
     max_tokens: Annotated[int, Field(ge=0)] = 16   # OpenAI's default for completions; 0 with echo: score only
     echo: bool = False
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
 
     def scores_prompt(self) -> bool:
-        """echo + logprobs + max_tokens 0: the prompt's own token log-probabilities, nothing
-        generated (the one use of logprobs served here: scoring options remotely)."""
-        return self.echo and self.logprobs is not None and self.max_tokens == 0
+        """echo + logprobs: the prompt's own token log-probabilities, with max_tokens 0 (remote
+        scoring) or 1 (lm-evaluation-harness: the prompt's tokens, then the one drawn after it)."""
+        return self.echo and self.logprobs is not None
 
     @field_validator("prompt")
     @classmethod
     def _clean(cls, v):
-        return _valid_unicode(v) if isinstance(v, str) else [_valid_unicode(p) for p in v]
+        if isinstance(v, str):
+            return _valid_unicode(v)
+        return [_valid_unicode(p) if isinstance(p, str) else p for p in v]
 
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+    def prompts(self) -> list[str | list[int]]:
+        """Each prompt: a text, or a list of token ids."""
+        if isinstance(self.prompt, str) or isinstance(self.prompt[0], int):
+            return [self.prompt]
+        return list(self.prompt)
 
 
 class Usage(BaseModel):
@@ -145,10 +156,13 @@ class ChatCompletion(BaseModel):
 
 
 class Logprobs(BaseModel):
+    """OpenAI's completions logprobs: per token its text, log-probability (None for an echoed
+    prompt's first), character offset in the choice's text, and its likeliest alternatives
+    ({token: log-probability}, the token itself always among them; None for the first)."""
     tokens: list[str]
     token_logprobs: list[float | None]
     text_offset: list[int]
-    top_logprobs: None = None
+    top_logprobs: list[dict[str, float] | None] | None = None
 
 
 class CompletionChoice(BaseModel):

@@ -36,7 +36,7 @@ class Answer:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
-    logprobs: list | None = None   # echo requests: the prompt's (token, log-probability, offset)
+    logprobs: list | None = None   # echo requests: (token, log-probability, offset, alternatives) per token
 
 
 @dataclass
@@ -49,7 +49,9 @@ class Job:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     on_text: Callable[[str], None] | None = None   # streamed text, called from the worker thread
-    echo: bool = False               # score the prompt's own tokens, generate nothing
+    echo: bool = False               # score the prompt's own tokens (and draw max_tokens 0 or 1 after them)
+    ids: list[int] | None = None     # an echo request's prompt as token ids, scored exactly as given
+    top: int = 0                     # an echo request's logprobs: alternatives per token
     example: object = None           # a program arm's request as a task row (its question and metadata)
     future: Future = field(default_factory=Future)
     cancelled: bool = False
@@ -228,10 +230,12 @@ class Scheduler:
                 self._finish(job, Answer(p.prediction, "stop", p.prompt_tokens, p.completion_tokens))
 
     def _echo(self, engine, jobs: list[Job]) -> None:
-        scored = self._batched(jobs, "prompt scoring", lambda: engine.prompt_logprobs(
-            [j.prompt for j in jobs], adapters=[j.arm.adapter for j in jobs]))
-        for job, tokens in zip(jobs, scored or []):
-            self._finish(job, Answer(job.prompt, "length", len(tokens), 0, tokens))
+        scored = self._batched(jobs, "prompt scoring", lambda: engine.echo(
+            [j.prompt if j.ids is None else j.ids for j in jobs], adapters=[j.arm.adapter for j in jobs],
+            top=[j.top for j in jobs],
+            sample=[(j.temperature, j.top_p, j.seed or 0) if j.max_tokens else None for j in jobs]))
+        for job, e in zip(jobs, scored or []):
+            self._finish(job, Answer(e.text, e.finish_reason, e.prompt_tokens, e.completion_tokens, e.tokens))
 
     def _join(self, decoder, jobs: list[Job]) -> None:
         from ..decode import Sequence
