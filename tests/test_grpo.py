@@ -199,3 +199,26 @@ def test_grpo_says_what_it_will_do_and_prints_progress_lines_with_an_eta(tiny_ba
     assert "grpo: 2 steps of 2 prompts x 2 samples of at most 3 tokens, dapo loss" in err
     first = next(line for line in err.splitlines() if "training grpo: 1/2 steps (50%)" in line)
     assert "tok/s" in first and "reward " in first and "correctness " in first and "ETA " in first
+
+
+def test_graders_are_the_rewards_with_format_apart_from_correctness(tiny_base, task, tmp_path):
+    from tailor.methods import make_method
+    spec = tmp_path / "label.json"
+    spec.write_text(json.dumps({"type": "string_check", "name": "label", "input": "{{ sample.output_text }}",
+                                "reference": "{{ item.reference_answer }}", "operation": "eq"}))
+    has_b = {"type": "string_check", "name": "has_b", "input": "{{ sample.output_text }}", "reference": "b",
+             "operation": "ilike"}
+    arm = make_method("grpo", {"steps": 1, "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 3,
+                               "precision": "fp32", "rewards": [{"grader": str(spec)},
+                                                                {"grader": has_b, "kind": "format", "weight": 0.5}]})
+    train = arm.fit(task, tiny_base, None, progress=False).recipe.train
+    assert [(r["name"], r["kind"], r["weight"]) for r in train["rewards"]] == [("label", "correctness", 1.0),
+                                                                            ("has_b", "format", 0.5)]
+    row = train["history"][0]
+    assert row["reward"] == pytest.approx(row["reward/label"] + 0.5 * row["reward/has_b"])
+    assert (row["reward_correctness"], row["reward_format"]) == (row["reward/label"], 0.5 * row["reward/has_b"])
+    assert arm.fit_inputs()["grader_files"][str(spec)]   # an edited grader file is a different fit
+    bad = make_method("grpo", {"rewards": [{"grader": {"type": "string_check", "input": "x", "operation": "eq"}}]})
+    with pytest.raises(TailorError) as info:   # refused before the model is touched
+        bad.fit(task, tiny_base, None, progress=False)
+    assert str(info.value).startswith("grpo rewards[0].grader: field 'reference'") and "\n" not in str(info.value)

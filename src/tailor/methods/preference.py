@@ -367,7 +367,8 @@ class GRPO(_Policy):
         from ..graders import item_of, load_grader  # deferred: graders may load judges (torch)
         out = []
         for i, spec in enumerate(self.rewards):
-            grader = load_grader(spec.grader, where=f"grpo rewards[{i}].grader")
+            field = f"grpo rewards[{i}].grader"   # a file's errors name the file too
+            grader = load_grader(spec.grader, where=f"{spec.grader} ({field})" if isinstance(spec.grader, str) else field)
             name = spec.name or getattr(grader, "name", None) or f"reward-{i}"
             out.append(RewardFn(name, spec.kind, spec.weight,
                                 lambda samples, rows, g=grader: g.grade(samples, [item_of(ex) for ex in rows])))
