@@ -49,17 +49,16 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..errors import TailorError
-from ..progress import Meter, console
-from ..train.checkpoint import latest_checkpoint, save_checkpoint
+from ..progress import Meter
 from ..train.data import Batch, Encoded, pack, step_examples
 from ..train.loop import prepare_precision, use_bf16
-from ..train.scaffold import adamw, autocast, check_finite, clip_and_step, metrics_log, resume_state, wall_budget
+from ..train.scaffold import OnPolicyLoop, adamw, autocast, check_finite, clip_and_step, metrics_log, resume_state, wall_budget
 
 log = logging.getLogger("tailor")
 
@@ -156,7 +155,7 @@ class Groups:
     stats: dict
 
 
-class GRPOTrainer:
+class GRPOTrainer(OnPolicyLoop):
     def __init__(self, model, tokenizer, builder, prompts: list, rewards: list[RewardFn], opts, out: Path | None,
                  reference: dict | None = None, resume: str | None = None, progress: bool = False,
                  budget_s: float | None = None):
@@ -388,21 +387,14 @@ class GRPOTrainer:
                 log.info("grpo %d/%d reward %.3f (%s) len %.1f groups %d", s.step, o.steps, stats["reward"],
                          ", ".join(f"{k} {v:.3f}" for k, v in stats.items() if k.startswith("reward/")),
                          stats["response_length"], stats["groups"])
-                over = self._over_budget() and s.step < o.steps
-                if self.out and o.save_every and (s.step % o.save_every == 0 or s.step == o.steps or over):
-                    save_checkpoint(self.out / "checkpoints", self.model, self.optimizer, asdict(s), o.keep_checkpoints)
-                if over:
+                if self._end_step(o.steps, o.save_every, o.keep_checkpoints):
                     stopped = "budget"
                     break
         finally:
             meter.close()
             self.metrics.close()
         if stopped == "budget":
-            text = (f"grpo: stopped after step {s.step} of {o.steps}: {s.elapsed_s:.1f} s of training passed the "
-                    f"budget of {self.budget:.1f} s")
-            log.info("%s", text)
-            if self.progress:
-                console.print(f"  {text}", highlight=False)
+            self._say_budget_stop("grpo", "step", o.steps)
         return {"steps": s.step, "stopped": stopped, "budget_s": self.budget, "train_time_s": s.elapsed_s,
                 "train_tokens": s.tokens, "sampled_tokens": s.sampled_tokens, "sampling_s": s.sampling_s,
                 "final_loss": s.history[-1].get("loss", float("nan")) if s.history else float("nan"),
@@ -418,13 +410,5 @@ class GRPOTrainer:
                 f"{o.max_new_tokens} tokens, {o.loss} loss, {o.inner_epochs} pass(es) over {o.minibatches} "
                 f"minibatch(es), rewards {', '.join(f'{r.name} ({r.kind}, x{r.weight:g})' for r in self.rewards)}"
                 f"{budget}")
-        log.info("%s", text)
-        if self.progress:
-            console.print(f"  {text}", highlight=False)
+        self._say(text)
 
-    def _over_budget(self) -> bool:
-        return bool(self.budget) and self.state.elapsed_s >= self.budget
-
-    def _last_checkpoint(self) -> str | None:
-        ckpt = latest_checkpoint(self.out / "checkpoints") if self.out else None
-        return str(ckpt) if ckpt else self.resumed_from

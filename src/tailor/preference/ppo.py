@@ -34,16 +34,15 @@ import contextlib
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..progress import Meter, console
-from ..train.checkpoint import latest_checkpoint, save_checkpoint
+from ..progress import Meter
 from ..train.data import Batch, Encoded, pack
 from ..train.loop import prepare_precision, use_bf16
-from ..train.scaffold import adamw, autocast, check_finite, clip_and_step, metrics_log, resume_state, wall_budget
+from ..train.scaffold import OnPolicyLoop, adamw, autocast, check_finite, clip_and_step, metrics_log, resume_state, wall_budget
 
 log = logging.getLogger("tailor")
 
@@ -164,7 +163,7 @@ class Rollout:
     stats: dict
 
 
-class PPOTrainer:
+class PPOTrainer(OnPolicyLoop):
     def __init__(self, model: PolicyWithValue, tokenizer, builder, prompts: list, reward_engine, opts, out: Path | None,
                  reference=None, resume: str | None = None, progress: bool = False, budget_s: float | None = None):
         """`reference`: None (the adapter switched off is the reference) or a dict of the frozen
@@ -355,21 +354,14 @@ class PPOTrainer:
                 meter.update(1, s.tokens - tokens, reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.3f}")
                 log.info("ppo %d/%d reward %.3f kl %.3f clip %.3f len %.1f", s.step, o.steps, stats["reward"],
                          stats["kl"], stats["clip_fraction"], stats["response_length"])
-                over = self._over_budget() and s.step < o.steps
-                if self.out and o.save_every and (s.step % o.save_every == 0 or s.step == o.steps or over):
-                    save_checkpoint(self.out / "checkpoints", self.model, self.optimizer, asdict(s), o.keep_checkpoints)
-                if over:
+                if self._end_step(o.steps, o.save_every, o.keep_checkpoints):
                     stopped = "budget"
                     break
         finally:
             meter.close()
             self.metrics.close()
         if stopped == "budget":
-            text = (f"ppo: stopped after iteration {s.step} of {o.steps}: {s.elapsed_s:.1f} s of training passed "
-                    f"the budget of {self.budget:.1f} s")
-            log.info("%s", text)
-            if self.progress:
-                console.print(f"  {text}", highlight=False)
+            self._say_budget_stop("ppo", "iteration", o.steps)
         return {"steps": s.step, "iterations": s.step, "stopped": stopped, "budget_s": self.budget,
                 "train_time_s": s.elapsed_s, "train_tokens": s.tokens, "beta": s.beta,
                 "final_loss": s.history[-1]["policy_loss"] if s.history else float("nan"),
@@ -384,14 +376,6 @@ class PPOTrainer:
                   if self.budget else "")
         text = (f"ppo: {o.steps - s.step} iterations of {o.rollout_prompts} rollouts of at most {o.max_new_tokens} "
                 f"tokens, {o.ppo_epochs} epochs over minibatches of {o.minibatch_prompts}{budget}")
-        log.info("%s", text)
-        if self.progress:
-            console.print(f"  {text}", highlight=False)
+        self._say(text)
 
-    def _over_budget(self) -> bool:
-        return bool(self.budget) and self.state.elapsed_s >= self.budget
-
-    def _last_checkpoint(self) -> str | None:
-        ckpt = latest_checkpoint(self.out / "checkpoints") if self.out else None
-        return str(ckpt) if ckpt else self.resumed_from
 

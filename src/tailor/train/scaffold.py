@@ -7,12 +7,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from ..errors import TailorError
-from .checkpoint import load_checkpoint
+from ..progress import console
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .logs import MetricsLog
 
 log = logging.getLogger("tailor")
@@ -68,3 +70,35 @@ def wall_budget(budget_minutes: float | None, budget_s: float | None) -> float |
     """Seconds training may take: the option's and the caller's (a ladder's share), the smaller."""
     budgets = [b for b in (budget_minutes and budget_minutes * 60, budget_s) if b]
     return min(budgets) if budgets else None
+
+
+class OnPolicyLoop:
+    """What the compact on-policy loops (PPO, GRPO) share around their step: the budget, checked
+    after each step; a checkpoint when one is due; the last good checkpoint; saying what happens.
+    A subclass sets out, model, optimizer, budget, state (step, elapsed_s), progress, resumed_from."""
+
+    def _say(self, text: str) -> None:
+        log.info("%s", text)
+        if self.progress:
+            console.print(f"  {text}", highlight=False)
+
+    def _over_budget(self) -> bool:
+        return bool(self.budget) and self.state.elapsed_s >= self.budget
+
+    def _end_step(self, steps: int, save_every: int, keep: int) -> bool:
+        """A checkpoint every `save_every` steps, at the last, and where the budget stops training;
+        True when it does."""
+        s = self.state
+        over = self._over_budget() and s.step < steps
+        if self.out and save_every and (s.step % save_every == 0 or s.step == steps or over):
+            save_checkpoint(self.out / "checkpoints", self.model, self.optimizer, asdict(s), keep)
+        return over
+
+    def _say_budget_stop(self, what: str, unit: str, steps: int) -> None:
+        s = self.state
+        self._say(f"{what}: stopped after {unit} {s.step} of {steps}: {s.elapsed_s:.1f} s of training passed the "
+                  f"budget of {self.budget:.1f} s")
+
+    def _last_checkpoint(self) -> str | None:
+        ckpt = latest_checkpoint(self.out / "checkpoints") if self.out else None
+        return str(ckpt) if ckpt else self.resumed_from
