@@ -39,7 +39,7 @@ def export(
         raise TailorError("choose one: --merge OUT (a merged model folder), --gguf OUT.gguf (one GGUF file and an "
                           "Ollama Modelfile) or --serve vllm (a vllm serve line)")
     if gguf is None:
-        return train.export(arms, merge, serve, port, model, dtype)
+        return train.merge_or_serve(arms, merge, serve, port, model, dtype)
     if len(arms) != 1:
         raise TailorError(f"--gguf writes one model: name one arm, not {len(arms)}")
     from ..export.gguf_file import QUANTS

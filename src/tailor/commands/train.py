@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..errors import TailorError
 from . import out
-from .numbers import COUNT, PORT
+from .numbers import COUNT
 
 
 def train(
@@ -69,20 +69,10 @@ def _resumable(resume: str | None) -> None:
         raise TailorError(f"{resume}: no checkpoint to resume from (expected checkpoints/latest.json)")
 
 
-def export(
-    arms: list[str] = typer.Argument(..., help="arm folders (`tailor train` runs or a ladder's RUN/arms/NAME); "
-                                               "NAME=ARM names one for --serve"),
-    merge: Optional[str] = typer.Option(None, help="output folder for the merged safetensors Hugging Face model"),
-    serve: Optional[str] = typer.Option(None, help="`vllm`: check the LoRA arms against vLLM's rules and print "
-                                                   "the `vllm serve --enable-lora` line that serves them"),
-    port: int = typer.Option(8000, callback=PORT, help="--serve: the port in the printed line"),
-    model: Optional[str] = typer.Option(None, help="base model (default: the one the arm was fitted on)"),
-    dtype: str = typer.Option("fp32", help="dtype to merge and save in: fp32 | bf16"),
-) -> None:
+def merge_or_serve(arms: list[str], merge: str | None, serve: str | None, port: int, model: str | None,
+                   dtype: str) -> None:
     """Merge a trained adapter into its base and save a standard model folder (--merge), or print
-    how to serve LoRA arms with vLLM (--serve vllm)."""
-    if (merge is None) == (serve is None):
-        raise TailorError("choose one: --merge OUT (a merged model folder) or --serve vllm (a vllm serve line)")
+    how to serve LoRA arms with vLLM (--serve vllm); `tailor export` chose one of them."""
     if serve is not None:
         return _export_vllm(arms, serve, port)
     if len(arms) != 1:
