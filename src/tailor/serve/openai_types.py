@@ -114,6 +114,18 @@ class CompletionRequest(_Request):
         scoring) or 1 (lm-evaluation-harness: the prompt's tokens, then the one drawn after it)."""
         return self.echo and self.logprobs is not None
 
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _shape(cls, v):
+        # one message naming the four shapes, instead of pydantic's per-branch union errors ("prompt.str: ...")
+        def ids(p):
+            return isinstance(p, list) and p and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in p)
+        if not (isinstance(v, str) or ids(v) or isinstance(v, list) and v and (
+                all(isinstance(p, str) for p in v) or all(ids(p) for p in v))):
+            raise ValueError("a prompt is a text, a list of texts, a list of token ids (whole numbers >= 0) or a list "
+                             "of such lists, none of them empty")
+        return v
+
     @field_validator("prompt")
     @classmethod
     def _clean(cls, v):
