@@ -347,7 +347,7 @@ def test_prompts_that_start_alike_reuse_the_prefix_and_get_what_they_get_alone(t
     later.append(Sequence(engine.encode(other), "bob", 10))
     forwards = []
     prefill = decoder._prefill
-    decoder._prefill = lambda seqs, reuse: (forwards.append(list(reuse)), prefill(seqs, reuse))[1]
+    decoder._prefill = lambda seqs, reuse, starts=None: (forwards.append(list(reuse)), prefill(seqs, reuse, starts))[1]
     decoder.join(later)
     assert any(0 in reuse and max(reuse) > 0 for reuse in forwards)   # rows reusing and not, in one forward
     counts = engine.prompt_tokens
