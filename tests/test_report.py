@@ -229,3 +229,20 @@ def test_report_has_a_retrieval_section_with_helped_and_hurt(tmp_path):
     assert 'href="#retrieval"' in html
     page = render(tmp_path / "report.html", tmp_path / "r.png", width=1280)
     assert page.errors == []
+
+
+def test_the_rewards_section_tells_a_format_reward_that_rose_from_a_correctness_reward_that_did_not():
+    from tailor.report.html import render_html
+    from tailor.results import ArmResult
+    history = [{"step": i + 1, "reward/format": 0.1 * (i + 1), "reward/exact": 0.2, "reward": 0.05 * (i + 1) + 0.2,
+                "response_length": 40 - i} for i in range(8)]
+    grpo = ArmResult(name="grpo", method="grpo", metrics={"accuracy": 0.3}, train={
+        "history": history, "rewards": [{"name": "format", "kind": "format", "weight": 0.5},
+                                        {"name": "exact", "kind": "correctness", "weight": 1.0}]})
+    html = render_html(LadderResult(arms=[grpo, ArmResult(name="zero-shot", method="zero-shot")]))
+    section = html.split('<section id="rewards"')[1].split("</section>")[0]
+    rows = section.split("<tr>")[2:]
+    assert "<td>format</td><td>format</td><td>0.5</td><td>0.150</td><td>0.750</td><td>+0.600</td>" in rows[0]
+    assert "<td>exact</td><td>correctness</td><td>1.0</td><td>0.200</td><td>0.200</td><td>+0.000</td>" in rows[1]
+    assert "<td>total</td>" in rows[2] and "+0.300" in rows[2] and "39.5 → 33.5" in rows[0]
+    assert '<a href="#rewards">' in html

@@ -22,6 +22,7 @@ from .helm import bias_section, robustness_section
 from .longdoc import longdoc_section
 from .preference import preference_section
 from .retrieval import retrieval_section
+from .rewards import rewards_section
 from .tuning import tuning_section
 from .verdict import verdict_section
 
@@ -44,7 +45,8 @@ def render_html(results: LadderResult) -> str:
     body = [sections.header(v), _nav(v), sections.recommendation(v), sections.comparison_table(v),
             verdict_section(v), tuning_section(v), sections.charts(v), curves_section(v), breakeven_section(v),
             retrieval_section(v), distill_section(v), longdoc_section(v), preference_section(v),
-            calibration_section(v), sections.forgetting(v), robustness_section(v), bias_section(v), sections.confusions(v),
+            calibration_section(v), rewards_section(v), sections.forgetting(v), robustness_section(v), bias_section(v),
+            sections.confusions(v),
             sections.debugging(v), sections.examples(v),
             sections.data_check(v), sections.manifest(v)]
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -78,6 +80,8 @@ def _nav(v: sections.View) -> str:
         links.append(("longdoc", "Long documents"))
     if any("preference_accuracy" in a.metrics or "pairwise_accuracy" in a.metrics for a in v.ok):
         links.append(("preference", "Preference"))
+    if any((a.train or {}).get("rewards") and (a.train or {}).get("history") for a in v.ok):
+        links.append(("rewards", "Rewards"))
     if any(a.forgetting for a in v.arms):
         links.append(("forgetting", "Forgetting"))
     if any(a.robustness for a in v.ok):
