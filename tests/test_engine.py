@@ -468,3 +468,16 @@ def test_streamed_text_is_the_final_text_and_never_shows_a_stop_string(tiny_base
     Decoder(engine).run([seq])
     assert seq.finish_reason == "stop" and seq.text == free.text[:free.text.index(stop)]
     assert "".join(deltas) == seq.text and all(stop not in d for d in deltas)
+
+
+def test_on_the_static_path_a_sampled_answer_depends_on_its_seed_not_on_its_batch_mates(tiny_base, monkeypatch):
+    """Models the decoder does not run go through transformers' generate, one seeded generator per
+    batch: rows of different seeds (GRPO's group) are batched by seed, so each row's answer is the
+    one it gets alone with that seed."""
+    import tailor.engine as engine_module
+    monkeypatch.setattr(engine_module, "supported", lambda model: False)
+    prompt = PROMPTS[0]
+    group = make_engine(tiny_base).generate([prompt] * 3, max_new_tokens=6, temperature=1.0, seed=[11, 12, 13])
+    alone = [make_engine(tiny_base).generate([prompt], max_new_tokens=6, temperature=1.0, seed=s)[0] for s in (11, 12, 13)]
+    assert [g.text for g in group] == [a.text for a in alone]
+    assert len({g.text for g in group}) > 1   # the seeds do differ (a tiny random model's samples vary)

@@ -477,7 +477,7 @@ class Engine:
     def _generate(self, prompts, names, todo, per_row, meter) -> list[Generation]:
         params = per_row[todo[0]] if todo else {}
         if not supported(self.model):
-            return self._generate_static(prompts, names, todo, params, meter)
+            return self._generate_static(prompts, names, todo, per_row, meter)
         # Continuous batching: up to batch_size rows decode together, and a finished row's place
         # goes to the next prompt at once (shortest prompts first), not when the batch ends.
         queue = sorted(todo, key=lambda i: len(prompts[i]))
@@ -501,14 +501,21 @@ class Engine:
         return [out[i] for i in todo]
 
     @torch.inference_mode()
-    def _generate_static(self, prompts, names, todo, params, meter) -> list[Generation]:
+    def _generate_static(self, prompts, names, todo, per_row, meter) -> list[Generation]:
         """transformers' generate, batch by batch: for models the decoder does not run (prompt
-        learning adapters, sliding-window attention)."""
+        learning adapters, sliding-window attention). A batch samples from one seeded generator,
+        so rows of different seeds (GRPO's group of samples) go in batches of their own seed: a
+        row's answer depends on its seed, never on which rows shared its batch."""
+        params = per_row[todo[0]] if todo else {}
         enc = {i: self.encode(prompts[i]) for i in todo}
         cost = {i: len(enc[i]) + params["max_new_tokens"] for i in todo}
         eos = end_tokens(self.model, self.tok)
         out: dict[int, Generation] = {}
-        for batch in self._batches(todo, cost):
+        by_seed: dict = {}
+        for i in todo:
+            by_seed.setdefault(per_row[i]["seed"], []).append(i)
+        for batch in (b for rows in by_seed.values() for b in self._batches(rows, cost)):
+            params = per_row[batch[0]]
             ids, mask = left_pad([enc[i] for i in batch], self.pad_id, self.device)
             if params["temperature"] > 0:
                 torch.manual_seed(params["seed"])
