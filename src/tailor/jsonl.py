@@ -56,6 +56,19 @@ def loads(text: str):
         raise Unusable(str(e).split(":")[0], text, 0) from None
 
 
+def read_json_object(path: str | Path, what: str, shape: str = "a JSON object") -> dict:
+    """A saved file that must hold one JSON object (a recipe, a checkpoint's state or pointer, a
+    run's results), read through `loads` (nesting and number lengths bounded): every way it can be
+    unreadable is one DataError naming the file."""
+    try:
+        data = loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(path, f"cannot read the {what} ({e})") from None
+    if not isinstance(data, dict):
+        raise DataError(path, f"expected {shape}, got {json_type(data)}")
+    return data
+
+
 def json_type(v) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
             int: "a number", float: "a number", type(None): "null"}.get(type(v), type(v).__name__)

@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field
 
 from .errors import DataError, TailorError
-from .jsonl import read_jsonl
+from .jsonl import json_type, read_json_object, read_jsonl
 from .schema import Options
 from .selectors import SELECTORS
 from .task import Example
@@ -123,15 +123,9 @@ class _OnDisk(Recipe):
 
 
 def read_recipe(folder: Path) -> tuple[Recipe, list[Example]]:
-    from .jsonl import json_type, loads
     from .schema import validate
     path = folder / RECIPE
-    try:
-        data = loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(path, f"cannot read the recipe ({e})") from None
-    if not isinstance(data, dict):
-        raise DataError(path, f"expected a JSON object, got {json_type(data)}")
+    data = read_json_object(path, "recipe")
     if data.get("schema_version") != SCHEMA_VERSION:
         raise DataError(path, f"recipe schema {data.get('schema_version')!r} is not the {SCHEMA_VERSION} this Tailor "
                               "reads", field="schema_version")

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import TailorError
-from .jsonl import read_jsonl
+from .jsonl import read_json_object, read_jsonl
 from .progress import console
 
 Tracker = Literal["mlflow", "trackio", "tensorboard"]
@@ -83,11 +83,11 @@ class Entry:
 def read_run(run_dir: Path) -> tuple[str, Entry, list[Entry]]:
     """(tracker experiment name, the run's entry, its arms' entries) from a finished run directory."""
     path = Path(run_dir)
-    config = _json(path / "config.json") if (path / "config.json").is_file() else {}
+    config = read_json_object(path / "config.json", "run config") if (path / "config.json").is_file() else {}
     if (path / "results.json").is_file():
-        return _ladder(path, config, _json(path / "results.json"))
+        return _ladder(path, config, read_json_object(path / "results.json", "ladder results"))
     if (path / "metrics.json").is_file():   # a `tailor train` / `tailor eval` run: itself one arm
-        result = _json(path / "metrics.json")
+        result = read_json_object(path / "metrics.json", "run metrics")
         entry = Entry(path.name, flatten(config), {"tailor.run_dir": str(path.resolve()), "tailor.task": result.get("task", ""),
                                                    "tailor.method": result.get("method", "")},
                       _numbers(result.get("metrics")) | _numbers(result.get("cost"), "cost."),
@@ -123,13 +123,6 @@ def _ladder(path: Path, config: dict, results: dict) -> tuple[str, Entry, list[E
                               metrics | _numbers(arm.get("cost"), "cost."), sorted(curve, key=lambda r: r[0]),
                               failed=arm.get("status", "ok") != "ok"))
     return exp.get("name") or config.get("name") or "tailor", parent, children
-
-
-def _json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TailorError(f"{path}: not readable JSON ({e})") from None
 
 
 def _numbers(tree, prefix: str = "") -> dict[str, float]:

@@ -9,7 +9,6 @@ place, and only then does `latest.json` (itself written atomically) point at it.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import re
@@ -21,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import DataError, TailorError
-from ..jsonl import json_type, loads
+from ..jsonl import json_type, read_json_object
 from ..utils import atomic_dir, atomic_write, atomic_write_json
 
 log = logging.getLogger("tailor")
@@ -136,12 +135,7 @@ def latest_checkpoint(path: Path) -> Path | None:
 
 def _pointed(pointer: Path) -> str:
     """The checkpoint folder `latest.json` names: a step-NNNNNNN folder beside it."""
-    try:
-        data = loads(pointer.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(pointer, f"cannot read the checkpoint pointer ({e})") from None
-    if not isinstance(data, dict):
-        raise DataError(pointer, f"expected a JSON object {{step, dir}}, got {json_type(data)}")
+    data = read_json_object(pointer, "checkpoint pointer", "a JSON object {step, dir}")
     name = data.get("dir")
     if not isinstance(name, str) or not re.fullmatch(r"step-[0-9]{7,}", name):
         raise DataError(pointer, f"expected a checkpoint folder beside it (step-0000012), got {name!r}", field="dir")
@@ -153,12 +147,7 @@ def _pointed(pointer: Path) -> str:
 def _read_state(ckpt: Path) -> dict:
     """state.json of a checkpoint, its fields typed as loading uses them."""
     path = ckpt / "state.json"
-    try:
-        state = loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(path, f"cannot read the checkpoint state ({e})") from None
-    if not isinstance(state, dict):
-        raise DataError(path, f"expected a JSON object, got {json_type(state)}")
+    state = read_json_object(path, "checkpoint state")
     want = {"step": int, "rng": dict, "optimizer_groups": list, "optimizer_scalars": dict}
     for key, kind in want.items():
         if isinstance(state.get(key), bool) or not isinstance(state.get(key), kind):
