@@ -219,12 +219,36 @@ class RewardModel(LoRA):
                           "over AutoModelForSequenceClassification(num_labels=1)")
 
 
-class PPO(_Policy):
+class _OwnLoop(_Policy):
+    """An on-policy arm that trains in its own compact loop over the scaffold (PPO, GRPO), not THE
+    loop: THE loop's options it never reads are not fields, so a file that sets one is refused when
+    it is read ("unknown setting", naming it), never silently ignored. Its length is `steps` (or
+    `budget_minutes`), its batch its own option, its rows always packed, its lr constant, and it
+    has no dev evaluation (the ladder measures its saved arm)."""
+    on_policy: ClassVar[bool] = True
+    runs_on_ranks: ClassVar[bool] = False   # its own loop over samples: every rank would train alone on all of them
+    epochs: ClassVar[None] = None
+    warmup_ratio: ClassVar[None] = None
+    schedule: ClassVar[None] = None
+    min_lr_ratio: ClassVar[None] = None
+    batch_size: ClassVar[None] = None
+    micro_batch_tokens: ClassVar[None] = None
+    seq_len: ClassVar[None] = None
+    pack: ClassVar[None] = None
+    overlong: ClassVar[None] = None
+    grad_checkpointing: ClassVar[None] = None
+    kernels: ClassVar[None] = None
+    eval_every: ClassVar[None] = None
+    eval_examples: ClassVar[None] = None
+    patience: ClassVar[None] = None
+    load_best: ClassVar[None] = None
+    log_every: ClassVar[None] = None      # every step is logged
+
+
+class PPO(_OwnLoop):
     """PPO with a per-token KL penalty against a reward-model arm (tailor.preference.ppo)."""
 
     method: ClassVar[str] = "ppo"
-    on_policy: ClassVar[bool] = True
-    runs_on_ranks: ClassVar[bool] = False   # its own loop over rollouts: every rank would train alone on all of them
     reward_model: str | None = None   # the folder of a reward-model arm (required)
     steps: int = 20                   # PPO iterations (rollout + optimisation)
     beta: float = 0.05                # KL penalty coefficient (initial, when adaptive)
@@ -243,25 +267,6 @@ class PPO(_Policy):
     temperature: float = 1.0
     lr: float = 5e-5
     dropout: float = 0.0              # old and new log-probs must come from the same function
-    # THE loop's options that PPO's own loop never reads: not fields here, so a file that sets one is
-    # refused when it is read ("unknown setting", naming it), never silently ignored. PPO's length is
-    # `steps` iterations (or `budget_minutes`), its batch `rollout_prompts`, its rows always packed.
-    epochs: ClassVar[None] = None
-    warmup_ratio: ClassVar[None] = None   # the lr is constant
-    schedule: ClassVar[None] = None
-    min_lr_ratio: ClassVar[None] = None
-    batch_size: ClassVar[None] = None
-    micro_batch_tokens: ClassVar[None] = None
-    seq_len: ClassVar[None] = None
-    pack: ClassVar[None] = None
-    overlong: ClassVar[None] = None
-    grad_checkpointing: ClassVar[None] = None
-    kernels: ClassVar[None] = None
-    eval_every: ClassVar[None] = None     # no dev evaluation: the ladder's judge grades saved checkpoints
-    eval_examples: ClassVar[None] = None
-    patience: ClassVar[None] = None
-    load_best: ClassVar[None] = None
-    log_every: ClassVar[None] = None      # every iteration is logged
 
     def fit(self, task, base, out: Path | None = None, *, progress: bool = True, budget_s: float | None = None,
             resume: str | None = None, **_) -> Adapted:
@@ -306,15 +311,13 @@ class RewardSpec(Options):
     name: str | None = None           # in the metrics log (default: the grader's name, else reward-N)
 
 
-class GRPO(_Policy):
+class GRPO(_OwnLoop):
     """GRPO from graders' rewards on samples of the policy (tailor.preference.grpo): groups of
     samples per prompt through the engine, group-relative advantages, and the loss as published
     (grpo: Shao et al. 2024), Dr. GRPO's (dr_grpo: Liu et al. 2025) or DAPO's (dapo: Yu et al.
     2025, token-level with clip-higher; TRL's default loss)."""
 
     method: ClassVar[str] = "grpo"
-    on_policy: ClassVar[bool] = True
-    runs_on_ranks: ClassVar[bool] = False   # its own loop over samples: every rank would train alone on all of them
     # the rewards summed; none: the task's primary metric of each sample against its row's target
     # (exact match after normalising for labels and choices, ROUGE-L F1 for text), as correctness
     rewards: list[RewardSpec] = []
@@ -335,23 +338,6 @@ class GRPO(_Policy):
     # Regret"); 1e-5 is a usual full-weight GRPO rate
     lr: float = 1e-4
     dropout: float = 0.0              # old and new log-probs must come from the same function
-    # THE loop's options GRPO's own loop never reads (as PPO's): refused when a file sets them
-    epochs: ClassVar[None] = None
-    warmup_ratio: ClassVar[None] = None   # the lr is constant
-    schedule: ClassVar[None] = None
-    min_lr_ratio: ClassVar[None] = None
-    batch_size: ClassVar[None] = None
-    micro_batch_tokens: ClassVar[None] = None
-    seq_len: ClassVar[None] = None
-    pack: ClassVar[None] = None
-    overlong: ClassVar[None] = None
-    grad_checkpointing: ClassVar[None] = None
-    kernels: ClassVar[None] = None
-    eval_every: ClassVar[None] = None
-    eval_examples: ClassVar[None] = None
-    patience: ClassVar[None] = None
-    load_best: ClassVar[None] = None
-    log_every: ClassVar[None] = None      # every step is logged
 
     def fit_inputs(self) -> dict:
         from ..utils import sha256_file
