@@ -272,3 +272,44 @@ def test_calibrate_is_left_out_of_the_search_on_a_task_without_a_label_set():
     tickets = Task("tickets", "classify", "Label it.", [Example("1", "refund", "billing")], labels=["billing", "bug"])
     assert set(_applicable(settings, summaries).knobs) == set(settings.knobs) - {"calibrate"}
     assert _applicable(settings, tickets) is settings
+
+
+# ---------------------------------------------------------------- a grader is what tuning and THE loop's dev evaluation maximise
+
+def test_a_task_grader_steers_tuning_and_the_loops_dev_evaluation(task_file, tmp_path, monkeypatch):
+    """With `metric: {grader: ...}` the tuner's trials and THE loop's dev checkpoints are scored by the
+    grader, not by the task kind's accuracy. The grader here is "the answer is NOT the label", so it
+    is 1 - accuracy on every trial, and the best trial is the least accurate one."""
+    import json
+
+    import tailor.tune
+    from tailor.context import open_run
+    from tailor.graders.agreement import gate_task_judge
+    from tailor.tune import tune_arm
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"type": "string_check", "name": "not_the_label", "input": "{{ sample.output_text }}",
+                                 "reference": "{{ item.target }}", "operation": "ne"}))
+    billing = tmp_path / "billing.json"   # 1 on a dev row labelled billing, whatever the model says
+    billing.write_text(json.dumps({"type": "string_check", "name": "billing_row", "input": "{{ item.target }}",
+                                   "reference": "billing", "operation": "eq"}))
+    accuracies = []
+    real = tailor.tune.measure
+    monkeypatch.setattr(tailor.tune, "measure", lambda *a, **kw: (m := real(*a, **kw), accuracies.append(
+        m.metrics["accuracy"]))[0])
+    exp = experiment_from_dict(_data(task_file, tmp_path, [
+        {**ICL, "tune": {"trials": 4, "pruner": "none", "knobs": {"k": [0, 1, 2, 4]}}}], cache=False), "exp.yaml")
+    lora = experiment_from_dict(_data(task_file, tmp_path, [{**LORA, "eval_every": 2}]), "exp.yaml").arms[0].options
+    with open_run("ladder", exp.name, exp.to_json(), runs_dir=exp.runs_dir, model=exp.model, dtype=exp.dtype,
+                  task=exp.task, task_options=exp.task_options.loader_options(exp.seed), cache=False) as ctx:
+        gate_task_judge(ctx.task, str(wrong))   # what the ladder does with `metric: {grader: FILE}`
+        arm, record = tune_arm(exp, exp.arms[0], ctx, progress=False)
+        gate_task_judge(ctx.task, str(billing))
+        trained = lora.fit(ctx.task, ctx.base, None, progress=False)
+        dev = ctx.task.splits["dev"][: lora.eval_examples]
+    done = [t for t in record.trials if t.state == "complete"]
+    assert record.metric == "not_the_label" and len(done) == len(accuracies) >= 2
+    assert [t.dev for t in done] == pytest.approx([1 - a for a in accuracies])
+    assert arm.options.k == done[[t.dev for t in done].index(max(t.dev for t in done))].params["k"]
+    share = sum(r.target == "billing" for r in dev) / len(dev)
+    history = trained.recipe.train["dev_history"]
+    assert [h["step"] for h in history] == [2, 4] and all(h["billing_row"] == pytest.approx(share) for h in history)

@@ -43,7 +43,10 @@ def measure(adapted, task, rows, *, cache=None, batch_size: int = 16, max_new_to
     wall = time.perf_counter() - t0
     # read now: the one-at-a-time latency requests below predict again and measure only themselves
     longdoc = dict(adapted.measured) if hasattr(adapted, "measured") else None
-    graded = grade_predictions(task, rows, preds) if task.grader else {}
+    graded = {}
+    if task.grader:
+        from .graders import grade_predictions  # a model judge imports torch when it grades
+        graded = grade_predictions(task, rows, preds)
     report = score_predictions(task, preds)
     if any(isinstance(r.meta.get("rejected"), str) for r in rows):   # preference pairs: the likelihood margin too
         report.metrics["preference_accuracy"] = likelihood_preference(engine, adapted.builder, rows)["accuracy"]
@@ -58,21 +61,6 @@ def measure(adapted, task, rows, *, cache=None, batch_size: int = 16, max_new_to
                 latency_requests=len(latencies))
     return Measurement(preds, report.metrics, report.confusion, report.labels, cost, {**engine.notes, **graded},
                        grounding, longdoc, calibration_summary(adapted.recipe.calibration, preds))
-
-
-def grade_predictions(task, rows, preds) -> dict[str, int]:
-    """The task's grader (tailor.graders) scores every answer: `p.grade`, one score per row, which
-    the primary metric averages and the verdict resamples. Returns the samples it scored 0 without
-    grading (a sandbox stop, an unparsable judge answer), counted by reason."""
-    from .graders import item_of, task_grader  # a model judge imports torch when it grades
-    if [p.id for p in preds] != [r.id for r in rows]:
-        raise ValueError("predictions are not in the order of their rows")
-    grader = task_grader(task)
-    before = grader.failures.copy()
-    for p, score in zip(preds, grader.grade([p.prediction for p in preds], [item_of(r) for r in rows])):
-        p.grade = score
-    return {f"grader {grader.name}: {why}": n - before.get(why, 0) for why, n in grader.failures.items()
-            if n > before.get(why, 0)}
 
 
 def measure_reward_model(adapted, rows, *, cache=None, batch_size: int = 16, progress: bool = True) -> Measurement:

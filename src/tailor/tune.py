@@ -130,7 +130,7 @@ def tune_arm(exp: Experiment, arm: Arm, ctx, progress: bool = True, worker: int 
     `worker`: 0 for the ladder, 1, 2, ... for `tailor tune` workers (each samples with its own seed).
     A study where no trial finished leaves the arm as written, and says so."""
     settings: TuneOptions = _applicable(arm.tune, ctx.task)
-    metric = primary_metric(ctx.task.kind)
+    metric = primary_metric(ctx.task)   # a task's grader where it has one: what the ladder ranks by
     dev = list(ctx.task.splits.get("dev") or [])[: settings.dev_rows]
     name = study_name(exp.name, arm.name, settings)
     record = Tuning(metric=metric, dev_rows=len(dev), budget_minutes=settings.budget_minutes, pruner=settings.pruner,

@@ -15,11 +15,11 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import GRADERS, Grader, item_of, load_grader, sample_of, task_grader
+from .base import GRADERS, Grader, grade_predictions, item_of, load_grader, sample_of, task_grader
 
 # every module of the package, imported for the grader kinds it registers (a new kind is a new file)
 for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     if _mod != "base":
         importlib.import_module(f"{__name__}.{_mod}")
 
-__all__ = ["GRADERS", "Grader", "item_of", "load_grader", "sample_of", "task_grader"]
+__all__ = ["GRADERS", "Grader", "grade_predictions", "item_of", "load_grader", "sample_of", "task_grader"]

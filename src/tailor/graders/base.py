@@ -202,3 +202,18 @@ def task_grader(task) -> Grader:
     if key not in _LOADED:
         _LOADED[key] = load_grader(task.grader, where=f"task {task.name}: grader")
     return _LOADED[key]
+
+
+def grade_predictions(task, rows, preds) -> dict[str, int]:
+    """The task's grader (tailor.graders) scores every answer: `p.grade`, one score per row, which
+    the primary metric averages and the verdict resamples (the ladder, tuning and THE loop's dev
+    evaluation all grade here). Returns the samples it scored 0 without grading (a sandbox stop, an
+    unparsable judge answer), counted by reason."""
+    if [p.id for p in preds] != [r.id for r in rows]:
+        raise ValueError("predictions are not in the order of their rows")
+    grader = task_grader(task)
+    before = grader.failures.copy()
+    for p, score in zip(preds, grader.grade([p.prediction for p in preds], [item_of(r) for r in rows])):
+        p.grade = score
+    return {f"grader {grader.name}: {why}": n - before.get(why, 0) for why, n in grader.failures.items()
+            if n > before.get(why, 0)}

@@ -23,7 +23,7 @@ def robustness(adapted, task, rows, clean_predictions, options, *, cache=None, b
     rows, clean = rows[:n], clean_predictions[:n]
     if [p.id for p in clean] != [r.id for r in rows]:
         raise ValueError("robustness: the clean predictions are not of the rows given")
-    kind, metric = task.kind, primary_metric(task.kind)
+    kind, metric = task.kind, primary_metric(task)
     base = row_scores(kind, clean)
     worst = list(base)
     out = {"metric": metric, "rows": n, "seed": options.seed, "typo_rate": options.typo_rate, "clean": sum(base) / n,

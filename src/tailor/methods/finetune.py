@@ -55,6 +55,11 @@ class _Trained(TrainConfig, Method):
     def trainable_model(self, task, base):
         raise NotImplementedError
 
+    def grade(self, task, rows, preds) -> None:
+        from ..graders import grade_predictions  # deferred: a model judge loads torch when it grades
+        for why, n in grade_predictions(task, rows, preds).items():
+            log.warning("dev evaluation: %s on %d answers", why, n)
+
     def knobs(self) -> dict:
         # the learning rate within 10x either way, and the length of training from half to twice
         out = {"lr": around(self.lr, 10)} if self.lr > 0 else {}

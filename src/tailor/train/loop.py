@@ -192,7 +192,9 @@ class Trainer:
         random.seed(cfg.seed)
         self.data, self.report = (data, None) if data is not None else self._encode_train_split()
         self.dev = (task.splits.get("dev") or [])[: cfg.eval_examples]
-        self.metric = primary_metric(task.kind)
+        self.metric = primary_metric(task)   # a task's grader where it has one, like the ladder's ranking
+        if task.grader and self.dev and type(cfg).grade is TrainConfig.grade:   # refused now, not at the first dev eval
+            cfg.grade(task, [], [])
         if (cfg.eval_every or cfg.patience) and not self.dev:
             log.warning("no dev split: dev evaluation and early stopping are off")
         self.trainable = [p for p in model.parameters() if p.requires_grad]
@@ -479,8 +481,10 @@ class Trainer:
         try:
             with self.kernels.paused(), self.autocast():
                 engine = Engine(self.model, self.tokenizer, f"dev-eval:{self.tag}:{step}", cache=None, progress=False)
-                report = score_predictions(self.task, predict(engine, self.builder, self.task, self.dev,
-                                                                passages_for=self.passages_for))
+                preds = predict(engine, self.builder, self.task, self.dev, passages_for=self.passages_for)
+                if self.task.grader:
+                    self.cfg.grade(self.task, self.dev, preds)
+                report = score_predictions(self.task, preds)
         finally:
             self.model.train()
         return report.metrics[self.metric]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ..errors import TailorError
 from ..schema import Options
 
 
@@ -42,6 +43,13 @@ class TrainConfig(Options):
     log_every: int = 10
     report_to: list[Literal["tensorboard", "mlflow", "trackio"]] = []
     budget_minutes: float | None = None   # wall-clock budget for training: sizes the steps to fit
+
+    def grade(self, task, rows, preds) -> None:
+        """Sets each dev prediction's `grade` when the task's primary metric is a grader (tailor.graders).
+        THE loop imports no grader (a model judge is an arm, and the loop knows none): the family of
+        an arm that trains supplies this (methods/finetune._Trained)."""
+        raise TailorError(f"{task.name}: the primary metric is a grader, and {type(self).__name__} cannot grade "
+                          "its dev answers; set eval_every: 0 and patience: 0")
 
     def train_options(self) -> dict:
         return {name: getattr(self, name) for name in TrainConfig.model_fields}
