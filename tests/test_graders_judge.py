@@ -70,6 +70,7 @@ def test_position_bias_of_a_judge_that_always_prefers_the_first_answer():
 
     p = pairwise(First(), [{}] * 6, ["a", "bb", "c c c", "d", "e e", "f"], ["x x", "y", "z", "w w w", "v", "u u"])
     assert p.flips == 1.0 and p.first_position == 1.0 and p.win_rate == 0.5 and p.lc_win_rate == pytest.approx(0.5)
+    assert p.win_lo == p.win_hi == 0.5   # every pair a tie: no spread to resample
 
     class Fair:    # prefers the longer answer wherever it is shown: no flips, a length effect
         labels = ["1", "2"]
@@ -79,6 +80,7 @@ def test_position_bias_of_a_judge_that_always_prefers_the_first_answer():
 
     q = pairwise(Fair(), [{}] * 6, ["a a a", "bb b b", "c", "d d d d", "e", "f f f"], ["x", "y", "z z", "w", "v v", "u"])
     assert q.flips == 0 and q.first_position == 0.5 and q.win_rate == pytest.approx(4 / 6)
+    assert 0 <= q.win_lo < 4 / 6 < q.win_hi == 1.0   # wins 1,1,0,1,0,1 resampled: all-wins is a possible draw
     assert q.length_coef > 0 and q.lc_win_rate < q.win_rate   # the length term takes credit from the raw win rate
 
 
@@ -153,6 +155,7 @@ def test_a_model_judge_is_checked_against_people_before_it_ranks(tiny_base):
 def test_a_grader_ranks_every_arm_of_a_ladder_with_per_row_intervals(tmp_path, tiny_base):
     from tailor.config import experiment_from_dict
     from tailor.ladder import run_ladder
+    from tailor.results import read_results
     data = tmp_path / "qa.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"Say {w}.", "completion": w, "reference_answer": w}) + "\n"
                             for w in WORDS * 2))
@@ -176,6 +179,11 @@ def test_a_grader_ranks_every_arm_of_a_ladder_with_per_row_intervals(tmp_path, t
     pairs = json.loads((Path(result.run_dir) / "pairwise.json").read_text())
     assert list(pairs) == ["few"] and pairs["few"]["versus"] == "zero" and pairs["few"]["pairs"] == 8
     assert all(0 <= pairs["few"][k] <= 1 for k in ("win_rate", "lc_win_rate", "flips", "first_position"))
+    saved = read_results(result.run_dir).judging   # results.json keeps the judging, with the win rate's interval
+    assert saved.grader == "says_it" and saved.agreement == [] and saved.pairwise_judge == str(ab)
+    [few] = saved.pairwise
+    assert few.arm == "few" and few.versus == "zero" and few.win_lo <= few.win_rate <= few.win_hi
+    assert few.flips == pairs["few"]["flips"]
     # a model judge that people's labels do not back is refused before any arm runs
     slice_rows = tmp_path / "qa_judged.jsonl"
     slice_rows.write_text(data.read_text() + "".join(
@@ -187,6 +195,12 @@ def test_a_grader_ranks_every_arm_of_a_ladder_with_per_row_intervals(tmp_path, t
                                    "arms": [{"name": "zero", "method": "zero-shot"}]})
     with pytest.raises(TailorError, match=r"judge 'right' against people on 6 rows: kappa .*will not rank arms by it"):
         run_ladder(judged, progress=False)
+    trusted = run_ladder(experiment_from_dict({**judged.model_dump(), "metric": {"grader": str(judge), "trust_judge": True},
+                                               "task_options": {"test": 4, "dev": 0},
+                                               "arms": [{"name": "zero", "method": "zero-shot"}]}), progress=False)
+    [check] = trusted.judging.agreement   # ranked anyway, because told to: results.json says both
+    assert check.grader == "right" and check.rows == 6 and not check.trusted and trusted.judging.trusted_by_setting
+    assert sum(n for row in check.confusion.values() for n in row.values()) == 6 and check.lo <= check.value <= check.hi
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"type": "string_check", "name": "x", "input": "a", "reference": "b", "operation": "has"}))
     with pytest.raises(TailorError, match=r"field 'metric.grader': .*bad.json: field 'operation'"):

@@ -24,7 +24,19 @@ from .errors import TailorError
 from .measure import measure
 from .methods.base import method_class
 from .progress import console
-from .results import ArmResult, Curation, ExampleRow, ExperimentInfo, Forgetting, LadderResult, LongDoc, Retrieval, SeedRun
+from .results import (
+    ArmResult,
+    Curation,
+    ExampleRow,
+    ExperimentInfo,
+    Forgetting,
+    Judging,
+    LadderResult,
+    LongDoc,
+    PairwiseJudged,
+    Retrieval,
+    SeedRun,
+)
 from .task import primary_metric
 from .trackers import check_installed, log_finished
 
@@ -39,10 +51,13 @@ def run_ladder(exp: Experiment, progress: bool = True, run_dir: str | Path | Non
                   device=exp.device, task=exp.task, task_options=exp.task_options.loader_options(exp.seed),
                   seed=exp.seed, cache=exp.cache, reopen=run_dir) as ctx:
         task = ctx.task
+        judging = None
         if exp.metric is not None:   # a grader ranks every arm; a model judge in it is checked against people first
             from .graders.agreement import gate_task_judge
-            gate_task_judge(task, exp.metric.grader, trust=exp.metric.trust_judge, threshold=exp.metric.min_agreement,
-                            base=ctx.base)
+            checks = gate_task_judge(task, exp.metric.grader, trust=exp.metric.trust_judge,
+                                     threshold=exp.metric.min_agreement, base=ctx.base)
+            judging = Judging(grader=task.grader["name"], agreement=[c.to_json() for c in checks],
+                              trusted_by_setting=exp.metric.trust_judge and not all(c.trusted for c in checks))
         test = task.splits["test"][: exp.limit] if exp.limit else task.splits["test"]
         console.print(f"[bold]Ladder[/] {exp.name}: {len(exp.arms)} arms on {task.name} "
                       f"({len(test)} test rows), model {exp.model} -> {ctx.path}")
@@ -86,9 +101,12 @@ def run_ladder(exp: Experiment, progress: bool = True, run_dir: str | Path | Non
             from .graders.agreement import pairwise_arms
             pairs = pairwise_arms(exp.metric.pairwise, first, test, exp.metric.versus, base=ctx.base)
             ctx.run.write_json("pairwise.json", pairs)
+            judging.pairwise_judge = exp.metric.pairwise
+            judging.pairwise = [PairwiseJudged(arm=name, **p) for name, p in pairs.items()]
             for name, p in pairs.items():
-                console.print(f"  pairwise {name} vs {p['versus']}: win rate {p['win_rate']:.3f}, length-controlled "
-                              f"{p['lc_win_rate']:.3f}, winner flips with the order in {p['flips']:.0%} of pairs")
+                console.print(f"  pairwise {name} vs {p['versus']}: win rate {p['win_rate']:.3f} [95% {p['win_lo']:.3f}, "
+                              f"{p['win_hi']:.3f}], length-controlled {p['lc_win_rate']:.3f}, winner flips with the "
+                              f"order in {p['flips']:.0%} of pairs")
         if exp.judge:   # a gold reward model grades the policies (tailor.preference.judge)
             from .preference.judge import judge_ladder
             judge_ladder(arms, exp, ctx, test, progress)
@@ -101,7 +119,7 @@ def run_ladder(exp: Experiment, progress: bool = True, run_dir: str | Path | Non
                                       budget_minutes=exp.budget_minutes),
             task=task.summary(), curation=curation, primary_metric=primary_metric(task), arms=arms,
             recommendation=recommend(arms, predictions, task.kind, primary_metric(task), exp), advice=_advice(exp),
-            break_even=break_even(arms, exp.requests_per_month),
+            break_even=break_even(arms, exp.requests_per_month), judging=judging,
             manifest=ctx.run.read_json("manifest.json"), run_dir=str(ctx.path))
         results.wall_s = time.perf_counter() - t_start
         ctx.run.write_json("results.json", results.to_json())

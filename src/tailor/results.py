@@ -292,6 +292,46 @@ class Curation(Result):
     problems: list[str] = []
 
 
+class JudgeAgreement(Result):
+    """A model judge against the rows people labelled (tailor.graders.agreement): Cohen's kappa on
+    labels or Spearman's rho on scores, with a bootstrap interval; trusted when the lower bound
+    clears the threshold."""
+    grader: str
+    statistic: str                       # "kappa" or "spearman"
+    value: float
+    lo: float
+    hi: float
+    rows: int
+    threshold: float
+    trusted: bool
+    confusion: dict[str, dict[str, int]] | None = None   # kappa: {people's label: {judge's label: rows}}
+
+
+class PairwiseJudged(Result):
+    """One arm's answers against another's on the same test rows, judged in both orders by a
+    pairwise judge: the win rate (a pair whose winner flips with the order is a tie) with its
+    bootstrap interval, the length-controlled win rate (AlpacaEval 2), and the position bias."""
+    arm: str
+    versus: str
+    pairs: int
+    win_rate: float
+    win_lo: float
+    win_hi: float
+    lc_win_rate: float
+    length_coef: float                   # > 0: the judge prefers the longer answer
+    flips: float                         # share of pairs whose winner changes when the order is swapped
+    first_position: float                # share of the judgements that picked the answer shown first
+
+
+class Judging(Result):
+    """How far the ladder's judges can be trusted (`metric: {grader, pairwise}`)."""
+    grader: str | None = None            # the grader ranking every arm
+    agreement: list[JudgeAgreement] = []  # each model judge in it, against people
+    trusted_by_setting: bool = False     # ranked by a judge people do not back because trust_judge is set
+    pairwise_judge: str | None = None
+    pairwise: list[PairwiseJudged] = []
+
+
 class BreakEven(Result):
     """A weight arm against a prompting arm (tailor.breakeven): the monthly requests above which the
     weight arm is cheaper, with its training paid off over 3, 6 and 12 months (None: never)."""
@@ -318,6 +358,7 @@ class LadderResult(Result):
     report: dict[str, Any] | None = None
     debug: dict[str, Any] = {}           # arm name -> `tailor debug`'s summary (clusters, flags, output kinds)
     break_even: list[BreakEven] = []
+    judging: Judging | None = None       # a model judge's agreement with people, pairwise judging
 
     @property
     def ok_arms(self) -> list[ArmResult]:

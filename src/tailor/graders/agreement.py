@@ -186,6 +186,8 @@ def check_judge(grader: Grader, rows: list[Example], *, trust: bool = False, thr
 class Pairwise:
     pairs: int
     win_rate: float              # of answers A over B, both orders averaged (a flipped pair is a tie)
+    win_lo: float                # its 95% bootstrap interval over the pairs
+    win_hi: float
     lc_win_rate: float           # at equal length (AlpacaEval 2's length control)
     length_coef: float           # the logistic regression's length term (>0: longer answers win)
     flips: float                 # share of pairs whose winner changes with the order shown
@@ -237,7 +239,8 @@ def pairwise(judge, items: list[dict], answers_a: list[str], answers_b: list[str
     flips = sum(p != q for p, q in zip(a_wins_ab, a_wins_ba)) / n if n else math.nan
     firsts = (sum(x == first for x in in_ab) + sum(x == first for x in in_ba)) / (2 * n) if n else math.nan
     lc, coef = length_controlled(wins, [len(a.split()) for a in answers_a], [len(b.split()) for b in answers_b])
-    return Pairwise(n, sum(wins) / n if n else math.nan, lc, coef, flips, firsts)
+    lo, hi = bootstrap_interval(lambda w, _: float(np.mean(w)), wins, wins) if n else (math.nan, math.nan)
+    return Pairwise(n, sum(wins) / n if n else math.nan, lo, hi, lc, coef, flips, firsts)
 
 
 def gate_task_judge(task, grader_file: str, *, trust: bool = False, threshold: float | None = None,
