@@ -77,6 +77,23 @@ def test_templates_render_item_and_sample_fields():
     assert plain["reference_answer"] == "4" and plain["choices"] == ["3", "4"] and "messages" not in plain
 
 
+def test_an_answer_that_is_not_json_scores_0_and_is_counted_while_a_row_missing_a_field_is_an_error():
+    """A grader reading sample.output_json on a free-text answer: the model failed the format, the
+    spec is fine, so the sample scores 0 (counted by reason), for every kind that renders templates."""
+    items = [{"id": "a", "compliant": "yes"}, {"id": "b", "compliant": "no"}, {"id": "c", "compliant": "no"}]
+    answers = ['{"compliant": "yes"}', "yes, it is", '{"compliant": "yes"}']
+    check = load_grader({"type": "string_check", "name": "c", "operation": "eq",
+                         "input": "{{ sample.output_json.compliant }}", "reference": "{{ item.compliant }}"})
+    similar = load_grader({"type": "text_similarity", "name": "s", "evaluation_metric": "fuzzy_match",
+                           "pass_threshold": 0.5, "input": "{{ sample.output_json.compliant }}",
+                           "reference": "{{ item.compliant }}"})
+    assert check.grade(answers, items) == [1.0, 0.0, 0.0] and similar.grade(answers, items) == [1.0, 0.0, 0.0]
+    for g in (check, similar):
+        assert dict(g.failures) == {"the answer is not JSON and the grader reads sample.output_json": 1}
+    with pytest.raises(TailorError, match="reads 'compliant', which row d lacks"):
+        check.grade(['{"compliant": "yes"}'], [{"id": "d"}])
+
+
 def test_template_errors_are_one_line_naming_file_field_and_row(tmp_path):
     path = tmp_path / "grader.json"
     path.write_text(json.dumps({"type": "string_check", "name": "g", "operation": "eq", "input": SAMPLE,

@@ -213,3 +213,34 @@ def test_a_dpo_file_plans_a_dpo_arm_and_runs_it_on_tiny_test(tmp_path):
     assert [a.method for a in results.arms] == ["zero-shot", "dpo"]   # under 100 pairs: no SFT arm first
     # measured on the held-out pairs like every arm: chosen over rejected by the policy's likelihood
     assert 0.0 <= by["dpo"].metrics["preference_accuracy"] <= 1.0 and by["dpo"].train
+
+
+def test_an_rft_file_with_its_grader_plans_grpo_and_runs_it_on_tiny_test(tmp_path):
+    """An OpenAI reinforcement fine-tuning file and its grader, end to end: read, planned, and the
+    planned grpo arm (shrunk to 2 steps) trains on the grader's reward and is ranked by the grader."""
+    from tailor.config import experiment_from_dict
+    from tailor.ladder import run_ladder
+    from tailor.models import load_tokenizer
+    from tailor.run_file import read_task, summarise
+    rows = [{"messages": [{"role": "user", "content": f"Is {i} even? Answer in JSON."}],
+             "compliant": "yes" if i % 2 == 0 else "no"} for i in range(40)]
+    path = write(tmp_path / "rft.jsonl", rows)
+    grader = tmp_path / "grader.json"
+    grader.write_text(json.dumps(COMPLIANT))
+    task, preference, split = read_task(path, grader=str(grader))
+    summary = summarise(task, load_tokenizer("tiny-test"), preference, split, str(path), str(grader))
+    plan = plan_experiment(summary, model="tiny-test", budget_s=1800, speed=SMOL, task=str(path))
+    assert [a if isinstance(a, str) else a["method"] for a in plan.experiment["arms"]][-1] == "grpo"
+    quick = {"steps": 2, "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 4}
+    arms = [a if isinstance(a, str) or a["method"] != "grpo" else {**a, **quick} for a in plan.experiment["arms"]]
+    exp = experiment_from_dict({**plan.experiment, "arms": arms, "runs_dir": str(tmp_path / "runs"), "dtype": "fp32",
+                                "forgetting": False, "forgetting_size": None, "latency_requests": 0, "report": False,
+                                "max_new_tokens": 4, "cache": False, "limit": 4, "budget_minutes": None,
+                                "curate": False})
+    results = run_ladder(exp, progress=False)
+    grpo = next(a for a in results.arms if a.method == "grpo")
+    assert grpo.status == "ok", grpo.error
+    assert results.primary_metric == "compliant" and all("compliant" in a.metrics for a in results.ok_arms)
+    assert [r["grader"] for r in grpo.options["rewards"]] == [str(grader)]
+    history = grpo.train["history"]
+    assert [h["step"] for h in history] == [1, 2] and all(0 <= h["reward/compliant"] <= 1 for h in history)

@@ -70,7 +70,18 @@ class Grader(BaseModel):
         """One score per sample; `items[i]` is the row sample i answers."""
         if len(samples) != len(items):
             raise TailorError(f"{self._where}: grader '{self.name}' got {len(samples)} samples for {len(items)} items")
-        return [float(self.score(sample_of(s), it)) for s, it in zip(samples, items)]
+        out = []
+        for s, it in zip(samples, items):
+            try:
+                out.append(float(self.score(sample_of(s), it)))
+            except NotJson:
+                out.append(self.not_json())
+        return out
+
+    def not_json(self, score: float = 0.0) -> float:
+        """The score of an answer that is not the JSON a template reads, counted."""
+        self._failures[NOT_JSON] += 1
+        return score
 
     def score(self, sample: dict, item: dict) -> float:
         raise NotImplementedError
@@ -112,6 +123,8 @@ class Grader(BaseModel):
         except UndefinedError as e:
             missing = re.search(r"attribute '([^']+)'|'([^']+)' is undefined", str(e))
             name = next((g for g in (missing.groups() if missing else ()) if g), str(e))
+            if name == "output_json" and "output_json" not in sample:
+                raise NotJson from None   # the model's answer is wrong, not the spec: scored 0, counted
             row = item.get("id", "?")
             raise self.error(field, f"template {text!r} reads '{name}', which row {row} lacks "
                                     f"(item has: {', '.join(sorted(item)) or 'nothing'}; sample has: "
@@ -126,6 +139,15 @@ class Grader(BaseModel):
     def notes(self) -> list[str]:
         """What was scored 0 without being graded, counted by reason."""
         return [f"{self.name or self.kind}: {n} sample(s) scored 0 ({why})" for why, n in sorted(self.failures.items())]
+
+
+NOT_JSON = "the answer is not JSON and the grader reads sample.output_json"
+
+
+class NotJson(Exception):
+    """A template reads `sample.output_json` of an answer that is not JSON: the answer scores 0 and is
+    counted (OpenAI's graders see output_json only under a JSON response format; here a free answer
+    may miss it, which is the model's failure, not the spec's)."""
 
 
 def sample_of(text: str) -> dict:

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from ..errors import TailorError
 from ..task import Example, Task
-from .base import Grader, sample_of
+from .base import Grader, NotJson, sample_of
 
 NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _BASES: dict[str, Any] = {}   # judges' bases loaded in this process, by name: several graders share one
@@ -164,9 +164,17 @@ class _ModelGrader(Grader):
         if self._judge is None:
             self._load()
         adapted, engine = self._judge
-        examples = [Example(str(it.get("id", i)), self.messages(sample_of(s), it), "")
-                    for i, (s, it) in enumerate(zip(samples, items))]
-        return adapted.predict(engine, self.judge_task(), examples, self.max_tokens)
+        examples, asked = [], []
+        for i, (s, it) in enumerate(zip(samples, items)):
+            try:
+                examples.append(Example(str(it.get("id", i)), self.messages(sample_of(s), it), ""))
+                asked.append(i)
+            except NotJson:   # not asked: None, which the grade scores as failed (counted)
+                self.not_json()
+        preds: list = [None] * len(samples)
+        for i, p in zip(asked, adapted.predict(engine, self.judge_task(), examples, self.max_tokens) if examples else []):
+            preds[i] = p
+        return preds
 
     def prompts(self, samples: list[str], items: list[dict]) -> list[str]:
         """The judge's prompts as it reads them (for a report, or to check a template)."""
@@ -199,8 +207,8 @@ class LabelModel(_ModelGrader):
         return Task(f"judge {self.name}", "classify", "", [], labels=list(self.labels))
 
     def label(self, samples: list[str], items: list[dict]) -> list[str]:
-        """The judge's label of each answer (one of `labels`)."""
-        return [p.prediction for p in self.answers(samples, items)]
+        """The judge's label of each answer (one of `labels`; None where the judge was not asked)."""
+        return [None if p is None else p.prediction for p in self.answers(samples, items)]
 
     def grade(self, samples: list[str], items: list[dict]) -> list[float]:
         return [float(x in self.passing_labels) for x in self.label(samples, items)]
@@ -224,6 +232,9 @@ class ScoreModel(_ModelGrader):
         lo, hi = self.range
         out = []
         for p in self.answers(samples, items):
+            if p is None:   # not asked (counted in answers)
+                out.append(lo)
+                continue
             score = parse_score(p.prediction)
             if score is None:
                 self._failures["judge wrote no number"] += 1

@@ -75,12 +75,22 @@ class TextSimilarity(Grader):
         self.template(self.reference, "reference")
 
     def grade(self, samples: list[str], items: list[dict]) -> list[float]:
-        from .base import sample_of
+        from .base import NotJson, sample_of
         if len(samples) != len(items):
             return super().grade(samples, items)   # the length error
-        texts, refs = [], []
-        for s, it in zip(samples, items):
+        texts, refs, scored = [], [], []
+        for i, (s, it) in enumerate(zip(samples, items)):
             sample = sample_of(s)
-            texts.append(self.render(self.input, sample, it, "input"))
-            refs.append(self.render(self.reference, sample, it, "reference"))
-        return similarity(self.evaluation_metric, texts, refs)
+            try:
+                text, ref = self.render(self.input, sample, it, "input"), self.render(self.reference, sample, it, "reference")
+            except NotJson:
+                continue
+            texts.append(text)
+            refs.append(ref)
+            scored.append(i)
+        for _ in range(len(samples) - len(scored)):
+            self.not_json()   # counted; scored 0
+        out = [0.0] * len(samples)
+        for i, score in zip(scored, similarity(self.evaluation_metric, texts, refs) if scored else []):
+            out[i] = score
+        return out
