@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+from markupsafe import Markup
+
 from ..breakeven import sentence
 from .fmt import esc
 from .plots import AXIS, GRID, MUTED, _svg, _tick_label
@@ -19,7 +21,7 @@ def _costs(v):
             for a in v.ok if a.cost.cost_per_1k_requests > 0]
 
 
-def _plot(arms, lo: float, hi: float, width: int = 600, height: int = 340) -> str:
+def _plot(arms, lo: float, hi: float, width: int = 600, height: int = 340) -> Markup:
     left, right, top, bottom = 70, 130, 16, 48
     pw, ph = width - left - right, height - top - bottom
     xs = [lo * (hi / lo) ** (i / 60) for i in range(61)]
@@ -56,26 +58,15 @@ def _plot(arms, lo: float, hi: float, width: int = 600, height: int = 340) -> st
     return _svg(width, height, body, f"monthly cost against requests per month, training over {MONTHS} months")
 
 
-def breakeven_section(v) -> str:
-    from .sections import _section
+def breakeven_section(v) -> dict | None:
+    """The context of templates/breakeven.html."""
     rows = v.results.break_even
     arms = _costs(v)
     if not rows or len(arms) < 2:
-        return ""
+        return None
     per_month = v.results.experiment.requests_per_month or 100_000
     volumes = [x for r in rows for x in r.requests_per_month.values() if x]
     lo = max(1.0, min([per_month / 100, *volumes]) / 3)
     hi = max([per_month * 10, *volumes]) * 3
-    table = "".join(
-        f"<tr><td>{esc(r.weight_arm)}</td><td>{esc(r.prompt_arm)}</td><td>${r.train_cost:,.2f}</td>"
-        f"<td>${r.saving_per_1k:,.4f}</td>"
-        + "".join(f"<td>{'never' if r.requests_per_month[m] is None else f'{r.requests_per_month[m]:,.0f}'}</td>"
-                  for m in (3, 6, 12)) + "</tr>" for r in rows)
-    body = (f"<p>{esc(sentence(rows, v.results.experiment.requests_per_month))}</p>{_plot(arms, lo, hi)}"
-            '<table class="grid"><thead><tr><th>weight arm</th><th>against</th><th>training</th>'
-            "<th>saved per 1k requests</th><th>break-even, 3 months</th><th>6 months</th><th>12 months</th></tr>"
-            f"</thead><tbody>{table}</tbody></table>")
-    note = ("Monthly cost = training cost / months it is paid off over + requests / 1000 × cost per 1k requests "
-            "(the experiment's token and training-hour prices). Break-even is the traffic above which the weight arm "
-            "is cheaper; never, when it costs as much or more per request.")
-    return _section("break-even", "Break-even: cost against traffic", body, note)
+    return {"sentence": sentence(rows, v.results.experiment.requests_per_month), "plot": _plot(arms, lo, hi),
+            "rows": rows}

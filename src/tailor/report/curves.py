@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import math
 
+from markupsafe import Markup
+
 from ..curves import sentence
 from .fmt import esc
 from .plots import AXIS, GRID, MUTED, _svg, _tick_label, nice_ticks
 
 
-def _plot(curves, width: int = 600, height: int = 320) -> str:
+def _plot(curves, width: int = 600, height: int = 320) -> Markup:
     left, right, top, bottom = 60, 110, 16, 46
     pw, ph = width - left - right, height - top - bottom
     rows = [p.rows for _, _, c in curves for p in c.points]
@@ -55,14 +57,9 @@ def _plot(curves, width: int = 600, height: int = 320) -> str:
     return _svg(width, height, body, "learning curves")
 
 
-def curves_section(v) -> str:
-    from .sections import _section
+def curves_section(v) -> dict | None:
+    """The context of templates/curves.html."""
     curves = [(a.name, v.colors[a.name], a.learning_curve) for a in v.ok if a.learning_curve]
     if not curves:
-        return ""
-    text = "".join(f"<p>{esc(sentence(name, c, v.primary))}</p>" for name, _, c in curves)
-    note = ("Each point is the arm refitted on a seeded sample of its labelled training rows, with the same options "
-            "and steps, measured on the same test rows (95% intervals). Dashed: a saturating power law "
-            "a − b·n^−c fitted through the points, drawn to twice the rows; beyond the last point it is an "
-            "extrapolation from a few noisy points, not a measurement.")
-    return _section("curves", "Learning curves", text + _plot(curves), note)
+        return None
+    return {"sentences": [sentence(name, c, v.primary) for name, _, c in curves], "plot": _plot(curves)}

@@ -44,36 +44,29 @@ class Part:
     nav: tuple[tuple[str, str], ...] = ()
 
 
-def _raw(fn):   # a section still written as an HTML string (the move to templates goes in steps)
-    def context(v):
-        html = fn(v)
-        return {"html": Markup(html)} if html else None
-    return context
-
-
 # The page, in order. A new section: its template, its context function, and its entry here.
 PARTS: list[Part] = [
-    Part("_raw.html", _raw(sections.recommendation), (("recommendation", "Recommendation"),)),
-    Part("_raw.html", _raw(sections.comparison_table), (("comparison", "Comparison"),)),
-    Part("_raw.html", _raw(verdict_section), (("verdict", "How sure"),)),
-    Part("_raw.html", _raw(tuning_section), (("tuning", "Tuning"),)),
-    Part("_raw.html", _raw(sections.charts), (("quality-cost", "Quality vs cost"), ("latency", "Latency"))),
-    Part("_raw.html", _raw(curves_section), (("curves", "Learning curves"),)),
-    Part("_raw.html", _raw(breakeven_section), (("break-even", "Break-even"),)),
-    Part("_raw.html", _raw(retrieval_section), (("retrieval", "Retrieval"),)),
-    Part("_raw.html", _raw(distill_section), (("distill", "Distillation"),)),
-    Part("_raw.html", _raw(longdoc_section), (("longdoc", "Long documents"),)),
-    Part("_raw.html", _raw(preference_section), (("preference", "Preference"),)),
-    Part("_raw.html", _raw(calibration_section), (("calibration", "Calibration"),)),
-    Part("_raw.html", _raw(rewards_section), (("rewards", "Rewards"),)),
-    Part("_raw.html", _raw(sections.forgetting), (("forgetting", "Forgetting"),)),
-    Part("_raw.html", _raw(robustness_section), (("robustness", "Robustness"),)),
-    Part("_raw.html", _raw(bias_section), (("bias", "Bias"),)),
-    Part("_raw.html", _raw(sections.confusions), (("confusion", "Confusion"),)),
-    Part("_raw.html", _raw(sections.debugging), (("debug", "Debugging"),)),
-    Part("_raw.html", _raw(sections.examples), (("examples", "Examples"),)),
-    Part("_raw.html", _raw(sections.data_check), (("data", "Data"),)),
-    Part("_raw.html", _raw(sections.manifest), (("manifest", "Manifest"),)),
+    Part("recommendation.html", sections.recommendation, (("recommendation", "Recommendation"),)),
+    Part("comparison.html", sections.comparison, (("comparison", "Comparison"),)),
+    Part("verdict.html", verdict_section, (("verdict", "How sure"),)),
+    Part("tuning.html", tuning_section, (("tuning", "Tuning"),)),
+    Part("charts.html", sections.charts, (("quality-cost", "Quality vs cost"), ("latency", "Latency"))),
+    Part("curves.html", curves_section, (("curves", "Learning curves"),)),
+    Part("breakeven.html", breakeven_section, (("break-even", "Break-even"),)),
+    Part("retrieval.html", retrieval_section, (("retrieval", "Retrieval"),)),
+    Part("distill.html", distill_section, (("distill", "Distillation"),)),
+    Part("longdoc.html", longdoc_section, (("longdoc", "Long documents"),)),
+    Part("preference.html", preference_section, (("preference", "Preference"),)),
+    Part("calibration.html", calibration_section, (("calibration", "Calibration"),)),
+    Part("rewards.html", rewards_section, (("rewards", "Rewards"),)),
+    Part("forgetting.html", sections.forgetting, (("forgetting", "Forgetting"),)),
+    Part("robustness.html", robustness_section, (("robustness", "Robustness"),)),
+    Part("bias.html", bias_section, (("bias", "Bias"),)),
+    Part("confusion.html", sections.confusions, (("confusion", "Confusion"),)),
+    Part("debug.html", sections.debugging, (("debug", "Debugging"),)),
+    Part("examples.html", sections.examples, (("examples", "Examples"),)),
+    Part("data.html", sections.data_check, (("data", "Data"),)),
+    Part("manifest.html", sections.manifest, (("manifest", "Manifest"),)),
 ]
 
 
@@ -97,5 +90,5 @@ def render_html(results: LadderResult) -> str:
         parts.append(render(part.template, **context))
         nav += part.nav   # the menu links only the sections this report has, in the page's order
     page = render("report.html", csp=Markup(CSP),   # a constant with no double quote: kept literal
-                  version=__version__, title=title, header=Markup(sections.header(v)), nav=nav, parts=parts)
+                  version=__version__, title=title, header=render("header.html", **sections.header(v)), nav=nav, parts=parts)
     return str(page) + "\n"

@@ -1,11 +1,14 @@
 """Inline SVG charts written by hand, so the report needs no plotting library and no
 network: a labelled scatter, grouped horizontal bars, and an interval (dot + whisker) plot.
-All text goes through `esc`: labels come from user data."""
+All text goes through `esc`: labels come from user data. A chart is returned as `Markup`, HTML
+Tailor wrote, which the report's templates place as it is."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from markupsafe import Markup
 
 from .fmt import esc
 
@@ -52,19 +55,19 @@ def _tick_label(v: float) -> str:
     return f"{v:.3g}"
 
 
-def _svg(width: int, height: int, body: list[str], label: str) -> str:
-    return (f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-            f'role="img" aria-label="{esc(label)}" xmlns="http://www.w3.org/2000/svg" '
-            f'font-size="12" fill="{INK}">' + "".join(body) + "</svg>")
+def _svg(width: int, height: int, body: list[str], label: str) -> Markup:
+    return Markup(f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+                  f'role="img" aria-label="{esc(label)}" xmlns="http://www.w3.org/2000/svg" '
+                  f'font-size="12" fill="{INK}">' + "".join(body) + "</svg>")   # str + str, then Markup
 
 
 def scatter(points: list[Point], x_title: str, y_title: str, log_x: bool | None = None,
-            frontier: bool = True, width: int = 600, height: int = 360) -> str:
+            frontier: bool = True, width: int = 600, height: int = 360) -> Markup:
     """Quality (y) against cost (x), one labelled dot per arm. `log_x=None` picks a log axis
     when the costs span more than 20x. `frontier` draws the cheapest-for-its-quality arms."""
     pts = [p for p in points if p.x is not None and p.y is not None]
     if not pts:
-        return '<p class="muted">No arm has both a cost and a quality figure to plot.</p>'
+        return Markup('<p class="muted">No arm has both a cost and a quality figure to plot.</p>')
     left, right, top, bottom = 64, 28, 18, 50
     pw, ph = width - left - right, height - top - bottom
     xs, ys = [p.x for p in pts], [p.y for p in pts]
@@ -180,11 +183,11 @@ def _label(text, x, y, r, c, x_min, x_max, y_min, y_max, placed, bold) -> str:
 
 
 def hbars(rows: list[tuple[str, list[float | None]]], series: list[tuple[str, str]],
-          fmt, title: str, width: int = 600) -> str:
+          fmt, title: str, width: int = 600) -> Markup:
     """Grouped horizontal bars: one group per row label, one bar per series (name, colour)."""
     values = [v for _, vs in rows for v in vs if v is not None]
     if not values:
-        return '<p class="muted">No figures to plot.</p>'
+        return Markup('<p class="muted">No figures to plot.</p>')
     label_w = min(200, max(60, int(max(len(r[0]) for r in rows) * CHAR_W) + 16))
     bar_h, gap = 12, 4
     group_h = len(series) * (bar_h + gap) + 12
@@ -216,12 +219,12 @@ def hbars(rows: list[tuple[str, list[float | None]]], series: list[tuple[str, st
 
 
 def intervals(rows: list[tuple[str, float, float | None, float | None, bool]], title: str,
-              width: int = 600, axis: str = "change vs base model (percentage points)") -> str:
+              width: int = 600, axis: str = "change vs base model (percentage points)") -> Markup:
     """Dot-and-whisker plot of signed changes (in 0-1 units, drawn as percentage points) around
     zero; rows are (label, delta, ci_low, ci_high, flagged). Flagged rows are drawn in red."""
     vals = [v for r in rows for v in r[1:4] if v is not None]
     if not vals:
-        return '<p class="muted">No figures to plot.</p>'
+        return Markup('<p class="muted">No figures to plot.</p>')
     label_w = min(240, max(80, int(max(len(r[0]) for r in rows) * CHAR_W) + 16))
     left, right, top, row_h = label_w, 24, 12, 26
     height = top + row_h * len(rows) + 36

@@ -1,15 +1,18 @@
-"""The report's sections, each a function from the results dict (through `View`) to an HTML
-string. Every piece of user text is escaped here; only `curation.html` (Tailor's own curate
-report) is embedded as it is."""
+"""The report's main sections: each a function from the `View` to its template's context (None:
+the section is left out), rendered by `templates/NAME.html`. The templates escape every piece of
+user text; only `curation.html` (Tailor's own curate report) and the SVG charts of plots.py are
+embedded as they are (`Markup`)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 
+from markupsafe import Markup
+
 from ..results import ArmResult, LadderResult
 from . import fmt
-from .fmt import DASH, esc
+from .fmt import DASH
 from .plots import Point, color, hbars, intervals, scatter
 
 N_EXAMPLES = 8
@@ -43,64 +46,35 @@ class View:
         return fmt.num(getattr(arm.cost, key, None)) if arm.ok else None
 
 
-def _section(anchor: str, title: str, body: str, note: str = "") -> str:
-    note_html = f'<p class="note">{note}</p>' if note else ""
-    return f'<section id="{anchor}" class="card"><h2>{esc(title)}</h2>{note_html}{body}</section>'
-
-
-def _badge(status: str) -> str:
-    cls = "ok" if status == "ok" else "bad"
-    return f'<span class="badge {cls}">{esc(status)}</span>'
-
-
 # ---------------------------------------------------------------- top of the page
 
 
-def header(v: View) -> str:
+def header(v: View) -> dict:
     exp, task = v.results.experiment, v.results.task
-    name = exp.name or task.get("name") or "experiment"
     failed = len(v.arms) - len(v.ok)
     chips = [("model", exp.model), ("task", exp.task or task.get("name")),
              ("kind", task.get("kind")), ("test rows", fmt.count(task.get("test_rows"))
                                           if task.get("test_rows") is not None else None),
              ("created", exp.created)]
-    chip_html = "".join(f'<span class="chip"><b>{esc(k)}</b> {esc(val)}</span>'
-                        for k, val in chips if val not in (None, ""))
-    status = f"{len(v.arms)} arms · {len(v.ok)} finished" + (f" · {failed} failed" if failed else "")
-    return (f'<header class="top"><div class="eyebrow">Tailor · adaptation ladder report</div>'
-            f'<h1>{esc(name)}</h1><div class="chips">{chip_html}'
-            f'<span class="chip status">{esc(status)}</span></div></header>')
+    return {"name": exp.name or task.get("name") or "experiment",
+            "chips": [(k, val) for k, val in chips if val not in (None, "")],
+            "status": f"{len(v.arms)} arms · {len(v.ok)} finished" + (f" · {failed} failed" if failed else "")}
 
 
-def recommendation(v: View) -> str:
+def recommendation(v: View) -> dict:
     rec = v.results.recommendation
     arm = next((a for a in v.arms if a.name == rec.arm), None)
-    if not rec.text:
-        body = '<p class="rec-text">No recommendation was made (no arm finished).</p>'
-        return f'<section id="recommendation" class="rec none">{body}</section>'
-    stats = ""
+    stats = None
     if arm is not None:
         items = [(v.primary, fmt.metric(v.m(arm, v.primary))),
                  ("cost / 1k requests", fmt.money(v.c(arm, "cost_per_1k_requests"))),
                  ("prompt tokens / request", fmt.tokens(v.c(arm, "prompt_tokens_per_request"))),
                  ("latency p50", fmt.seconds(v.c(arm, "latency_p50_s"))),
                  ("train time", fmt.seconds(v.c(arm, "train_time_s")))]
-        stats = '<dl class="stats">' + "".join(
-            f"<div><dt>{esc(k)}</dt><dd>{esc(val)}</dd></div>" for k, val in items if val != DASH) + "</dl>"
+        stats = [(k, val) for k, val in items if val != DASH]
     advice = v.results.advice or {}
-    advice_html = ""
-    if advice:
-        arms = "".join(f'<span class="chip">{esc(a)}</span>' for a in advice.get("suggested_arms") or [])
-        answers = advice.get("answers") or {}
-        rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(val)}</td></tr>" for k, val in answers.items())
-        advice_html = ('<div class="advice"><h3>Decision guide</h3>'
-                       f'<p>{esc(advice.get("text", ""))}</p>'
-                       + (f'<div class="chips"><b class="muted">suggested arms</b> {arms}</div>' if arms else "")
-                       + (f'<details><summary>Answers to the decision questions</summary>'
-                          f'<table class="kv">{rows}</table></details>' if rows else "") + "</div>")
-    return (f'<section id="recommendation" class="rec"><div class="eyebrow">Recommendation</div>'
-            f'<h2 class="rec-arm">{esc(rec.arm or DASH)}</h2>'
-            f'<p class="rec-text">{esc(rec.text)}</p>{stats}{advice_html}</section>')
+    return {"rec": rec, "stats": stats, "advice": advice, "suggested": advice.get("suggested_arms") or [],
+            "answers": list((advice.get("answers") or {}).items())}
 
 
 # ---------------------------------------------------------------- the comparison table
@@ -122,7 +96,7 @@ def _best(values: list[float | None], lower: bool) -> float | None:
     return min(vals) if lower else max(vals)
 
 
-def comparison_table(v: View) -> str:
+def comparison(v: View) -> dict:
     exp = v.results.experiment
     per_month = fmt.num(exp.requests_per_month)
     has_forgetting = any(a.forgetting for a in v.arms)
@@ -157,59 +131,33 @@ def comparison_table(v: View) -> str:
     best = {h: (_best([get(a) for a in v.ok], low) if low is not None else None)
             for h, get, _, low, _ in cols}
     baseline = v.ok[0] if v.ok else None
-    head = "<th>arm</th><th>status</th>" + "".join(
-        f'<th class="{cls}" title="{esc(titles.get(h, ""))}">{esc(fmt.metric_label(h) if h in titles else h)}</th>'
-        for h, *_, cls in cols)
+    head = [{"cls": cls, "title": titles.get(h, ""), "label": fmt.metric_label(h) if h in titles else h}
+            for h, *_, cls in cols]
     rows = []
     for a in v.arms:
-        rec = ' class="recommended"' if a.name == v.recommended else ""
-        swatch = f'<i class="swatch" style="background:{v.colors[a.name]}"></i>'
-        star = '<span class="star" title="recommended">★</span>' if a.name == v.recommended else ""
-        method_html = f'<div class="method">{esc(a.method)}</div>' if a.method != a.name else ""
-        name = esc(a.name).replace("_", "_<wbr>")  # long arm names wrap at underscores
-        cells = [f'<td class="arm">{swatch}<b>{name}</b>{star}{method_html}</td>',
-                 f"<td>{_badge(a.status)}</td>"]
+        cells = []
         for h, get, show, _, cls in cols:
             x = get(a)
-            text = esc(show(x))
-            if h == v.primary and a.interval:   # the verdict's 95% interval, and the chance of being best
-                text += (f'<div class="ci" title="95% interval; chance of being best">'
-                         f'{a.interval[0]:.3f}–{a.interval[1]:.3f} · {a.p_best:.0%}</div>')
-            if h == v.primary and baseline is not None and a is not baseline and x is not None:
-                d = x - (v.m(baseline, v.primary) or 0)
-                text += (f'<div class="delta" title="change vs {esc(baseline.name)}">'
-                         f'{esc(fmt.points(d))}</div>')
-            if h.startswith("forgetting") and _worst_forgetting(a)[1]:
-                text += ' <span class="warn" title="significant drop on a general benchmark">⚠</span>'
             hit = " best" if best[h] is not None and x == best[h] else (" zero" if x == 0 else "")
-            cells.append(f'<td class="{cls}{hit}">{text}</td>')
-        rows.append(f"<tr{rec}>{''.join(cells)}</tr>")
-        if not a.ok:
-            reason = a.error or "no reason recorded"
-            rows.append(f'<tr class="failure"><td colspan="{len(cols) + 2}"><b>{esc(a.name)} failed:</b> '
-                        f'<code>{esc(fmt.clip(reason, 2000))}</code></td></tr>')
-    price = fmt.num(exp.price_per_1k_tokens)
-    notes = ["<b>Bold green</b> marks the best value among finished arms; the ★ row is the recommendation."]
-    if any(a.interval for a in v.ok):
-        notes.append(f"Under {esc(v.primary)}: its 95% interval and the arm's chance of being best (see How sure).")
-    if baseline is not None and len(v.ok) > 1:
-        notes.append(f"Small figures under {esc(v.primary)} are the change vs {esc(baseline.name)}.")
-    if price is not None:
-        notes.append(f"Cost assumes {esc(fmt.money(price))} per 1k tokens (prompt + generated).")
-    if not priced:
-        notes.append("No cost per request: set <code>price_per_1k_tokens</code> in the experiment.")
-    timed = max((a.cost.latency_requests for a in v.ok), default=0)
-    notes.append(f"Latency is what one caller waits: requests served one at a time, uncached, on this machine "
-                 f"({timed} per arm); training cost is not part of cost per request.")
-    for a in v.ok:
-        for note, n in a.notes.items():
-            notes.append(f"{esc(a.name)}: {esc(note)} ({n:,} rows).")
-    if v.ok and not trained:
-        notes.append("No arm trained weights (no training time, parameters or artifacts).")
-    return _section("comparison", "Comparison of arms",
-                    f'<div class="scroll"><table class="grid"><thead><tr>{head}</tr></thead>'
-                    f'<tbody>{"".join(rows)}</tbody></table></div>'
-                    f'<p class="note">{" ".join(notes)}</p>' + _more_detail(v, shown))
+            cell = {"cls": cls + hit, "text": show(x), "ci": None, "delta": None,
+                    "warn": h.startswith("forgetting") and _worst_forgetting(a)[1]}
+            if h == v.primary and a.interval:   # the verdict's 95% interval, and the chance of being best
+                cell["ci"] = f"{a.interval[0]:.3f}–{a.interval[1]:.3f} · {a.p_best:.0%}"
+            if h == v.primary and baseline is not None and a is not baseline and x is not None:
+                cell["delta"] = fmt.points(x - (v.m(baseline, v.primary) or 0))
+            cells.append(cell)
+        rows.append({"arm": a, "recommended": a.name == v.recommended, "colour": v.colors[a.name], "cells": cells,
+                     "error": a.error or "no reason recorded"})
+    extra = [k for k in v.metric_keys if k not in shown]
+    detail = [(a.name, [fmt.metric(v.m(a, k)) for k in extra]
+               + [fmt.count(v.c(a, "train_tokens")), fmt.seconds(v.c(a, "eval_wall_s")),
+                  fmt.seconds(v.c(a, "batch_s_per_request")), fmt.pct(v.c(a, "cached_share"), 0)]) for a in v.arms]
+    return {"head": head, "rows": rows, "baseline": baseline.name if baseline is not None else None,
+            "primary": v.primary, "n_ok": len(v.ok), "intervals": any(a.interval for a in v.ok),
+            "price": fmt.num(exp.price_per_1k_tokens), "priced": priced, "trained": trained,
+            "timed": max((a.cost.latency_requests for a in v.ok), default=0),
+            "arm_notes": [(a.name, note, n) for a in v.ok for note, n in a.notes.items()],
+            "extra": extra, "detail": detail}
 
 
 HEADLINE = ("accuracy", "macro_f1", "ece", "rougeL", "chrf", "bleu", "exact_match")
@@ -223,131 +171,51 @@ def _headline_metrics(v: View, n: int = 3) -> list[str]:
     return v.metric_keys[:1] + others[: n - 1]
 
 
-def _more_detail(v: View, shown: list[str]) -> str:
-    extra = [k for k in v.metric_keys if k not in shown]
-    head = "".join(f'<th class="num" title="{esc(fmt.metric_title(k))}">{esc(fmt.metric_label(k))}</th>'
-                   for k in extra)
-    rows = "".join(
-        f"<tr><td>{esc(a.name)}</td>"
-        + "".join(f"<td class='num'>{esc(fmt.metric(v.m(a, k)))}</td>" for k in extra)
-        + f"<td class='num'>{esc(fmt.count(v.c(a, 'train_tokens')))}</td>"
-        f"<td class='num'>{esc(fmt.seconds(v.c(a, 'eval_wall_s')))}</td>"
-        f"<td class='num'>{esc(fmt.seconds(v.c(a, 'batch_s_per_request')))}</td>"
-        f"<td class='num'>{esc(fmt.pct(v.c(a, 'cached_share'), 0))}</td></tr>" for a in v.arms)
-    what = ("all metrics, " if extra else "") + "training tokens, evaluation time, cache"
-    return (f'<details><summary>More detail ({what})</summary>'
-            f'<table class="grid small"><thead><tr><th>arm</th>{head}<th class="num">train tokens</th>'
-            '<th class="num">eval wall time</th><th class="num" title="batched evaluation time per computed '
-            'request: throughput, not what one caller waits">batched s / request</th>'
-            '<th class="num">served from cache</th></tr></thead>'
-            f"<tbody>{rows}</tbody></table></details>")
-
-
 # ---------------------------------------------------------------- charts
 
 
-def charts(v: View) -> str:
+def charts(v: View) -> dict:
     use_cost = any(v.c(a, "cost_per_1k_requests") for a in v.ok)
     x_key, x_title = (("cost_per_1k_requests", "cost per 1k requests") if use_cost
                       else ("prompt_tokens_per_request", "prompt tokens per request"))
     pts = [Point(a.name, v.c(a, x_key), v.m(a, v.primary), v.colors[a.name], a.name == v.recommended)
            for a in v.ok]
-    plot = scatter(pts, x_title, v.primary)
     lat_rows = [(a.name, [v.c(a, "latency_p50_s"), v.c(a, "latency_p95_s")]) for a in v.ok]
-    lat = hbars(lat_rows, [("p50", "#2563eb"), ("p95", "#93c5fd")], fmt.seconds,
-                "latency per request")
-    return ('<div class="two">'
-            + _section("quality-cost", "Quality against cost", plot,
-                       f"Up and to the left is better. The dashed line joins the arms no other arm "
-                       f"beats on both {esc(v.primary)} and cost.")
-            + _section("latency", "Latency per request", lat, "Median (p50) and tail (p95) of requests served one "
-                       "at a time without the cache, prompt building and example selection included.")
-            + "</div>")
+    return {"primary": v.primary, "scatter": scatter(pts, x_title, v.primary),
+            "latency": hbars(lat_rows, [("p50", "#2563eb"), ("p95", "#93c5fd")], fmt.seconds, "latency per request")}
 
 
-def forgetting(v: View) -> str:
+def forgetting(v: View) -> dict | None:
     arms = [a for a in v.arms if a.forgetting]
     if not arms:
-        return ""
+        return None
     plot_rows, rows = [], []
     for a in arms:
         for bench, r in a.forgetting.rows(with_mean=True):
             delta, lo, hi, drop = fmt.num(r.delta), fmt.num(r.ci_low), fmt.num(r.ci_high), r.significant_drop
             plot_rows.append((f"{a.name} · {bench}", delta, lo, hi, drop))
-            verdict = ('<span class="badge bad">significant drop</span>' if drop
-                       else '<span class="badge ok">no significant drop</span>')
             ci = f"{fmt.points(lo)} … {fmt.points(hi)}" if lo is not None and hi is not None else DASH
-            rows.append(f"<tr><td>{esc(a.name)}</td><td>{esc(bench)}</td>"
-                        f"<td class='num'>{esc(fmt.metric(r.base_accuracy))}</td>"
-                        f"<td class='num'>{esc(fmt.metric(r.adapted_accuracy))}</td>"
-                        f"<td class='num'>{esc(fmt.points(delta))}</td><td class='num'>{esc(ci)}</td>"
-                        f"<td>{verdict}</td></tr>")
-    table = ('<table class="grid"><thead><tr><th>arm</th><th>benchmark</th><th class="num">base</th>'
-             '<th class="num">adapted</th><th class="num">change</th><th class="num">95% interval</th>'
-             f'<th>verdict</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
-    return _section("forgetting", "Forgetting on general benchmarks",
-                    f'<div class="two inner fit"><div>{table}</div><div>'
-                    f'{intervals(plot_rows, "forgetting")}</div></div>',
-                    "Accuracy of the adapted model minus the base model on the same general-benchmark items, "
-                    "with a paired-bootstrap 95% interval; a drop is significant when the interval lies below zero.")
+            rows.append({"arm": a.name, "bench": bench, "base": r.base_accuracy, "adapted": r.adapted_accuracy,
+                         "delta": delta, "ci": ci, "drop": drop})
+    return {"rows": rows, "plot": intervals(plot_rows, "forgetting")}
 
 
 # ---------------------------------------------------------------- per-arm detail
 
 
-def debugging(v: View) -> str:
+def debugging(v: View) -> dict | None:
     """`tailor debug`'s findings for each arm it was run on: failure clusters, training rows that
     teach the mistake, output kinds."""
-    parts = []
-    for name, d in v.results.debug.items():
-        clusters = "".join(
-            f"<tr><td>{esc(c['size'])}</td><td>{'<br>'.join(esc(fmt.clip(t, 140)) for t in c['typical'])}</td>"
-            f"<td>{'<br>'.join(esc(f'{pair} ({n})') for pair, n in c['confusion'])}</td>"
-            f"<td>{esc(c['nearby_training_rows'])}</td><td>{esc(c['teaching_the_mistake'])}</td>"
-            f"<td>{_gap(c)}</td></tr>"
-            for c in d.get("clusters", []))
-        flagged = "".join(
-            f"<tr><td><code>{esc(r['id'])}</code></td><td>{esc(fmt.clip(r['input'], 160))}</td><td>{esc(r['label'])}</td>"
-            f"<td>{esc(r['suggested'])}</td><td>{esc(len(r['failures']))}</td><td>{esc(r['similarity'])}</td></tr>"
-            for r in d.get("likely_label_errors", [])[:20])
-        kinds = "".join(
-            f"<tr><td>{esc(fmt.clip(k['kind'], 40))}</td><td>{fmt.pct(k['training_share'])}</td>"
-            f"<td>{fmt.pct(k['gold_share'])}</td><td>{fmt.pct(k['predicted_share'])}</td>"
-            f"<td>{'over-predicted ' if k['over_predicted'] else ''}{'over-taught' if k['over_taught'] else ''}</td></tr>"
-            for k in d.get("output_kinds", []))
-        parts.append(
-            f"<h3>{esc(name)}: {esc(d['failures'])} of {esc(d['predictions'])} test rows failed</h3>"
-            '<table class="grid"><thead><tr><th>failures</th><th>typical inputs</th><th>gold → predicted</th>'
-            "<th>training rows nearby (median)</th><th>teach the mistake</th><th>coverage</th></tr></thead>"
-            f"<tbody>{clusters}</tbody></table>"
-            + ('<p class="note">Training rows whose label is the model\'s wrong answer on a near-identical test row '
-               f"(cosine ≥ {esc(d['options']['near'])}): likely label errors or ambiguous guidance "
-               f"({esc(len(d.get('likely_label_errors', [])))} in all; the first 20).</p>"
-               '<table class="grid"><thead><tr><th>row</th><th>input</th><th>label</th><th>gold of the failure</th>'
-               f"<th>failures</th><th>cosine</th></tr></thead><tbody>{flagged}</tbody></table>" if flagged else "")
-            + '<table class="grid"><thead><tr><th>output kind</th><th>training</th><th>gold</th><th>predicted</th>'
-            f"<th>flag</th></tr></thead><tbody>{kinds}</tbody></table>")
-    if not parts:
-        return ""
-    return _section("debug", "Debugging the data from bad outputs", "".join(parts),
-                    "Failures clustered by meaning, each with the training rows nearest to it (Meta's guide to "
-                    "adapting LLMs: look at the failures, check whether the data teaches the same mistake, add "
-                    "examples where it has none, check the balance of output kinds). "
-                    "<code>tailor debug RUN --write-fixes FILE</code> writes the flagged rows for review.")
+    return {"arms": list(v.results.debug.items())} if v.results.debug else None
 
 
-def _gap(cluster: dict) -> str:
-    return f'<b class="warn">gap</b>: add about {esc(cluster["add"])}' if cluster["gap"] else DASH
-
-
-def confusions(v: View) -> str:
-    cards = []
+def confusions(v: View) -> dict | None:
+    matrices = []
     for a in v.ok:
         m, labels = a.confusion, a.labels or v.results.task.get("labels")
         if not m or not labels or len(m) != len(labels):
             continue
-        head = "".join(f'<th title="{esc(l)}">{esc(fmt.clip(l, 12))}</th>' for l in labels)
-        body = []
+        rows = []
         for i, (gold, row) in enumerate(zip(labels, m)):
             total = sum(x for x in row if isinstance(x, (int, float))) or 1
             cells = []
@@ -355,19 +223,12 @@ def confusions(v: View) -> str:
                 share = (fmt.num(n) or 0) / total
                 rgb = "5,150,105" if i == j else "220,38,38"
                 ink = "#fff" if share > 0.55 else "inherit"
-                cells.append(f'<td style="background:rgba({rgb},{0.08 + 0.8 * share:.2f});color:{ink}" '
-                             f'title="gold {esc(gold)}, predicted {esc(labels[j])}: {esc(n)} '
-                             f'({share:.0%} of the row)">{esc(fmt.count(n))}</td>')
-            body.append(f'<tr><th title="{esc(gold)}">{esc(fmt.clip(gold, 12))}</th>{"".join(cells)}</tr>')
-        cards.append(f'<figure class="cm"><figcaption><i class="swatch" style="background:'
-                     f'{v.colors[a.name]}"></i>{esc(a.name)} <span class="muted">'
-                     f'{esc(fmt.metric(v.m(a, v.primary)))} {esc(v.primary)}</span></figcaption>'
-                     f'<table><thead><tr><th class="corner">gold ↓<br>predicted →</th>{head}</tr></thead>'
-                     f'<tbody>{"".join(body)}</tbody></table></figure>')
-    if not cards:
-        return ""
-    return _section("confusion", "Confusion matrices", f'<div class="cms">{"".join(cards)}</div>',
-                    "Rows are the gold label, columns the prediction; shading is the share of the row.")
+                cells.append({"style": f"background:rgba({rgb},{0.08 + 0.8 * share:.2f});color:{ink}",
+                              "label": labels[j], "n": n, "share": share})
+            rows.append((gold, cells))
+        matrices.append({"name": a.name, "colour": v.colors[a.name], "metric": v.m(a, v.primary), "labels": labels,
+                         "rows": rows})
+    return {"matrices": matrices, "primary": v.primary} if matrices else None
 
 
 def _pick_examples(v: View) -> tuple[list[str], dict, dict]:
@@ -385,10 +246,10 @@ def _pick_examples(v: View) -> tuple[list[str], dict, dict]:
     return sorted(chosen, key=order.index), rows, preds
 
 
-def examples(v: View) -> str:
+def examples(v: View) -> dict | None:
     ids, rows, preds = _pick_examples(v)
     if not ids:
-        return ""
+        return None
     arms = [a for a in v.arms if a.name in preds]
     exact = v.kind in ("classify", "choice")
     if exact:  # scored by exact label match, as evaluate.accuracy does
@@ -399,84 +260,58 @@ def examples(v: View) -> str:
 
         def same(p, t):
             return normalize(p) == normalize(t)
-    head = "<th>input</th><th>target</th>" + "".join(
-        f'<th><i class="swatch" style="background:{v.colors[a.name]}"></i>{esc(a.name)}</th>'
-        for a in arms)
-    body = []
+    shown = []
     for key in ids:
         ex = rows[key]
-        text, target = ex.input, ex.target
-        cells = [(f'<td class="input" title="{esc(fmt.clip(text, 3000))}"><div class="id">{esc(key)}</div>'
-                  f'{esc(fmt.clip(text, 280))}</td>'), f'<td class="target">{esc(fmt.clip(target, 400))}</td>']
+        cells = []
         for a in arms:
             p = preds[a.name].get(key)
             if p is None:
-                cells.append(f'<td class="muted">{DASH}</td>')
+                cells.append(None)
                 continue
             p = fmt.as_text(p)
-            right = same(p, target)
-            cls = "hit" if right else ("miss" if exact else "")
-            mark = "✓ " if right else ("✗ " if exact else "")
-            cells.append(f'<td class="pred {cls}">{mark}{esc(fmt.clip(p, 400))}</td>')
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    return _section("examples", "Example predictions",
-                    f'<div class="scroll"><table class="grid examples"><thead><tr>{head}</tr></thead>'
-                    f'<tbody>{"".join(body)}</tbody></table></div>',
-                    "Test inputs where the arms disagree are shown first.")
+            right = same(p, ex.target)
+            cells.append({"cls": "hit" if right else ("miss" if exact else ""),
+                          "mark": "✓ " if right else ("✗ " if exact else ""), "text": p})
+        shown.append({"id": key, "input": ex.input, "target": ex.target, "preds": cells})
+    return {"arms": [(a.name, v.colors[a.name]) for a in arms], "rows": shown}
 
 
 # ---------------------------------------------------------------- data and provenance
 
 
-def data_check(v: View) -> str:
+def data_check(v: View) -> dict:
     task = v.results.task
     facts = [("task", task.get("name")), ("kind", task.get("kind")), ("rows", fmt.count(task.get("rows"))),
              ("train / dev / test", " / ".join(fmt.count(task.get(k)) for k in
                                               ("train_rows", "dev_rows", "test_rows"))),
              ("labels", ", ".join(map(str, task.get("labels") or [])) or None)]
-    facts_html = "".join(f"<tr><th>{esc(k)}</th><td>{esc(val)}</td></tr>"
-                         for k, val in facts if val not in (None, "", DASH))
-    parts = [f'<table class="kv">{facts_html}</table>', _label_counts(task.get("label_counts"))]
     notes = task.get("notes")
-    if notes:
-        items = notes if isinstance(notes, list) else [notes]
-        parts.append("<ul class='notes'>" + "".join(f"<li>{esc(n)}</li>" for n in items) + "</ul>")
     cur = v.results.curation
     summary = cur.summary if cur else []
-    if summary:
-        srows = "".join(f"<tr><th>{esc(r[0])}</th><td>{esc(r[1] if len(r) > 1 else '')}</td></tr>"
-                        for r in summary if isinstance(r, (list, tuple)) and r)
-        parts.append(f'<h3>Data checks</h3><table class="kv">{srows}</table>')
-    body = f'<div class="two inner">{"".join(parts[:2])}</div>{"".join(parts[2:])}'
-    if cur and cur.html:
-        body += f'<div class="curation">{cur.html}</div>'  # Tailor's own curate report, trusted
-    elif not summary:
-        body += '<p class="muted">No data check report was attached to this run.</p>'
-    return _section("data", "Data", body)
+    return {"facts": [(k, val) for k, val in facts if val not in (None, "", DASH)],
+            **_label_counts(task.get("label_counts")),
+            "notes": (notes if isinstance(notes, list) else [notes]) if notes else [],
+            "summary": [r for r in summary if isinstance(r, (list, tuple)) and r],
+            # Tailor's own curate report, trusted
+            "curation_html": Markup(cur.html) if cur and cur.html else None}
 
 
-def _label_counts(counts) -> str:
+def _label_counts(counts) -> dict:
     if not isinstance(counts, dict) or not counts:
-        return ""
+        return {"split_counts": None, "bars": None}
     if all(isinstance(x, dict) for x in counts.values()):  # per split: {split: {label: n}}
         labels = list(dict.fromkeys(l for c in counts.values() for l in c))
-        head = "".join(f"<th class='num'>{esc(l)}</th>" for l in labels)
-        rows = "".join(f"<tr><th>{esc(s)}</th>" + "".join(
-            f"<td class='num'>{esc(fmt.count(c.get(l)))}</td>" for l in labels) + "</tr>"
-            for s, c in counts.items())
-        return f'<table class="grid small"><thead><tr><th>split</th>{head}</tr></thead><tbody>{rows}</tbody></table>'
+        rows = [(s, [fmt.count(c.get(l)) for l in labels]) for s, c in counts.items()]
+        return {"split_counts": {"labels": labels, "rows": rows}, "bars": None}
     total = sum(fmt.num(x) or 0 for x in counts.values()) or 1
-    bars = "".join(
-        f'<div class="lc"><span class="lc-name" title="{esc(l)}">{esc(fmt.clip(l, 24))}</span>'
-        f'<span class="lc-bar"><i style="width:{100 * (fmt.num(n) or 0) / total:.1f}%"></i></span>'
-        f'<span class="lc-n">{esc(fmt.count(n))} · {(fmt.num(n) or 0) / total:.0%}</span></div>'
-        for l, n in counts.items())
-    return f'<div class="label-counts"><div class="muted">label balance</div>{bars}</div>'
+    return {"split_counts": None,
+            "bars": [{"label": l, "n": n, "width": 100 * (fmt.num(n) or 0) / total, "share": (fmt.num(n) or 0) / total}
+                     for l, n in counts.items()]}
 
 
-def manifest(v: View) -> str:
+def manifest(v: View) -> dict:
     exp = v.results.experiment.model_dump(mode="json")
-    text = json.dumps({"experiment": exp, "manifest": v.results.manifest}, indent=2, ensure_ascii=False, default=str)
-    return _section("manifest", "Run manifest",
-                    f"<details><summary>Versions, seeds, data hashes and settings of this run</summary>"
-                    f"<pre>{esc(text)}</pre></details>")
+    return {"text": json.dumps({"experiment": exp, "manifest": v.results.manifest}, indent=2, ensure_ascii=False,
+                               default=str)}
+

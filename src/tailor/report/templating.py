@@ -21,7 +21,7 @@ ENV = Environment(loader=PackageLoader("tailor.report", "templates"),
                   autoescape=select_autoescape(["html", "svg"], default_for_string=True),
                   undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 ENV.filters.update(
-    metric=fmt.metric, pct=fmt.pct, points=fmt.points, count=fmt.count, tokens=fmt.tokens, seconds=fmt.seconds,
+    num=fmt.num, metric=fmt.metric, pct=fmt.pct, points=fmt.points, count=fmt.count, tokens=fmt.tokens, seconds=fmt.seconds,
     si=fmt.si, size=fmt.size, money=fmt.money, clip=fmt.clip, metric_label=fmt.metric_label,
     metric_title=fmt.metric_title, wbr=_wbr,
     f=lambda value, spec: format(value, spec),   # {{ x|f("+.3f") }}: Python's format spec, exactly
