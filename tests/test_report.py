@@ -247,3 +247,76 @@ def test_the_rewards_section_tells_a_format_reward_that_rose_from_a_correctness_
     assert "<td>exact</td><td>correctness</td><td>1.0</td><td>0.200</td><td>0.200</td><td>+0.000</td>" in rows[1]
     assert "<td>total</td>" in rows[2] and "+0.300" in rows[2] and "39.5 → 33.5" in rows[0]
     assert '<a href="#rewards">' in html
+
+
+HOSTILE = ['<script>alert(1)</script>', '"><img src=x>']
+
+
+def test_hostile_names_labels_and_texts_stay_text_in_every_section(tmp_path):
+    """Arm names, labels, example inputs, targets and predictions with markup in them: the page has
+    them as text (in tables, titles and the SVG charts alike) and never as an element."""
+    from html.parser import HTMLParser
+
+    from tailor.breakeven import break_even
+    results = realistic_results()
+    evil = "".join(HOSTILE)
+    for i, a in enumerate(results.arms):
+        a.name = f"arm{i}{evil}"
+        a.labels = [f"{l}{evil}" for l in a.labels] if a.labels else None
+        for ex in a.examples:
+            ex.input, ex.target, ex.prediction = ex.input + evil, ex.target + evil, f"{ex.prediction}{evil}"
+    results.recommendation.arm = results.arms[3].name
+    results.arms[3].cost.train_cost = 0.5
+    results.break_even = break_even(results.arms, results.experiment.requests_per_month)   # a chart of arm names
+    results.arms[1].calibration = {"method": evil, "rows": 300, "changed": 4, "prior": {f"negative{evil}": 0.5},
+                                   "shares_before": {}, "shares_after": {}}
+    results.task["labels"] = [f"{l}{evil}" for l in LABELS]
+    results.task["label_counts"] = {f"{l}{evil}": 10 for l in LABELS}
+    results.experiment.name = f"exp{evil}"
+    results.debug = {results.arms[3].name: {
+        "failures": 1, "predictions": 2, "options": {"near": evil},
+        "clusters": [{"size": 1, "typical": [evil], "confusion": [[evil, 1]], "nearby_training_rows": 0,
+                      "teaching_the_mistake": 0, "gap": True, "add": evil}],
+        "likely_label_errors": [{"id": evil, "input": evil, "label": evil, "suggested": evil, "failures": [],
+                                 "similarity": 0.9}],
+        "output_kinds": [{"kind": evil, "training_share": 0.5, "gold_share": 0.5, "predicted_share": 0.5,
+                          "over_predicted": False, "over_taught": False}]}}
+    html = write_report(results, tmp_path).read_text(encoding="utf-8")
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.text = [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            self.text += [v or "" for _, v in attrs]
+
+        def handle_data(self, data):
+            self.text.append(data)
+    page = Page()
+    page.feed(html)
+    assert "script" not in page.tags and "img" not in page.tags
+    assert {"svg", "section", "table", "pre"} <= set(page.tags)   # the parse saw the page, charts included
+    text = "\n".join(page.text)
+    for section in ("comparison", "break-even", "calibration", "forgetting", "confusion", "debug", "examples", "data"):
+        assert f'id="{section}"' in html, section
+    assert text.count(evil) >= 40 and f"arm3{evil}" in text and f"negative{evil}" in text
+    for s in HOSTILE:   # escaped where it appears in the file, not merely dropped
+        assert s not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&gt;&lt;img src=x&gt;" in html
+
+
+def test_a_template_naming_a_value_its_context_lacks_fails():
+    """StrictUndefined: a missing value is an error where it is rendered, never an empty cell."""
+    from jinja2 import UndefinedError
+
+    from tailor.report.templating import ENV, render
+    rows = [{"name": "a", "method": "contextual", "prior": "0.50", "before": "0.60", "after": "0.40", "gold": "—",
+             "changed": 4}]
+    assert "<td>contextual</td>" in render("calibration.html", labels=["x"], rows=rows)
+    with pytest.raises(UndefinedError, match="labels"):
+        render("calibration.html", rows=rows)
+    with pytest.raises(UndefinedError, match="changed"):
+        render("calibration.html", labels=["x"], rows=[{k: v for k, v in rows[0].items() if k != "changed"}])
+    assert ENV.autoescape("report.html") and ENV.from_string("{{ x }}").render(x="<b>") == "&lt;b&gt;"

@@ -6,7 +6,7 @@ SVG charts of plots.py, the curate report) enters as `Markup`."""
 
 from __future__ import annotations
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, PackageLoader, StrictUndefined, Undefined, select_autoescape
 from markupsafe import Markup, escape
 
 from . import fmt
@@ -17,15 +17,25 @@ def _wbr(text) -> Markup:
     return Markup(str(escape(text)).replace("_", "_<wbr>"))
 
 
+def _strict(fn):
+    """A filter that fails on a missing value as `{{ x }}` does (fmt's formatters would make a dash
+    of it, and format() a TypeError that names nothing)."""
+    def filter_(value, *args):
+        if isinstance(value, Undefined):
+            value._fail_with_undefined_error()
+        return fn(value, *args)
+    return filter_
+
+
 ENV = Environment(loader=PackageLoader("tailor.report", "templates"),
                   autoescape=select_autoescape(["html", "svg"], default_for_string=True),
                   undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-ENV.filters.update(
+ENV.filters.update({name: _strict(fn) for name, fn in dict(
     num=fmt.num, metric=fmt.metric, pct=fmt.pct, points=fmt.points, count=fmt.count, tokens=fmt.tokens, seconds=fmt.seconds,
     si=fmt.si, size=fmt.size, money=fmt.money, clip=fmt.clip, metric_label=fmt.metric_label,
     metric_title=fmt.metric_title, wbr=_wbr,
-    f=lambda value, spec: format(value, spec),   # {{ x|f("+.3f") }}: Python's format spec, exactly
-)
+    f=format,   # {{ x|f("+.3f") }}: Python's format spec, exactly
+).items()})
 ENV.globals["DASH"] = fmt.DASH
 
 
