@@ -44,7 +44,13 @@ def _tickets(root: Path, kb: Path) -> tuple[Path, list[dict]]:
         arms.append({"method": "qlora", **TRAIN})
     except ImportError:
         pass
-    return write_tickets(root / "tickets.jsonl", 40), arms
+    tickets = write_tickets(root / "tickets.jsonl", 40)
+    # a closed model's answers, keyed by each row's input (every row: those outside the test split are counted)
+    rows = [json.loads(line) for line in tickets.read_text().splitlines()]
+    (root / "closed.jsonl").write_text("".join(json.dumps({"text": r["text"], "completion": r["label"] if i % 3 else "bug"})
+                                               + "\n" for i, r in enumerate(rows)))
+    arms.append({"name": "closed", "method": "external", "completions": str(root / "closed.jsonl")})
+    return tickets, arms
 
 
 def _stories(root: Path, kb: Path) -> tuple[Path, list[dict]]:
@@ -118,6 +124,11 @@ def _answering(ladders):
     return [(lname, name, arm) for lname, name, arm in _arms(ladders) if not method_class(arm["method"]).scorer]
 
 
+def _served(ladders):
+    """The arms Tailor runs itself: an external arm's answers came from outside (refused below)."""
+    return [(lname, name, arm) for lname, name, arm in _answering(ladders) if not method_class(arm["method"]).external]
+
+
 def test_every_registered_method_has_a_case_here(ladders):
     measured = {arm["method"] for _, _, arm in _arms(ladders)}
     optional = {"qlora"}   # needs bitsandbytes, an optional extra
@@ -136,7 +147,7 @@ def test_each_arm_reloaded_from_its_folder_predicts_what_the_ladder_measured(lad
 
 def test_tailor_predict_writes_what_the_ladder_measured(ladders, tiny_base, tmp_path):
     from tailor.predict import run_predict
-    for lname, name, arm in _answering(ladders):
+    for lname, name, arm in _served(ladders):
         task, test = _task_and_test(ladders[lname], tiny_base)
         rows = tmp_path / f"{lname}-test.jsonl"
         rows.write_text("".join(json.dumps(_row(ex, task.kind == "classify")) + "\n" for ex in test))
@@ -151,7 +162,7 @@ def test_the_server_answers_every_arm_as_the_ladder_measured(ladders, tiny_base)
     from tailor.retrieval.grounding import strip_citations
     from tailor.serve.run import build
     for lname, lad in ladders.items():
-        served = {name: arm for l2, name, arm in _answering(ladders) if l2 == lname}
+        served = {name: arm for l2, name, arm in _served(ladders) if l2 == lname}
         app, scheduler = build(tiny_base, {n: a["folder"] for n, a in served.items()})
         _, test = _task_and_test(lad, tiny_base)
         try:
@@ -212,6 +223,23 @@ def test_a_reward_model_is_refused_by_the_server_and_by_predict_in_one_line(ladd
     with pytest.raises(TailorError, match="scores answers, it writes none"):
         run_predict(str(folder), rows, tmp_path / "out.jsonl", model="tiny-test", dtype="fp32", device="cpu",
                     runs_dir=str(tmp_path / "runs"), progress=False)
+    assert not (tmp_path / "runs").exists()   # refused before any work
+
+
+def test_an_external_arm_is_refused_by_the_server_predict_and_export_in_one_line(ladders, tiny_base, tmp_path):
+    from tailor.export.arm import refuse_unexportable
+    from tailor.predict import run_predict
+    from tailor.serve.arms import load_arms
+    folder = ladders["tickets"]["arms"]["closed"]["folder"]
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"text": "ticket: invoice", "label": "billing"}) + "\n")
+    for refuse in (lambda: load_arms(tiny_base, {"closed": folder}),
+                   lambda: run_predict(str(folder), rows, tmp_path / "out.jsonl", model="tiny-test", dtype="fp32",
+                                       device="cpu", runs_dir=str(tmp_path / "runs"), progress=False),
+                   lambda: refuse_unexportable(folder, read_recipe(folder)[0])):
+        with pytest.raises(TailorError, match="come from outside Tailor") as e:
+            refuse()
+        assert "\n" not in str(e.value)
     assert not (tmp_path / "runs").exists()   # refused before any work
 
 

@@ -45,8 +45,11 @@ def recommend(arms: list[ArmResult], predictions: dict[str, list[list]], kind: s
         scored.append(ArmScores(a.name, [row_scores(kind, run) for run in runs], a.cost.first_month_cost))
     # the closed-book baseline; a result read back may name a method this Tailor does not have
     baseline = next((a.name for a in ok if a.method in METHODS and METHODS[a.method].bare), None)
+    # a model answered outside Tailor (a closed model's row) is measured and compared, never recommended:
+    # Tailor cannot build it (unless it is all there is)
+    reference = [a.name for a in ok if a.method in METHODS and METHODS[a.method].external]
     v = verdict(scored, metric=metric, tolerance=exp.tolerance, baseline=baseline, replicates=REPLICATES,
-                seed=exp.seed)
+                seed=exp.seed, reference=reference if len(reference) < len(ok) else ())
     for a in ok:
         s = v.arm(a.name)
         a.interval = [s.lo, s.hi]
@@ -65,5 +68,6 @@ def recommend(arms: list[ArmResult], predictions: dict[str, list[list]], kind: s
         text += (f" {' and '.join(dict.fromkeys(seeded))} ran one seed: the intervals cover the test rows, not the "
                  "spread between fits or shot draws (give the arm seeds: N to measure it).")
     return Recommendation(arm=pick.name, best_arm=v.best, text=text, claim=v.claim,
-                          confident=v.claim in ("cheaper_non_inferior", "best_separated", "only_arm"),
+                          confident=v.claim in ("cheaper_non_inferior", "best_separated", "only_arm",
+                                                "reference_matched"),
                           verdict=json.loads(json.dumps(v.to_json())))   # as results.json reads back (lists)

@@ -55,6 +55,10 @@ def labelling_arm(arm: str | Path) -> tuple[Path, Recipe]:
     if method_class(recipe.method).scorer:
         raise TailorError(f"{folder}: a {recipe.method} arm scores answers, it writes none: there is nothing "
                           "to predict or label (use it as a judge, or as a ppo arm's reward_model)")
+    if method_class(recipe.method).external:
+        raise TailorError(f"{folder}: a {recipe.method} arm's answers come from outside Tailor (a model's completions "
+                          "file or endpoint) for the rows it was measured on: Tailor has no model of it to predict or "
+                          "label other rows with")
     return folder, recipe
 
 

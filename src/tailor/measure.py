@@ -90,7 +90,7 @@ def measure_reward_model(adapted, rows, *, cache=None, batch_size: int = 16, pro
 def request_latencies(adapted, task, rows, max_new_tokens: int = 64) -> list[float]:
     """Seconds from a request to its answer, each alone and uncached: prompt building and shot
     selection included, as a server would do them."""
-    if not rows:
+    if not rows or not adapted.timed:   # answers read from a file (an external arm): nothing was asked
         return []
     engine = adapted.engine(None, batch_size=1, progress=False)
     adapted.predict(engine, task, rows[:1], max_new_tokens)   # warm-up: first calls pay one-time costs

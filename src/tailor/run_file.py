@@ -31,9 +31,13 @@ REPAIRS = {"drop_exact_duplicates": True, "drop_leaked": True, "drop_near_duplic
            "drop_noise": False}
 
 
-def check_inputs(data: str, kb: str | None, model: str, grader: str | None = None) -> None:
+def check_inputs(data: str, kb: str | None, model: str, grader: str | None = None,
+                 completions: str | None = None) -> None:
     """The one-line errors a data-file run gives before anything is read or loaded."""
     path = Path(data)
+    if completions is not None:   # every line checked now; which rows it answers once the split is known
+        from .methods.external import read_completions
+        read_completions(completions)
     if grader is not None:
         from .graders import load_grader
         load_grader(grader, where=f"--grader {grader}")   # a bad spec is refused before the model loads
@@ -53,10 +57,14 @@ def check_inputs(data: str, kb: str | None, model: str, grader: str | None = Non
 
 
 def prepare(data: str, *, model: str, kb: str | None, budget_s: float, runs_dir: str, limit: int | None,
-            started: float, grader: str | None = None) -> tuple[Path, Plan]:
-    """The run directory with the experiment written into it, ready for `run_ladder(..., run_dir=)`.
+            started: float, grader: str | None = None, completions: str | None = None,
+            closed_name: str = "closed") -> tuple[Path, Plan]:
+    """The run directory with the experiment written into it, ready for `run_ladder(..., run_dir=)`,
+    and the test rows every arm is measured on (RUN/test_rows.jsonl, to have a closed model answer).
     `started`: the command's start (time.perf_counter), since the budget counts from there.
-    `grader`: a grader JSON file, every arm's primary metric (and the reward of an RFT file's grpo arm)."""
+    `grader`: a grader JSON file, every arm's primary metric (and the reward of an RFT file's grpo arm).
+    `completions`: a closed model's answers to the test rows, its arm `closed_name` added to the plan
+    (tailor.methods.external), refused before any model loads unless it answers every test row."""
     from .curate import curated_task, write_clean
     from .models import load_tokenizer
     from .runs import RunDir
@@ -64,6 +72,8 @@ def prepare(data: str, *, model: str, kb: str | None, budget_s: float, runs_dir:
     path = Path(data)
     grader = str(Path(grader).resolve()) if grader else None
     task, preference, split = read_task(path, grader)
+    # the test rows are the split's (repairs drop train rows only): a closed model's answers checked before any model
+    closed = closed_arm(completions, closed_name, task) if completions else None
     try:
         tokenizer = load_tokenizer(model)
     except (OSError, ValueError) as e:   # transformers' own errors for a name it cannot resolve
@@ -86,6 +96,13 @@ def prepare(data: str, *, model: str, kb: str | None, budget_s: float, runs_dir:
     left = budget_s - (time.perf_counter() - started)
     plan = plan_experiment(summary, model=model, budget_s=left, speed=speed, task=task_path, kb=kb_spec,
                            kb_chunk_tokens=chunk, runs_dir=runs_dir, limit=limit)
+    if closed is not None:   # answered already: it costs the plan nothing
+        spec, why = closed
+        if spec["name"] in {a if isinstance(a, str) else a["name"] for a in plan.experiment["arms"]}:
+            raise TailorError(f"--closed-name {spec['name']}: the plan has an arm of that name; choose another")
+        plan.experiment["arms"].append(spec)
+        plan.reasons[spec["name"]] = why
+    write_test_rows(run.path / "test_rows.jsonl", task)
     write_experiment(run.path / "experiment.yaml", plan, data=str(path), budget_s=budget_s, left_s=left,
                      repairs=counts)
     atomic_write_json(run.path / "plan.json", {
@@ -93,6 +110,51 @@ def prepare(data: str, *, model: str, kb: str | None, budget_s: float, runs_dir:
         "speed": asdict(speed), "repairs": counts, "task": task_path, "reasons": plan.reasons,
         "notes": plan.notes, "estimate_s": plan.estimate, "advice": plan.advice})
     return run.path, plan
+
+
+def closed_arm(completions: str, name: str, task) -> tuple[dict, str]:
+    """The arm of a closed model's answers (tailor.methods.external), checked against the task's whole
+    test split now, before any model loads: a test row without an answer is refused."""
+    from .methods import make_method
+    spec = {"name": name, "method": "external", "completions": str(Path(completions).resolve())}
+    method = make_method("external", {"completions": spec["completions"]})
+    for note in method.check_rows(task, task.splits.get("test") or []):
+        console.print(f"[yellow]{name}:[/] {note}", highlight=False)
+    return spec, (f"{name}'s answers read from {completions}, measured on the same test rows as every arm: how close "
+                  "each arm comes to it (a reference row, never the recommendation)")
+
+
+def write_test_rows(path: Path, task) -> Path:
+    """The test rows every arm is measured on, as a closed model is asked them: each row's id and
+    its input (the conversation for chat rows, the options for choice rows), no answers. A file
+    of `{"id": ..., "completion": ...}` lines answering them is what `--completions` reads."""
+    from .utils import atomic_write_text
+
+    def row(ex) -> dict:
+        out = {"id": ex.id, **({"messages": ex.input} if isinstance(ex.input, list) else {"input": ex.input})}
+        return {**out, "choices": ex.choices} if ex.choices else out
+    atomic_write_text(path, "".join(json.dumps(row(ex), ensure_ascii=False) + "\n"
+                                    for ex in task.splits.get("test") or []))
+    return path
+
+
+def check_arms(exp) -> list[str]:
+    """Before any model loads: every arm's check of the rows it will be measured on (an external
+    arm's completions must answer each one); returns what the checks found worth saying."""
+    from .methods.base import Method
+    arms = [a for a in exp.arms if type(a.options).check_rows is not Method.check_rows]   # the task read only if one checks
+    if not arms:
+        return []
+    from .datasets import load_task
+    task = load_task(exp.task, **exp.task_options.loader_options(exp.seed))
+    rows = task.splits["test"][: exp.limit] if exp.limit else task.splits["test"]
+    notes = []
+    for arm in arms:
+        if exp.robustness is not None and type(arm.options).external and getattr(arm.options, "completions", None):
+            raise TailorError(f"arm {arm.name}: robustness measures every arm on perturbed inputs, which a file of "
+                              "completions does not answer; give the arm an endpoint, or drop robustness")
+        notes += arm.options.check_rows(task, rows)
+    return notes
 
 
 def repaired_text(counts: dict) -> str:

@@ -35,6 +35,14 @@ def run_(
     grader: Optional[str] = typer.Option(None, help="data file: a grader JSON (OpenAI's grader shapes), every arm's "
                                                     "primary metric; a reinforcement fine-tuning file's grpo arm "
                                                     "trains on it"),
+    completions: Optional[str] = typer.Option(None, help="data file: a closed model's answers to the test rows "
+                                                         "(JSONL: {id, completion} lines, lines keyed by the row's input, "
+                                                         "or OpenAI Batch API output), measured as one more arm: how "
+                                                         "close each open arm comes to it"),
+    closed_name: str = typer.Option("closed", help="data file: the name of the --completions arm"),
+    plan_only: bool = typer.Option(False, "--plan-only", help="data file: write the plan (RUN/experiment.yaml) and "
+                                                              "the test rows (RUN/test_rows.jsonl, for a closed model "
+                                                              "to answer) and stop"),
 ) -> None:
     """Run the adaptation ladder of an experiment, or of a data file (the arms Meta's guide to adapting
     LLMs suggests for it, sized to --budget; RUN/experiment.yaml is what ran), and write results.json
@@ -43,7 +51,7 @@ def run_(
     from pathlib import Path
 
     from ..plan import parse_budget
-    from ..run_file import EXPERIMENT_SUFFIXES, check_inputs, prepare
+    from ..run_file import EXPERIMENT_SUFFIXES, check_arms, check_inputs, prepare
     started = time.perf_counter()
     _one_process("tailor run")
     budget_s = parse_budget(budget) if budget is not None else None
@@ -56,6 +64,10 @@ def run_(
         if grader is not None:
             raise TailorError(f"--grader applies to a data file; the experiment {source} names its grader as "
                               "metric: {grader: FILE}")
+        if completions is not None or plan_only:
+            raise TailorError(f"{'--completions' if completions is not None else '--plan-only'} applies to a data file; "
+                              f"the experiment {source} names a closed model's answers as an arm: "
+                              "{method: external, completions: FILE}")
         exp = load_experiment(source)
         if model:
             exp.model = model
@@ -65,20 +77,31 @@ def run_(
             exp.limit = limit
         if runs_dir:
             exp.runs_dir = runs_dir
+        _say(check_arms(exp))   # an external arm's answers checked against the test rows before any model loads
         _run_and_print(exp)
         return
     model = model or "smollm2-135m"
-    check_inputs(source, kb, model, grader)
+    check_inputs(source, kb, model, grader, completions)
     budget_s = budget_s if budget_s is not None else 30 * 60
     run_dir, plan = prepare(source, model=model, kb=kb, budget_s=budget_s, runs_dir=runs_dir or "runs", limit=limit,
-                            started=started, grader=grader)
+                            started=started, grader=grader, completions=completions, closed_name=closed_name)
     _print_plan(plan, run_dir)
+    if plan_only:
+        out.print(f"the test rows every arm is measured on: {run_dir}/test_rows.jsonl (have the closed model answer "
+                  f"them, then tailor run {source} --completions ANSWERS.jsonl)", highlight=False)
+        return
     from ..config import load_experiment
     exp = load_experiment(run_dir / "experiment.yaml")   # what runs is what the file says
+    _say(check_arms(exp))
     _run_and_print(exp, run_dir)
     took = time.perf_counter() - started
     out.print(f"budget {budget_s / 60:.1f} min, took {took / 60:.1f} min{'' if took <= budget_s else ' (over)'}; "
               f"the experiment: {run_dir}/experiment.yaml (edit it and `tailor run` it again)")
+
+
+def _say(notes: list[str]) -> None:
+    for note in notes:
+        out.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
 def _print_plan(plan, run_dir) -> None:

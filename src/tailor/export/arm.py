@@ -42,6 +42,8 @@ def refuse_unexportable(folder: Path, recipe: Recipe) -> None:
     why = None
     if cls.scorer:
         why = "it is a scorer (a reward model): it judges answers and writes none, so llama.cpp has nothing to run"
+    elif cls.external:
+        why = "its answers come from outside Tailor (a model's completions file or endpoint): there are no weights to export"
     elif cls.own_predict:
         why = ("it answers through a program (several model calls per answer, planned by Tailor): serve it with "
                "tailor serve")

@@ -10,12 +10,12 @@ from ..errors import TailorError
 from ..schema import validate
 
 # every family, imported for its classes registering themselves in METHODS
-from . import distill, finetune, longdoc, preference, prompting, retrieval  # noqa: F401
+from . import distill, external, finetune, longdoc, preference, prompting, retrieval  # noqa: F401
 from .base import METHODS, Adapted, Method, load_adapted, save_adapted
 
 # METHODS in the order a ladder climbs (the order errors list them in), whatever order the families
 # were imported in: family by family, each family's methods as its file defines them
-FAMILIES = ("prompting", "finetune", "preference", "retrieval", "distill", "longdoc")
+FAMILIES = ("prompting", "finetune", "preference", "retrieval", "distill", "longdoc", "external")
 
 
 def _family(cls: type[Method]) -> int:

@@ -53,6 +53,8 @@ class Method(Options):
     runs_on_ranks: ClassVar[bool] = False  # its training shards over the processes of a launcher
     on_policy: ClassVar[bool] = False    # learns from its own samples: judged along its saved checkpoints
     bare: ClassVar[bool] = False         # the base as it is (no weights, shots or passages): the closed-book baseline
+    external: ClassVar[bool] = False     # its answers come from outside Tailor (a closed model's file or endpoint):
+    #                                      measured like any arm, never recommended, served, exported or labelled with
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs) -> None:
@@ -79,6 +81,12 @@ class Method(Options):
         options worth turning, each a range or choices holding the arm's written value (the
         default trial). A family adds its own to its parents' (`super().knobs()`)."""
         return {}
+
+    def check_rows(self, task: Task, rows: list[Example]) -> list[str]:
+        """Refuses, with one TailorError, rows the arm cannot answer, before any arm runs (an arm whose
+        answers were given to Tailor must have one for every measured row); returns what it found
+        worth saying without refusing. Any arm that fits can answer any row."""
+        return []
 
     def fit_inputs(self) -> dict:
         """What `fit` reads besides the task and the base (other arms, files), by content: part
@@ -108,6 +116,7 @@ class Adapted:
     passages: Any = None         # callable(examples) -> retrieved passages, built from recipe.retriever
     artifact_dir: Path | None = None
     artifact_bytes: int = 0
+    timed: bool = True           # False: its answers were read, not computed: no request latency to measure
 
     @property
     def method(self) -> str:

@@ -93,6 +93,9 @@ def load_arms(base, arms: dict[str, str | Path]) -> dict[str, ServedArm]:
         if cls.scorer:
             raise TailorError(f"{folder}: a {recipe.method} arm scores answers, it writes none, so it cannot be served "
                               "(use it as a judge, or as a ppo arm's reward_model)")
+        if cls.external:
+            raise TailorError(f"{folder}: a {recipe.method} arm's answers come from outside Tailor (a model's completions "
+                              "file or endpoint), so Tailor has no model of it to serve; ask that model directly")
         recipes[name] = (folder, recipe, pool, cls)
     stacked = {n: folder for n, (folder, _, _, cls) in recipes.items() if cls.lora_adapter and not cls.quantized}
     context = _context(base.model)

@@ -15,7 +15,10 @@ from ..errors import TailorError
 from .bootstrap import SeedLevel, percentile_interval, probability_best, replicate_means
 from .stats import McNemar, mcnemar_exact, rows_for_noninferiority, rows_to_separate, wilson_interval
 
-Claim = Literal["only_arm", "best_separated", "best_not_separated", "cheaper_non_inferior"]
+# reference_*: the best observed is a reference arm (measured for comparison, never recommended: a model
+# outside the ones being chosen between); "matched": a candidate is shown within the tolerance of it
+Claim = Literal["only_arm", "best_separated", "best_not_separated", "cheaper_non_inferior", "reference_matched",
+                "reference_best"]
 IntervalMethod = Literal["wilson", "bootstrap-percentile", "bootstrap-percentile-seeds-t", "bootstrap-percentile-seeds-resampled"]
 
 
@@ -92,13 +95,15 @@ class Verdict:
     recommended: str
     claim: Claim
     contenders: tuple[str, ...]
+    reference: tuple[str, ...] = ()                # arms measured for comparison, never recommended
+    versus_reference: tuple[Comparison, ...] = ()  # every other arm against each reference arm
 
     def arm(self, name: str) -> ArmVerdict:
         return next(a for a in self.arms if a.name == name)
 
     def comparison(self, arm: str, reference: str) -> Comparison:
-        """The comparison of `arm` against `reference` (the best or the baseline)."""
-        for c in self.versus_best + self.versus_baseline:
+        """The comparison of `arm` against `reference` (the best, the baseline or a reference arm)."""
+        for c in self.versus_best + self.versus_baseline + self.versus_reference:
             if c.arm == arm and c.reference == reference:
                 return c
         raise KeyError(f"no comparison of {arm} against {reference}")
@@ -115,9 +120,15 @@ class Verdict:
 
 def verdict(arms: Sequence[ArmScores], *, metric: str, tolerance: float, baseline: str | None = None,
             confidence: float = 0.95, replicates: int = 2000, seed: int = 0, power: float = 0.8,
-            seeds: SeedLevel = "t") -> Verdict:
-    """The statistical verdict on arms scored on the same test rows (see the package docstring)."""
+            seeds: SeedLevel = "t", reference: Sequence[str] = ()) -> Verdict:
+    """The statistical verdict on arms scored on the same test rows (see the package docstring).
+    `reference`: arms measured for comparison that are never recommended (a model the choice is not
+    between, such as a closed model a team is leaving): each has its interval and chance of being
+    best, every other arm is compared with it, and the recommendation is among the others."""
     names, matrices, costs = _check(arms, tolerance, baseline, confidence, replicates, power)
+    refs = tuple(dict.fromkeys(reference))
+    if any(r not in names for r in refs) or len(refs) >= len(names):
+        raise TailorError(f"verdict: reference arms {list(refs)} must be arms ({', '.join(names)}), and not all of them")
     if seeds not in ("t", "resample"):
         raise TailorError(f"verdict: seeds must be 't' or 'resample', got {seeds!r}")
     n = matrices[0].shape[1]
@@ -156,11 +167,20 @@ def verdict(arms: Sequence[ArmScores], *, metric: str, tolerance: float, baselin
         z = names.index(baseline)
         versus_baseline = tuple(compare(i, z) for i in range(len(names)) if i != z)
 
+    candidates = [i for i in range(len(names)) if names[i] not in refs]
+    versus_reference = tuple(compare(i, names.index(r)) for r in refs for i in candidates)
     contenders = tuple(c.arm for c in versus_best if not c.separated)
-    cheaper = sorted((i for i in range(len(names)) if costs[i] < costs[b]), key=lambda i: (costs[i], i))
+    cheaper = sorted((i for i in candidates if costs[i] < costs[b]), key=lambda i: (costs[i], i))
     passing = [i for i in cheaper if next(c for c in versus_best if c.arm == names[i]).non_inferior]
-    if len(names) == 1:
-        claim: Claim = "only_arm"
+    claim: Claim
+    if names[b] in refs:
+        # the best is not a choice: the cheapest candidate shown within the tolerance of it, else the best candidate
+        matched = sorted((i for i in candidates if next(c for c in versus_best if c.arm == names[i]).non_inferior),
+                         key=lambda i: (costs[i], i))
+        claim = "reference_matched" if matched else "reference_best"
+        pick = matched[0] if matched else next(i for i in order if i in candidates)
+    elif len(names) == 1:
+        claim = "only_arm"
         pick = b
     elif passing:
         claim, pick = "cheaper_non_inferior", passing[0]
@@ -171,7 +191,7 @@ def verdict(arms: Sequence[ArmScores], *, metric: str, tolerance: float, baselin
     return Verdict(metric=metric, rows=n, binary=binary, tolerance=tolerance, confidence=confidence, power=power,
                    replicates=replicates, seed=seed, seed_level=seeds, arms=tuple(summaries), best=names[b], baseline=baseline,
                    versus_best=versus_best, versus_baseline=versus_baseline, recommended=names[pick], claim=claim,
-                   contenders=contenders)
+                   contenders=contenders, reference=refs, versus_reference=versus_reference)
 
 
 def _compare(names, matrices, means, reps, i, j, binary, tolerance, confidence, power) -> Comparison:

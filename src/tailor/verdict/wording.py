@@ -53,8 +53,10 @@ def sentence(v) -> str:
         return f"{best.name} is the only arm: {own} on {v.rows:,} rows."
     tol = level(v.tolerance)
     one_sided = f"one-sided {v.confidence:.0%} lower bound"
-    cheaper = [c for c in v.versus_best if v.arm(c.arm).cost < best.cost]
+    cheaper = [c for c in v.versus_best if v.arm(c.arm).cost < best.cost and c.arm not in v.reference]
 
+    if v.claim in ("reference_matched", "reference_best"):
+        return _reference_best(v, best, own, tol, one_sided) + _against_baseline(v)
     if v.claim == "cheaper_non_inferior":
         pick = v.arm(v.recommended)
         c = v.comparison(pick.name, best.name)
@@ -76,7 +78,42 @@ def sentence(v) -> str:
         text = _tie(v, best) + f" {best.name} has the highest {m}, {best.mean:.3f} " \
             f"({interval(v, best.lo, best.hi, sign=False)}), and is kept as the highest observed, not a shown winner"
         text += f": {_no_cheaper(v, cheaper, tol, one_sided)}" if cheaper else "; no other arm costs less."
-    return text + _against_baseline(v)
+    return text + _against_baseline(v) + _against_reference(v)
+
+
+def _reference_best(v, best, own: str, tol: str, one_sided: str) -> str:
+    """The best observed arm is a reference (measured for comparison, not a choice): how close the
+    arms that are choices come to it, and which of them is recommended."""
+    pick = v.arm(v.recommended)
+    c = v.comparison(pick.name, best.name)
+    text = f"{best.name}, a reference and not one of the arms to choose from, has the highest {own}."
+    if v.claim == "reference_matched":
+        text += (f" {pick.name} is recommended: it is shown to be at most {tol} worse than {best.name} ({v.metric} "
+                 f"{pick.mean:.3f}, difference {signed(c.diff)}, {one_sided} {signed(c.lower_one_sided)} > -{tol});")
+        text += (f" {best.name} is better by {-c.diff:.3f} ({evidence(v, c, flip=True)}), within the tolerance."
+                 if c.separated else f" the two cannot be told apart on these {v.rows:,} rows ({evidence(v, c)}).")
+        return text
+    gap = (f"{best.name} is better by {-c.diff:.3f} ({evidence(v, c, flip=True)})" if c.separated else
+           f"the two cannot be told apart on these {v.rows:,} rows (difference {signed(c.diff)}, {evidence(v, c)})")
+    need = c.rows_for_non_inferiority
+    how = (f"; about {about(need)} rows would show it at this difference, an estimate" if need and need > v.rows
+           else "; no number of rows would show it at this difference" if need is None else "")
+    return (text + f" The closest arm to choose, {pick.name} ({v.metric} {pick.mean:.3f}, "
+            f"{interval(v, pick.lo, pick.hi, sign=False)}), is recommended as the best of them: {gap}. It is not shown "
+            f"to be within {tol} of {best.name} ({one_sided} {signed(c.lower_one_sided)}{how}); chance of being best: "
+            f"{best.name} {best.p_best:.2f}, {pick.name} {pick.p_best:.2f}.")
+
+
+def _against_reference(v) -> str:
+    """The recommended arm against each reference that is not the best (the best is spoken of above)."""
+    out = ""
+    for ref in v.reference:
+        c = v.comparison(v.recommended, ref)
+        r = v.arm(ref)
+        what = (f"{'better' if c.diff > 0 else 'worse'} by {abs(c.diff):.3f} ({evidence(v, c, flip=c.diff < 0)})"
+                if c.separated else f"not shown different ({signed(c.diff)}, {evidence(v, c)})")
+        out += f" Against the reference {ref} ({v.metric} {r.mean:.3f}): {v.recommended} is {what}."
+    return out
 
 
 def _tie(v, best) -> str:
