@@ -26,7 +26,8 @@ def metric_title(key: str) -> str:
 
 
 def esc(value) -> str:
-    """HTML-escape any value (quotes too, so it is safe inside attributes)."""
+    """HTML-escape any value (quotes too, so it is safe inside attributes): for the SVG charts drawn
+    in Python; the templates escape what they show themselves."""
     return html.escape("" if value is None else str(value), quote=True)
 
 
