@@ -52,9 +52,13 @@ def as_number(text: str) -> Fraction | None:
         return None
 
 
-def make_reward(task_name: str):
+def make_reward(task_name: str, kind: str = "exact"):
+    """`exact`: the answer (asdiv: its first number) is the target. `first-word` (tweet-sentiment): the
+    answer's first word is the target label, a reward a 135M model can learn within tens of steps."""
     if task_name == "asdiv":
         return lambda sample, target: float(as_number(sample) is not None and as_number(sample) == as_number(target))
+    if kind == "first-word":
+        return lambda sample, target: float((re.findall(r"[a-z]+", sample.lower()) or [""])[0] == target.lower())
     return lambda sample, target: float(" ".join(sample.lower().split()).strip(" .") == target.lower())
 
 
@@ -79,8 +83,8 @@ def data(args):
 class Counter:
     """The reward both sides call, counting the tokens of every sample it sees."""
 
-    def __init__(self, task_name: str, tok):
-        self.fn, self.tok = make_reward(task_name), tok
+    def __init__(self, task_name: str, tok, kind: str = "exact"):
+        self.fn, self.tok = make_reward(task_name, kind), tok
         self.tokens, self.rewards = 0, []
 
     def __call__(self, samples: list[str], prompts: list[str], targets: list[str]) -> list[float]:
@@ -112,11 +116,11 @@ def side_tailor(args) -> dict:
     from tailor.preference.grpo import GRPOTrainer, RewardFn
     task, tok, builder, train, held = data(args)
     base = load_base("smollm2-135m", dtype="bf16", device="cpu")
-    counter = Counter(task.name, tok)
+    counter = Counter(task.name, tok, args.reward)
     texts = {ex.id: builder.build(ex).text for ex in train}
     reward = RewardFn("reward", "correctness", 1.0, lambda samples, rows: counter(
         samples, [texts[ex.id] for ex in rows], [ex.target for ex in rows]))
-    arm = make_method("grpo", {**LORA, "lr": LR, "steps": args.steps, "prompts_per_step": args.prompts,
+    arm = make_method("grpo", {**LORA, "lr": args.lr, "steps": args.steps, "prompts_per_step": args.prompts,
                                "group_size": args.group, "max_new_tokens": args.new, "loss": "dapo", "beta": 0.0,
                                "precision": "bf16", "seed": args.seed, "max_train_examples": None})
     torch.manual_seed(arm.seed)
@@ -142,7 +146,7 @@ def side_trl(args) -> dict:
 
     from tailor.models import model_dir
     task, tok, builder, train, held = data(args)
-    counter = Counter(task.name, tok)
+    counter = Counter(task.name, tok, args.reward)
 
     def reward(prompts, completions, target, **_):
         return counter(completions, prompts, target)
@@ -151,7 +155,7 @@ def side_trl(args) -> dict:
     model = AutoModelForCausalLM.from_pretrained(model_dir("smollm2-135m"), dtype=torch.bfloat16)
     cfg = GRPOConfig(output_dir=os.path.join(args.tmp, "trl-grpo"), per_device_train_batch_size=args.prompts * args.group,
                      num_generations=args.group, gradient_accumulation_steps=1, max_completion_length=args.new,
-                     max_steps=args.steps, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
+                     max_steps=args.steps, learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0,
                      weight_decay=0.0, max_grad_norm=1.0, beta=0.0, loss_type="dapo", epsilon=0.2, epsilon_high=0.28,
                      num_iterations=1, scale_rewards="group", temperature=1.0, top_p=1.0, top_k=0,
                      shuffle_dataset=False, bf16=True, use_cpu=True, logging_steps=1, save_strategy="no",
@@ -187,6 +191,9 @@ def main() -> None:
     p.add_argument("--held", type=int, default=48, help="held-out rows answered greedily")
     p.add_argument("--task", choices=["asdiv", "tweet-sentiment"], default="asdiv",
                    help="asdiv falls back to tweet-sentiment where it is not bundled")
+    p.add_argument("--reward", choices=["exact", "first-word"], default="exact",
+                   help="tweet-sentiment: the answer is the label, or its first word is")
+    p.add_argument("--lr", type=float, default=LR)
     p.add_argument("--side", choices=["tailor", "trl"])
     p.add_argument("--tmp", default="/tmp/tailor-bench")
     p.add_argument("--seed", type=int, default=0)
@@ -197,8 +204,9 @@ def main() -> None:
         return
     res: dict[str, dict] = {}
     for side in ("tailor", "trl"):
-        cmd = [sys.executable, __file__, "--side", side] + [f"--{k}={getattr(args, k)}" for k in
-                                                           ("steps", "prompts", "group", "new", "held", "tmp", "seed", "task")]
+        cmd = [sys.executable, __file__, "--side", side] + [
+            f"--{k}={getattr(args, k)}"
+            for k in ("steps", "prompts", "group", "new", "held", "tmp", "seed", "task", "reward", "lr")]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -211,7 +219,8 @@ def main() -> None:
     t, trl = res["tailor"], res["trl"]
     print(f"GRPO (DAPO loss, beta 0, clip 0.2/0.28, one update per batch), smollm2-135m bf16, {t['task']}: "
           f"{args.steps} steps x {args.prompts} prompts x {args.group} samples of at most {args.new} tokens, "
-          f"LoRA r={LORA['r']} all-linear, lr {LR}, {torch.get_num_threads()} threads; held-out: {t['held']} rows, greedy")
+          f"LoRA r={LORA['r']} all-linear, lr {args.lr:g}, reward {args.reward}, {torch.get_num_threads()} threads; "
+          f"held-out: {t['held']} rows, greedy")
     print(f"{'':8}{'tokens/s':>10}{'tokens':>9}{'train s':>9}{'peak RSS MB':>13}{'reward train':>14}{'reward held':>13}")
     for side, v in (("tailor", t), ("trl", trl)):
         print(f"{side:8}{v['tps']:>10.0f}{v['tokens']:>9}{v['train_s']:>9.1f}{v['peak_rss_mb']:>13.0f}"
@@ -225,7 +234,7 @@ def main() -> None:
                       "peak_rss_mb": {"tailor": round(t["peak_rss_mb"]), "trl": round(trl["peak_rss_mb"])},
                       "train_s": {"tailor": round(t["train_s"], 1), "trl": round(trl["train_s"], 1)},
                       "task": t["task"], "steps": args.steps, "prompts_per_step": args.prompts, "group": args.group,
-                      "max_new_tokens": args.new, "held_out_rows": t["held"]}))
+                      "max_new_tokens": args.new, "held_out_rows": t["held"], "lr": args.lr, "reward": args.reward}))
 
 
 if __name__ == "__main__":
