@@ -223,3 +223,27 @@ def test_the_verdict_recommends_an_open_arm_and_says_how_far_the_closed_model_is
     assert f"gpt is better by {-c.diff:.3f} (95% CI {-c.hi:+.3f} to {-c.lo:+.3f}" in v.sentence()
     with pytest.raises(TailorError, match="not all of them"):
         verdict([ArmScores("gpt", closed, 0.5)], metric="accuracy", tolerance=0.02, reference=["gpt"])
+
+
+def test_an_experiment_with_an_external_arm_is_checked_before_any_model_loads(tickets, tmp_path, monkeypatch, capsys):
+    _, data, task = tickets
+    test = task.splits["test"]
+    some = _lines(tmp_path / "some.jsonl", [{"id": ex.id, "completion": ex.target} for ex in test[:4]])
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"model: no-such-model\ntask: {data}\ntask_options: {{test: 10, dev: 0}}\nruns_dir: {tmp_path / 'runs'}\n"
+                   f"arms: [zero-shot, {{name: gpt, method: external, completions: {some}}}]\n")
+    code, _, err = _cli(monkeypatch, capsys, "run", exp)
+    assert code == 2 and "6 of the 10 test rows have no completion" in err and len(err.strip().splitlines()) == 1
+    exp.write_text(exp.read_text() + "limit: 4\nrobustness: {perturbations: [typos]}\n")   # the 4 answered rows
+    code, _, err = _cli(monkeypatch, capsys, "run", exp)
+    assert code == 2 and "robustness measures every arm on perturbed inputs" in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_break_even_leaves_out_the_closed_row_priced_at_the_open_base_s_price():
+    from tailor.breakeven import break_even
+    from tailor.results import ArmResult, Cost
+    arms = [ArmResult(name=n, method=m, options={}, cost=Cost(cost_per_1k_requests=c, train_cost=t))
+            for n, m, c, t in (("zero-shot", "zero-shot", 0.02, 0.0), ("lora", "lora", 0.01, 1.0),
+                               ("gpt", "external", 0.03, 0.0))]
+    assert [(r.weight_arm, r.prompt_arm) for r in break_even(arms, 100_000)] == [("lora", "zero-shot")]

@@ -9,14 +9,17 @@ LLMs weighs exactly this: fine-tuning's up-front cost against shorter prompts at
 
 from __future__ import annotations
 
+from .methods import METHODS
 from .results import ArmResult, BreakEven
 
 HORIZONS = (3, 6, 12)   # months over which training is paid off
 
 
 def break_even(arms: list[ArmResult], requests_per_month: int | None) -> list[BreakEven]:
-    """One row per (weight arm, prompting arm) pair of finished, priced arms."""
-    ok = [a for a in arms if a.ok and a.cost.cost_per_1k_requests > 0]
+    """One row per (weight arm, prompting arm) pair of finished, priced arms. An external arm (a
+    closed model's row) is left out: its tokens are priced at the open base's price, not its own."""
+    ok = [a for a in arms if a.ok and a.cost.cost_per_1k_requests > 0
+          and not (a.method in METHODS and METHODS[a.method].external)]
     trained = [a for a in ok if a.cost.train_cost > 0]
     prompting = [a for a in ok if a.cost.train_cost == 0]
     out = []
