@@ -320,3 +320,24 @@ def test_a_template_naming_a_value_its_context_lacks_fails():
     with pytest.raises(UndefinedError, match="changed"):
         render("calibration.html", labels=["x"], rows=[{k: v for k, v in rows[0].items() if k != "changed"}])
     assert ENV.autoescape("report.html") and ENV.from_string("{{ x }}").render(x="<b>") == "&lt;b&gt;"
+
+
+def test_the_judging_section_shows_agreement_and_flags_a_judge_that_reads_the_order():
+    from tailor.report.html import render_html
+    from tailor.results import ArmResult, JudgeAgreement, Judging, PairwiseJudged
+    judging = Judging(grader="helpful", trusted_by_setting=True, pairwise_judge="ab.json", agreement=[
+        JudgeAgreement(grader="helpful", statistic="kappa", value=0.31, lo=0.12, hi=0.52, rows=40, threshold=0.4,
+                       trusted=False, confusion={"yes": {"yes": 15, "no": 5}, "no": {"yes": 9, "maybe": 11}})],
+        pairwise=[PairwiseJudged(arm="lora", versus="zero", pairs=50, win_rate=0.62, win_lo=0.53, win_hi=0.71,
+                                 lc_win_rate=0.55, length_coef=0.8, flips=0.40, first_position=0.70)])
+    html = render_html(LadderResult(arms=[ArmResult(name="zero", method="zero-shot")], judging=judging))
+    section = html.split('<section id="judging"')[1].split("</section>")[0]
+    assert "<td>helpful</td><td>kappa</td><td class=\"num\">0.31</td><td class=\"num\">0.12 to 0.52</td>" in section
+    assert '<span class="badge bad">no</span>' in section and "only because trust_judge is set" in section
+    # the confusion's columns: every label the judge gave, sorted; a missing cell is 0
+    assert "<th class=\"num\">maybe</th><th class=\"num\">no</th><th class=\"num\">yes</th>" in section
+    assert "<tr><td>no</td><td class=\"num\">11</td><td class=\"num\">0</td><td class=\"num\">9</td></tr>" in section
+    assert "0.620</td><td class=\"num\">0.530 to 0.710</td><td class=\"num\">0.550</td>" in section
+    assert 'class="num warn">40.0%</td>' in section and "reading the position more than the answers" in section
+    assert '<a href="#judging">' in html
+    assert 'id="judging"' not in render_html(LadderResult(arms=[ArmResult(name="zero", method="zero-shot")]))

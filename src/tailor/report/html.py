@@ -22,6 +22,7 @@ from .calibration import calibration_section
 from .curves import curves_section
 from .distill import distill_section
 from .helm import bias_section, robustness_section
+from .judging import judging_section
 from .longdoc import longdoc_section
 from .preference import preference_section
 from .retrieval import retrieval_section
@@ -59,6 +60,7 @@ PARTS: list[Part] = [
     Part("preference.html", preference_section, (("preference", "Preference"),)),
     Part("calibration.html", calibration_section, (("calibration", "Calibration"),)),
     Part("rewards.html", rewards_section, (("rewards", "Rewards"),)),
+    Part("judging.html", judging_section, (("judging", "Judges"),)),
     Part("forgetting.html", sections.forgetting, (("forgetting", "Forgetting"),)),
     Part("robustness.html", robustness_section, (("robustness", "Robustness"),)),
     Part("bias.html", bias_section, (("bias", "Bias"),)),
