@@ -115,10 +115,10 @@ def prepare(data: str, *, model: str, kb: str | None, budget_s: float, runs_dir:
 def closed_arm(completions: str, name: str, task) -> tuple[dict, str]:
     """The arm of a closed model's answers (tailor.methods.external), checked against the task's whole
     test split now, before any model loads: a test row without an answer is refused."""
-    from .methods import make_method
+    from .config import read_arms
     spec = {"name": name, "method": "external", "completions": str(Path(completions).resolve())}
-    method = make_method("external", {"completions": spec["completions"]})
-    for note in method.check_rows(task, task.splits.get("test") or []):
+    (arm,) = read_arms([spec], "--closed-name", {})   # the name as an experiment's arm names are checked
+    for note in arm.options.check_rows(task, task.splits.get("test") or []):
         console.print(f"[yellow]{name}:[/] {note}", highlight=False)
     return spec, (f"{name}'s answers read from {completions}, measured on the same test rows as every arm: how close "
                   "each arm comes to it (a reference row, never the recommendation)")
