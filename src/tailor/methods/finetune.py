@@ -56,6 +56,8 @@ class _Trained(TrainConfig, Method):
         raise NotImplementedError
 
     def grade(self, task, rows, preds) -> None:
+        if not task.grader:
+            return
         from ..graders import grade_predictions  # deferred: a model judge loads torch when it grades
         for why, n in grade_predictions(task, rows, preds).items():
             log.warning("dev evaluation: %s on %d answers", why, n)

@@ -193,8 +193,6 @@ class Trainer:
         self.data, self.report = (data, None) if data is not None else self._encode_train_split()
         self.dev = (task.splits.get("dev") or [])[: cfg.eval_examples]
         self.metric = primary_metric(task)   # a task's grader where it has one, like the ladder's ranking
-        if task.grader and self.dev and type(cfg).grade is TrainConfig.grade:   # refused now, not at the first dev eval
-            cfg.grade(task, [], [])
         if (cfg.eval_every or cfg.patience) and not self.dev:
             log.warning("no dev split: dev evaluation and early stopping are off")
         self.trainable = [p for p in model.parameters() if p.requires_grad]
@@ -482,8 +480,7 @@ class Trainer:
             with self.kernels.paused(), self.autocast():
                 engine = Engine(self.model, self.tokenizer, f"dev-eval:{self.tag}:{step}", cache=None, progress=False)
                 preds = predict(engine, self.builder, self.task, self.dev, passages_for=self.passages_for)
-                if self.task.grader:
-                    self.cfg.grade(self.task, self.dev, preds)
+                self.cfg.grade(self.task, self.dev, preds)   # the task's grader, where its primary metric is one
                 report = score_predictions(self.task, preds)
         finally:
             self.model.train()

@@ -48,8 +48,9 @@ class TrainConfig(Options):
         """Sets each dev prediction's `grade` when the task's primary metric is a grader (tailor.graders).
         THE loop imports no grader (a model judge is an arm, and the loop knows none): the family of
         an arm that trains supplies this (methods/finetune._Trained)."""
-        raise TailorError(f"{task.name}: the primary metric is a grader, and {type(self).__name__} cannot grade "
-                          "its dev answers; set eval_every: 0 and patience: 0")
+        if task.grader:
+            raise TailorError(f"{task.name}: the primary metric is a grader, and {type(self).__name__} cannot grade "
+                              "its dev answers; set eval_every: 0 and patience: 0")
 
     def train_options(self) -> dict:
         return {name: getattr(self, name) for name in TrainConfig.model_fields}
