@@ -56,7 +56,7 @@ def run_ladder(exp: Experiment, progress: bool = True, run_dir: str | Path | Non
             from .graders.agreement import gate_task_judge
             checks = gate_task_judge(task, exp.metric.grader, trust=exp.metric.trust_judge,
                                      threshold=exp.metric.min_agreement, base=ctx.base)
-            judging = Judging(grader=task.grader["name"], agreement=[c.to_json() for c in checks],
+            judging = Judging(grader=task.grader["name"], agreement=checks,
                               trusted_by_setting=exp.metric.trust_judge and not all(c.trusted for c in checks))
         test = task.splits["test"][: exp.limit] if exp.limit else task.splits["test"]
         console.print(f"[bold]Ladder[/] {exp.name}: {len(exp.arms)} arms on {task.name} "

@@ -306,6 +306,10 @@ class JudgeAgreement(Result):
     trusted: bool
     confusion: dict[str, dict[str, int]] | None = None   # kappa: {people's label: {judge's label: rows}}
 
+    def sentence(self) -> str:
+        return (f"judge '{self.grader}' against people on {self.rows} rows: {self.statistic} {self.value:.2f} "
+                f"[95% {self.lo:.2f}, {self.hi:.2f}]; trusted only if the lower bound is at least {self.threshold:g}")
+
 
 class PairwiseJudged(Result):
     """One arm's answers against another's on the same test rows, judged in both orders by a

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import TailorError
+from ..results import JudgeAgreement as Agreement
 from ..task import Example
 from .base import Grader, item_of
 
@@ -79,24 +80,6 @@ def bootstrap_interval(stat, a: list, b: list, replicates: int = REPLICATES, see
     return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
 
 
-@dataclass
-class Agreement:
-    grader: str
-    statistic: str          # "kappa" or "spearman"
-    value: float
-    lo: float
-    hi: float
-    rows: int
-    threshold: float
-    trusted: bool           # the interval's lower bound clears the threshold
-    confusion: dict | None = None   # kappa: {human label: {judge label: rows}}
-
-    def sentence(self) -> str:
-        return (f"judge '{self.grader}' against people on {self.rows} rows: {self.statistic} {self.value:.2f} "
-                f"[95% {self.lo:.2f}, {self.hi:.2f}]; trusted only if the lower bound is at least {self.threshold:g}")
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def agreement(judge: list, human: list, statistic: str, grader: str = "judge", threshold: float | None = None,
@@ -113,7 +96,8 @@ def agreement(judge: list, human: list, statistic: str, grader: str = "judge", t
             confusion.setdefault(str(h), {}).setdefault(str(j), 0)
             confusion[str(h)][str(j)] += 1
     trusted = not math.isnan(lo) and lo >= threshold
-    return Agreement(grader, statistic, value, lo, hi, len(judge), threshold, trusted, confusion)
+    return Agreement(grader=grader, statistic=statistic, value=value, lo=lo, hi=hi, rows=len(judge), threshold=threshold,
+                     trusted=trusted, confusion=confusion)
 
 
 # ---------------------------------------------------------------- a judge against people
