@@ -55,7 +55,6 @@ from pathlib import Path
 import torch
 
 from ..errors import TailorError
-from ..progress import Meter
 from ..train.data import Batch, Encoded, pack, step_examples
 from ..train.loop import prepare_precision, use_bf16
 from ..train.scaffold import OnPolicyLoop, adamw, autocast, check_finite, clip_and_step, metrics_log, resume_state, wall_budget
@@ -360,48 +359,29 @@ class GRPOTrainer(OnPolicyLoop):
 
     # ---------------------------------------------------------------- the run
 
-    def run(self) -> dict:
+    name, unit = "grpo", "step"
+
+    def step(self) -> tuple[dict, int]:
+        s = self.state
+        groups = self.sample(s.step)
+        s.sampled_tokens += groups.stats["sampled_tokens"]
+        s.sampling_s += groups.stats["sampling_s"]
+        return {**groups.stats, **self.optimise(groups)}, groups.stats["sampled_tokens"]
+
+    def shown(self, stats: dict) -> dict:
+        return {"reward": f"{stats['reward']:.3f}",
+                **{k[7:]: f"{v:.3f}" for k, v in stats.items() if k in ("reward_format", "reward_correctness")}}
+
+    def log_line(self, stats: dict) -> str:
+        rewards = ", ".join(f"{k} {v:.3f}" for k, v in stats.items() if k.startswith("reward/"))
+        return f"reward {stats['reward']:.3f} ({rewards}) len {stats['response_length']:.1f} groups {stats['groups']}"
+
+    def summary(self) -> dict:
         o, s = self.o, self.state
-        self._announce()
-        stopped = "steps"
-        meter = Meter(o.steps - s.step, "training grpo", self.progress, "steps")
-        t0 = time.perf_counter() - s.elapsed_s
-        try:
-            while s.step < o.steps:
-                if self._over_budget():   # a resumed run that had already spent its budget
-                    stopped = "budget"
-                    break
-                tokens = s.sampled_tokens
-                groups = self.sample(s.step)
-                s.sampled_tokens += groups.stats["sampled_tokens"]
-                s.sampling_s += groups.stats["sampling_s"]
-                stats = {**groups.stats, **self.optimise(groups)}
-                s.step += 1
-                s.elapsed_s = time.perf_counter() - t0
-                row = {"step": s.step, **stats, "elapsed_s": s.elapsed_s}
-                s.history.append(row)
-                self.metrics.write(row)
-                shown = {"reward": f"{stats['reward']:.3f}",
-                         **{k[7:]: f"{v:.3f}" for k, v in stats.items() if k in ("reward_format", "reward_correctness")}}
-                meter.update(1, s.sampled_tokens - tokens, **shown)
-                log.info("grpo %d/%d reward %.3f (%s) len %.1f groups %d", s.step, o.steps, stats["reward"],
-                         ", ".join(f"{k} {v:.3f}" for k, v in stats.items() if k.startswith("reward/")),
-                         stats["response_length"], stats["groups"])
-                if self._end_step(o.steps, o.save_every, o.keep_checkpoints):
-                    stopped = "budget"
-                    break
-        finally:
-            meter.close()
-            self.metrics.close()
-        if stopped == "budget":
-            self._say_budget_stop("grpo", "step", o.steps)
-        return {"steps": s.step, "stopped": stopped, "budget_s": self.budget, "train_time_s": s.elapsed_s,
-                "train_tokens": s.tokens, "sampled_tokens": s.sampled_tokens, "sampling_s": s.sampling_s,
+        return {"sampled_tokens": s.sampled_tokens, "sampling_s": s.sampling_s,
                 "final_loss": s.history[-1].get("loss", float("nan")) if s.history else float("nan"),
-                "padding_fraction": 0.0, "planned_steps": o.steps, "history": s.history,
                 "rewards": [{"name": r.name, "kind": r.kind, "weight": r.weight} for r in self.rewards],
-                "loss": o.loss, "clip": [o.clip_low, self.clip_high], "resumed_from": self.resumed_from,
-                "data": {"kept": len(self.prompts)}}
+                "loss": o.loss, "clip": [o.clip_low, self.clip_high]}
 
     def _announce(self) -> None:
         o, s = self.o, self.state

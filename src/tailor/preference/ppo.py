@@ -33,13 +33,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..progress import Meter
 from ..train.data import Batch, Encoded, pack
 from ..train.loop import prepare_precision, use_bf16
 from ..train.scaffold import OnPolicyLoop, adamw, autocast, check_finite, clip_and_step, metrics_log, resume_state, wall_budget
@@ -330,43 +328,28 @@ class PPOTrainer(OnPolicyLoop):
 
     # ---------------------------------------------------------------- the run
 
-    def run(self) -> dict:
-        o, s = self.o, self.state
-        self._announce()
-        stopped = "steps"
-        meter = Meter(o.steps - s.step, "training ppo", self.progress, "iterations")
-        t0 = time.perf_counter() - s.elapsed_s
-        try:
-            while s.step < o.steps:
-                if self._over_budget():   # a resumed run that had already spent its budget
-                    stopped = "budget"
-                    break
-                tokens = s.tokens
-                ro = self.rollout(s.step)
-                stats = {**ro.stats, **self.optimise(ro)}
-                self.kl_ctl.update(ro.stats["kl"], o.rollout_prompts)
-                s.step += 1
-                s.beta = self.kl_ctl.beta
-                s.elapsed_s = time.perf_counter() - t0
-                row = {"step": s.step, **stats, "elapsed_s": s.elapsed_s}
-                s.history.append(row)
-                self.metrics.write(row)
-                meter.update(1, s.tokens - tokens, reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.3f}")
-                log.info("ppo %d/%d reward %.3f kl %.3f clip %.3f len %.1f", s.step, o.steps, stats["reward"],
-                         stats["kl"], stats["clip_fraction"], stats["response_length"])
-                if self._end_step(o.steps, o.save_every, o.keep_checkpoints):
-                    stopped = "budget"
-                    break
-        finally:
-            meter.close()
-            self.metrics.close()
-        if stopped == "budget":
-            self._say_budget_stop("ppo", "iteration", o.steps)
-        return {"steps": s.step, "iterations": s.step, "stopped": stopped, "budget_s": self.budget,
-                "train_time_s": s.elapsed_s, "train_tokens": s.tokens, "beta": s.beta,
-                "final_loss": s.history[-1]["policy_loss"] if s.history else float("nan"),
-                "padding_fraction": 0.0, "planned_steps": o.steps, "history": s.history,
-                "resumed_from": self.resumed_from, "data": {"kept": len(self.prompts)}}
+    name, unit = "ppo", "iteration"
+
+    def step(self) -> tuple[dict, int]:
+        s = self.state
+        tokens = s.tokens
+        ro = self.rollout(s.step)
+        stats = {**ro.stats, **self.optimise(ro)}
+        self.kl_ctl.update(ro.stats["kl"], self.o.rollout_prompts)
+        s.beta = self.kl_ctl.beta
+        return stats, s.tokens - tokens
+
+    def shown(self, stats: dict) -> dict:
+        return {"reward": f"{stats['reward']:.3f}", "kl": f"{stats['kl']:.3f}"}
+
+    def log_line(self, stats: dict) -> str:
+        return (f"reward {stats['reward']:.3f} kl {stats['kl']:.3f} clip {stats['clip_fraction']:.3f} "
+                f"len {stats['response_length']:.1f}")
+
+    def summary(self) -> dict:
+        s = self.state
+        return {"iterations": s.step, "beta": s.beta,
+                "final_loss": s.history[-1]["policy_loss"] if s.history else float("nan")}
 
     def _announce(self) -> None:
         """What the run will do, before it starts (as THE loop's plan prints it); the ETA follows

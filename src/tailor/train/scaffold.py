@@ -1,11 +1,12 @@
-"""The pieces every training loop of Tailor shares: THE loop (loop.py) and PPO's compact loop
-(preference/ppo.py) build their autocast region, optimiser, non-finite-loss guard, clipped
+"""The pieces every training loop of Tailor shares: THE loop (loop.py) and the compact on-policy
+loops (preference/ppo.py, preference/grpo.py) build their autocast region, optimiser, non-finite-loss guard, clipped
 update, resume, metrics log and wall-clock budget here, so the two cannot drift apart."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import TailorError
-from ..progress import console
+from ..progress import Meter, console
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .logs import MetricsLog
 
@@ -73,9 +74,63 @@ def wall_budget(budget_minutes: float | None, budget_s: float | None) -> float |
 
 
 class OnPolicyLoop:
-    """What the compact on-policy loops (PPO, GRPO) share around their step: the budget, checked
-    after each step; a checkpoint when one is due; the last good checkpoint; saying what happens.
-    A subclass sets out, model, optimizer, budget, state (step, elapsed_s), progress, resumed_from."""
+    """The compact on-policy loops (PPO, GRPO): one run, step after step, until the steps or the
+    budget end; each step logged, shown with its ETA and checkpointed when due. A subclass brings
+    the step itself (`step`: sample, reward, update) and what it shows and returns (`shown`,
+    `log_line`, `summary`), and sets o (steps, save_every, keep_checkpoints), out, model,
+    optimizer, budget, state (step, elapsed_s, tokens, history), metrics, prompts, progress and
+    resumed_from; `name` and `unit` name it in what it says."""
+
+    name: str = ""
+    unit: str = "step"
+
+    def step(self) -> tuple[dict, int]:
+        """One step: its logged values, and the tokens it processed (for the meter's rate)."""
+        raise NotImplementedError
+
+    def shown(self, stats: dict) -> dict:
+        return {"reward": f"{stats['reward']:.3f}"}
+
+    def log_line(self, stats: dict) -> str:
+        return f"reward {stats['reward']:.3f}"
+
+    def summary(self) -> dict:
+        """What the run returns beyond what every on-policy run does."""
+        return {}
+
+    def run(self) -> dict:
+        o, s = self.o, self.state
+        self._announce()
+        stopped = "steps"
+        meter = Meter(o.steps - s.step, f"training {self.name}", self.progress, f"{self.unit}s")
+        t0 = time.perf_counter() - s.elapsed_s
+        try:
+            while s.step < o.steps:
+                if self._over_budget():   # a resumed run that had already spent its budget
+                    stopped = "budget"
+                    break
+                stats, tokens = self.step()
+                s.step += 1
+                s.elapsed_s = time.perf_counter() - t0
+                row = {"step": s.step, **stats, "elapsed_s": s.elapsed_s}
+                s.history.append(row)
+                self.metrics.write(row)
+                meter.update(1, tokens, **self.shown(stats))
+                log.info("%s %d/%d %s", self.name, s.step, o.steps, self.log_line(stats))
+                if self._end_step(o.steps, o.save_every, o.keep_checkpoints):
+                    stopped = "budget"
+                    break
+        finally:
+            meter.close()
+            self.metrics.close()
+        if stopped == "budget":
+            self._say_budget_stop(self.name, self.unit, o.steps)
+        return {"steps": s.step, "stopped": stopped, "budget_s": self.budget, "train_time_s": s.elapsed_s,
+                "train_tokens": s.tokens, "padding_fraction": 0.0, "planned_steps": o.steps, "history": s.history,
+                "resumed_from": self.resumed_from, "data": {"kept": len(self.prompts)}, **self.summary()}
+
+    def _announce(self) -> None:
+        """What the run will do, said before it starts (as THE loop's plan is)."""
 
     def _say(self, text: str) -> None:
         log.info("%s", text)
