@@ -7,6 +7,7 @@ behind a real `tailor serve` asked live; and the verdict never recommending the 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -175,6 +176,9 @@ def test_plan_only_writes_the_test_rows_and_completions_add_the_closed_row_to_re
     assert "gpt-ft, a reference and not one of the arms to choose from" in rec["text"] or \
         "Against the reference gpt-ft" in rec["text"], rec["text"]
     assert len([v for v in rec["verdict"]["versus_reference"]]) == len(results["arms"]) - 1 and n >= 2
+    html = (run / "report.html").read_text()   # the report names the closed row a reference and compares against it
+    assert "gpt-ft <span class=\"muted\">(closed model: a reference)</span>" in html
+    assert "Against the closed model (gpt-ft)" in html and "reference_" not in html.split('id="verdict"')[1][:600]
 
 
 def test_an_endpoint_is_asked_live_as_a_zero_shot_arm_through_a_real_tailor_serve(tickets, tiny_base, tmp_path,
@@ -204,6 +208,49 @@ def test_an_endpoint_is_asked_live_as_a_zero_shot_arm_through_a_real_tailor_serv
     assert [p["prediction"] for p in preds["served"]] == [p["prediction"] for p in preds["zero-shot"]]
     assert served.metrics["accuracy"] == local.metrics["accuracy"] and served.cost.latency_requests == 1
     assert result.recommendation.arm == "zero-shot"   # the served copy is a reference, never the pick
+
+
+def test_a_chat_only_endpoint_is_asked_once_per_row_and_its_answers_are_the_arms(tmp_path, tiny_base, monkeypatch):
+    """`api: chat`: each test row's conversation sent to /v1/chat/completions of a real `tailor serve`;
+    the arm's answers are exactly what that endpoint says to those messages, with its usage as the
+    cost, saved with the arm; an endpoint that refuses is one line naming the row."""
+    from tailor.config import experiment_from_dict
+    from tailor.ladder import run_ladder
+    from tailor.prompts import builder_for
+    from tailor.serve.run import build
+    from test_serve import KEY, Server
+    data = _lines(tmp_path / "qa.jsonl", [{"messages": [{"role": "user", "content": f"Spell {w} backwards."},
+                                                        {"role": "assistant", "content": w[::-1]}]}
+                                          for w in ("cat", "dog", "owl", "emu", "yak", "ant", "bee", "elk")])
+    monkeypatch.setenv("TAILOR_REMOTE_API_KEY", KEY)
+    server = Server(*build(tiny_base, {}, api_key=KEY, batch_size=8))
+    spec = {"name": "chat", "model": "tiny-test", "dtype": "fp32", "task": str(data), "task_options": {"test": 4, "dev": 0},
+            "curate": False, "report": False, "forgetting": False, "cache": False, "latency_requests": 0,
+            "max_new_tokens": 6, "runs_dir": str(tmp_path / "runs"),
+            "arms": [{"name": "gpt", "method": "external", "endpoint": f"openai:{server.url}/v1#tiny-test", "api": "chat",
+                      "max_tokens": 6}, "zero-shot"]}
+    try:
+        result = run_ladder(experiment_from_dict(spec, "chat.yaml"), progress=False)
+        test = load_task(str(data), seed=0, test=4, dev=0).splits["test"]
+        builder = builder_for(load_task(str(data), seed=0, test=4, dev=0), tiny_base.tokenizer)
+        asked = [server.client().chat.completions.create(model="tiny-test", messages=builder.messages(ex), max_tokens=6,
+                                                          temperature=0) for ex in test]
+        refused = run_ladder(experiment_from_dict({**spec, "arms": [{**spec["arms"][0], "endpoint":
+                                                                     f"openai:{server.url}/v1#no-such-model"}]},
+                                                  "x.yaml"), progress=False).arms[0]
+    finally:
+        server.close()
+    gpt = result.arms[0]
+    assert gpt.ok, gpt.error
+    assert refused.status == "failed" and re.match(r"openai:\S+#no-such-model: row \S+: the chat completions endpoint "
+                                                   r"answered NotFoundError: Error code: 404", refused.error), refused.error
+    preds = [json.loads(line) for line in (Path(result.run_dir) / "predictions-gpt.jsonl").read_text().splitlines()]
+    assert [p["id"] for p in preds] == [ex.id for ex in test]
+    assert [p["prediction"] for p in preds] == [a.choices[0].message.content.strip() for a in asked]
+    assert gpt.cost.prompt_tokens_per_request == sum(a.usage.prompt_tokens for a in asked) / 4
+    saved = [json.loads(line) for line in (Path(gpt.arm_dir) / "answers.jsonl").read_text().splitlines()]
+    assert [a["completion"] for a in saved] == [a.choices[0].message.content for a in asked]
+    assert result.recommendation.arm == "zero-shot"   # the closed model is a reference, never the pick
 
 
 def test_the_verdict_recommends_an_open_arm_and_says_how_far_the_closed_model_is():

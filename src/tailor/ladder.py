@@ -37,6 +37,7 @@ from .results import (
     Retrieval,
     SeedRun,
 )
+from .run_file import check_arms
 from .task import primary_metric
 from .trackers import check_installed, log_finished
 
@@ -63,6 +64,8 @@ def run_ladder(exp: Experiment, progress: bool = True, run_dir: str | Path | Non
                       f"({len(test)} test rows), model {exp.model} -> {ctx.path}")
         for note in task.notes:
             console.print(f"[yellow]{task.name}:[/] {note}")
+        for note in check_arms(exp, task):   # an external arm's answers cover every test row, or nothing runs
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
         curation = _check_data(exp, ctx)
         arms, base_general, base_bias, predictions = [], None, None, {}
         for i, arm in enumerate(exp.arms, 1):
@@ -329,7 +332,9 @@ def _helm(result: ArmResult, adapted, exp: Experiment, ctx: RunContext, test, pr
             cls = RemoteEngine if isinstance(ctx.base.model, RemoteModel) else Engine   # as Adapted.engine picks
             base_bias = probe_model(cls(ctx.base.model, ctx.base.tokenizer, ctx.base.weights_id, ctx.cache,
                                         batch_size=exp.batch_size, progress=progress), exp.bias)
-        if result.changes_weights:
+        if method_class(result.method).external:   # a model outside Tailor: its weights are neither the base's nor at hand
+            result.bias = None
+        elif result.changes_weights:
             console.print(f"  bias probes: {result.name}")
             after = probe_model(adapted.engine(ctx.cache, batch_size=exp.batch_size, progress=progress), exp.bias)
             result.bias = {"weights": "own", "probes": compare(base_bias, after, exp.bias.seed)}

@@ -49,6 +49,10 @@ def parse(spec: str) -> tuple[str, str, str]:
     return url.rstrip("/"), model, tokenizer
 
 
+def api_key() -> str:
+    return os.environ.get("TAILOR_REMOTE_API_KEY") or os.environ.get("OPENAI_API_KEY") or "none"
+
+
 class RemoteEngine(Engine):
     """The engine over an OpenAI-compatible endpoint: the same scoring and generation calls, the
     same result cache (keyed by the endpoint and model), requests sent `concurrency` at a time."""
@@ -58,8 +62,7 @@ class RemoteEngine(Engine):
         import openai
         super().__init__(model, tokenizer, weights_id, cache, batch_size=batch_size, progress=progress)
         self.concurrency = concurrency
-        key = os.environ.get("TAILOR_REMOTE_API_KEY") or os.environ.get("OPENAI_API_KEY") or "none"
-        self.client = openai.OpenAI(base_url=model.url, api_key=key, max_retries=5)
+        self.client = openai.OpenAI(base_url=model.url, api_key=api_key(), max_retries=5)
         self.logprobs: bool | None = None   # does the endpoint score prompts? (found out on first use)
 
     @property

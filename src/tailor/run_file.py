@@ -138,15 +138,17 @@ def write_test_rows(path: Path, task) -> Path:
     return path
 
 
-def check_arms(exp) -> list[str]:
-    """Before any model loads: every arm's check of the rows it will be measured on (an external
-    arm's completions must answer each one); returns what the checks found worth saying."""
+def check_arms(exp, task=None) -> list[str]:
+    """Before any model loads (or, from the ladder, before the first arm runs): every arm's check of
+    the rows it will be measured on (an external arm's completions must answer each one); returns
+    what the checks found worth saying. `task`: the task already read (default: read it now)."""
     from .methods.base import Method
     arms = [a for a in exp.arms if type(a.options).check_rows is not Method.check_rows]   # the task read only if one checks
     if not arms:
         return []
-    from .datasets import load_task
-    task = load_task(exp.task, **exp.task_options.loader_options(exp.seed))
+    if task is None:
+        from .datasets import load_task
+        task = load_task(exp.task, **exp.task_options.loader_options(exp.seed))
     rows = task.splits["test"][: exp.limit] if exp.limit else task.splits["test"]
     notes = []
     for arm in arms:

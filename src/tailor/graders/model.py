@@ -126,9 +126,9 @@ class _ModelGrader(Grader):
     def _check_arm(self, adapted) -> None:
         from ..methods.base import method_class
         cls = method_class(adapted.recipe.method)
-        if cls.scorer or cls.own_predict:
+        if cls.scorer or cls.own_predict or cls.external:
             raise self.error("model", f"{self.model} is a {adapted.recipe.method} arm; a model grader's judge must "
-                                      "answer a prompt (a prompting or fine-tuned arm, or a base)")
+                                      "answer a prompt (a prompting or fine-tuned arm, a base or an openai: endpoint)")
         prior = adapted.recipe.calibration
         if prior and list((prior.get("log_prior") or {})) != list(self.judge_task().labels or []):
             raise self.error("model", f"{self.model} divides out a label prior over its own labels; a judge with "

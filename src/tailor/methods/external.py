@@ -10,6 +10,10 @@ ladder answers "how close does an open arm get to what we had?". Its answers com
   arm's cost in tokens. `tailor run DATA --plan-only` writes the rows to answer (RUN/test_rows.jsonl).
 - `endpoint: openai:URL#MODEL`, the model asked live, zero-shot, through Tailor's remote base
   (tailor.remote: prompts rendered by the one prompt builder, sent to the completions endpoint).
+  With `api: chat`, the chat completions endpoint instead (a chat-only model, as OpenAI's
+  fine-tuned models are): each test row's zero-shot conversation (the prompt builder's messages:
+  the task's instruction as the system turn, the row as the user's) asked once at temperature 0
+  when the arm is fitted; the answers and their usage are then the arm's, as a file's would be.
 
 It changes no weights and Tailor cannot serve or export it (`external`): it is a reference row,
 never the recommendation (tailor.decide).
@@ -23,9 +27,9 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..errors import DataError, TailorError
 from ..jsonl import json_type, read_jsonl
@@ -285,6 +289,8 @@ class External(Method):
     external: ClassVar[bool] = True
     completions: str | None = None   # a JSONL file of the model's answers to the test rows
     endpoint: str | None = None      # openai:http://HOST:PORT/v1#MODEL[?tokenizer=NAME], asked zero-shot
+    api: Literal["completions", "chat"] = "completions"   # which endpoint the model answers on
+    max_tokens: Annotated[int, Field(ge=1)] = 64          # api chat: the longest answer asked for
 
     @field_validator("endpoint")
     @classmethod
@@ -297,6 +303,8 @@ class External(Method):
     def _one_source(self):
         if (self.completions is None) == (self.endpoint is None):
             raise ValueError("exactly one of completions (a file of the model's answers) or endpoint (openai:URL#MODEL)")
+        if self.api == "chat" and self.endpoint is None:
+            raise ValueError("api: chat names how the endpoint is asked; give an endpoint (openai:URL#MODEL)")
         return self
 
     def fit_inputs(self) -> dict:
@@ -317,6 +325,10 @@ class External(Method):
 
     def fit(self, task: Task, base, out=None, *, cache=None, **_) -> Adapted:
         from ..prompts import builder_for
+        if self.endpoint is not None and self.api == "chat":   # asked once, then the arm's answers
+            builder = builder_for(task, base.tokenizer)
+            answers, notes = ask_chat(self.endpoint, builder, task.splits.get("test") or [], self.max_tokens)
+            return _answered(base_recipe(self, task, base, builder), answers, base, builder, notes)
         if self.endpoint is not None:   # the zero-shot prompt, on a base of its own behind the endpoint
             from ..models import load_base
             remote = load_base(self.endpoint)
@@ -351,7 +363,7 @@ class External(Method):
 
     @classmethod
     def load(cls, recipe: Recipe, pool: list[Example], folder: Path, base) -> Adapted:
-        if recipe.options.get("endpoint"):
+        if recipe.options.get("endpoint") and recipe.options.get("api", "completions") == "completions":
             from ..models import load_base
             remote = load_base(recipe.options["endpoint"])
             return Adapted(recipe, remote.model, remote.tokenizer, remote.weights_id,
@@ -369,3 +381,34 @@ def _answered(recipe: Recipe, answers: dict, base, builder, notes: dict) -> Answ
     digest = hashlib.sha256(json.dumps(answers, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
     return Answered(recipe, None, base.tokenizer, f"completions:{digest[:16]}", builder, answers=answers,
                     fit_notes=notes)
+
+
+def ask_chat(spec: str, builder, rows: list[Example], max_tokens: int, concurrency: int = 8) -> tuple[dict, dict]:
+    """Each row's zero-shot conversation asked at the chat completions endpoint of `spec`
+    (openai:URL#MODEL), temperature 0: {row id: answer} as a completions file's lines read, and
+    the counts worth reporting. A request the endpoint refuses stops the arm, naming the row."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import openai
+
+    from ..remote import api_key, parse
+    url, model, _ = parse(spec)
+    client = openai.OpenAI(base_url=url, api_key=api_key(), max_retries=5)
+
+    def ask(ex: Example) -> dict:
+        try:
+            r = client.chat.completions.create(model=model, messages=builder.messages(ex), max_tokens=max_tokens,
+                                               temperature=0)
+        except openai.OpenAIError as e:
+            raise TailorError(f"{spec}: row {ex.id}: the chat completions endpoint answered {type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:300]}") from None
+        usage = r.usage
+        return {"completion": r.choices[0].message.content or "", "line": 0, "input": row_digest(ex),
+                "prompt_tokens": usage.prompt_tokens if usage else None,
+                "completion_tokens": usage.completion_tokens if usage else None,
+                "finish_reason": r.choices[0].finish_reason}
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        answers = dict(zip([ex.id for ex in rows], pool.map(ask, rows)))
+    cut = sum(a.pop("finish_reason") == "length" for a in answers.values())
+    return answers, ({f"answers cut at max_tokens {max_tokens}": cut} if cut else {})

@@ -15,6 +15,9 @@ CLAIMS = {
     "best_not_separated": "the highest observed, not a shown winner: the data cannot separate it from every arm",
     "only_arm": "the only arm measured",
     "too_few_rows": "too few test rows for any claim",
+    "reference_matched": "an open arm shown not worse than the closed model it is measured against, by more than the "
+                         "tolerance",
+    "reference_best": "the closed model measured as a reference is ahead: no open arm is shown within the tolerance of it",
 }
 
 
