@@ -94,10 +94,11 @@ def test_echo_against_an_adapter_scores_the_clients_text_unwrapped(served, tiny_
 
 @pytest.mark.parametrize("body, param", [
     ({"model": "fs", "prompt": "Greet Ada.", "echo": True, "logprobs": 1, "max_tokens": 1}, "echo"),
-    ({"model": "ada", "prompt": "Greet Ada.", "echo": True, "logprobs": 1, "max_tokens": 2}, "max_tokens"),
+    ({"model": "ada", "prompt": "Greet Ada.", "echo": True, "logprobs": 1, "max_tokens": 1, "stop": "x"}, "stop"),
     ({"model": "ada", "prompt": [1, 2, 10 ** 6], "echo": True, "logprobs": 1, "max_tokens": 1}, "prompt"),
     ({"model": "ada", "prompt": [[1, 2], []], "echo": True, "logprobs": 1, "max_tokens": 0}, "prompt"),
-    ({"model": "ada", "prompt": "Greet Ada.", "logprobs": 1, "max_tokens": 4}, "logprobs"),
+    ({"model": "ada", "prompt": "Greet Ada.", "echo": True, "max_tokens": 4}, "echo"),       # echo without logprobs
+    ({"model": "ada", "prompt": "Greet Ada.", "max_tokens": 0}, "max_tokens"),             # nothing to generate
 ])
 def test_what_echo_cannot_answer_is_a_400_that_says_why(served, body, param):
     srv, _ = served

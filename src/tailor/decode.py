@@ -38,7 +38,17 @@ class Sequence:
     top_p: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
-    on_text: Callable[[str], None] | None = None   # receives the text as it grows (streaming)
+    on_text: Callable[..., None] | None = None   # receives the text as it grows (streaming); with `logprobs`,
+                                                   # also the `scored` entries of the tokens that text completes
+    # Log-probabilities of the generated tokens, for the rows that ask (None: not recorded, nothing
+    # computed): per token, its log-probability and its `logprobs` likeliest alternatives. As vLLM
+    # reports them by default (its V1 sampler's logprobs_mode "raw_logprobs": "the original logits,
+    # before any penalties or temperature scaling") and as OpenAI documents them (the model's
+    # log-probability of the token): log_softmax of the model's logits in float32, before temperature
+    # and top_p, whatever the row samples with. So a temperature-0 token is its distribution's top-1,
+    # and a token drawn at temperature 1.5 reports the model's own probability of it, not the flattened one.
+    logprobs: int | None = None
+    scored: list = field(default_factory=list)     # per token in `tokens`: (token, piece, logprob, [(id, logprob)...])
     tokens: list[int] = field(default_factory=list)
     text: str = ""
     finish_reason: str | None = None               # "stop" (EOS or a stop string) | "length" | "cancelled"
@@ -46,6 +56,7 @@ class Sequence:
     _gen: torch.Generator | None = None
     _prefix: int = 0     # incremental detokenising: tokens[_prefix:_read] were decoded last time
     _read: int = 0
+    _sent_scored: int = 0  # streaming with logprobs: entries of `scored` already handed to on_text
 
     @property
     def done(self) -> bool:
@@ -203,8 +214,9 @@ class Decoder:
 
     def _advance(self, logits: torch.Tensor, seqs: list[Sequence]) -> None:
         """The next token of each of `seqs` (aligned with `logits`); finished rows leave."""
-        for s, t in zip(seqs, self._choose(logits, seqs)):
-            self._append(s, t)
+        for i, (s, t) in enumerate(zip(seqs, self._choose(logits, seqs))):
+            # after the choice, from the same logits: recording never changes what a row samples
+            self._append(s, t, None if s.logprobs is None else _logprob(logits[i], t, s.logprobs))
         keep = [i for i, s in enumerate(self.rows) if not s.done]
         if len(keep) < len(self.rows):
             self._keep(keep)
@@ -225,14 +237,26 @@ class Decoder:
                 out[i] = int(torch.multinomial(probs, 1, generator=s._gen))
         return out
 
-    def _append(self, s: Sequence, token: int) -> None:
-        if token in self.eos:
+    def _append(self, s: Sequence, token: int, scored: tuple[float, list] | None = None) -> None:
+        end = token in self.eos
+        if end:
             s.finish_reason = "stop"
         else:
             s.tokens.append(token)
             if len(s.tokens) >= s.max_new_tokens:
                 s.finish_reason = "length"
+        before = len(s.text)
         self._detokenize(s, final=s.done)
+        if scored is not None:
+            # each token's piece is the text it added (a token that starts a character another
+            # completes adds "", the completing one the character), so the pieces join to the text;
+            # the end token is not recorded (it adds no text and is not counted), what its final
+            # flush adds goes to the last token
+            if not end:
+                s.scored.append((token, s.text[before:], *scored))
+            elif s.scored and len(s.text) > before:
+                t, piece, *rest = s.scored[-1]
+                s.scored[-1] = (t, piece + s.text[before:], *rest)
         for stop in s.stop:
             if stop and stop in s.text:
                 s.text, s.finish_reason = s.text[:s.text.index(stop)], "stop"
@@ -240,9 +264,25 @@ class Decoder:
             # Hold back what could still become a stop string.
             hold = 0 if s.done else max((len(x) - 1 for x in s.stop), default=0)
             upto = len(s.text) - hold
-            if upto > s._sent:
+            if s.logprobs is not None:
+                self._stream_scored(s, upto)
+            elif upto > s._sent:
                 s.on_text(s.text[s._sent:upto])
                 s._sent = upto
+
+    @staticmethod
+    def _stream_scored(s: Sequence, upto: int) -> None:
+        """Streaming with logprobs: text is sent up to the last token boundary before `upto`, with
+        the entries of the tokens it completes, so each chunk's pieces join to its text and the
+        chunks' entries add up to `covered(s)`; when the row is done, the rest."""
+        entries = covered(s) if s.done else s.scored
+        k, end = s._sent_scored, s._sent
+        while k < len(entries) and (s.done or end + len(entries[k][1]) <= upto):
+            end += len(entries[k][1])
+            k += 1
+        if end > s._sent or (s.done and k > s._sent_scored):
+            s.on_text(s.text[s._sent:end], entries[s._sent_scored:k])
+            s._sent, s._sent_scored = end, k
 
     def _detokenize(self, s: Sequence, final: bool = False) -> None:
         """Appends the new tokens' text. Decoding all tokens at every step would cost O(n^2) per
@@ -279,6 +319,33 @@ class Decoder:
         for layer in self.cache.layers:
             layer.keys = layer.keys.index_select(0, index)[:, :, first:]
             layer.values = layer.values.index_select(0, index)[:, :, first:]
+
+
+def _logprob(logits: torch.Tensor, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
+    """`token`'s log-probability under one row's next-token `logits` (float32 log_softmax of the raw
+    logits, see `Sequence.logprobs`) and the `top` likeliest tokens, likeliest first: one
+    log_softmax over the vocabulary, paid only by rows that ask."""
+    lp = torch.log_softmax(logits.float(), -1)
+    values, ids = lp.topk(top)
+    return float(lp[token]), list(zip(ids.tolist(), values.tolist()))
+
+
+def covered(s: Sequence) -> list[tuple]:
+    """The `scored` entries of the tokens that make `s.text`, each (token, piece, logprob,
+    alternatives). A stop string cuts the text, and with it the tokens: those whose pieces end
+    within the returned text are kept, the one the cut falls inside is kept with its piece cut to
+    the text's end, the rest are dropped (their text is not returned). So the pieces join to
+    exactly `s.text`, and without a cut every generated token is there."""
+    out, start = [], 0
+    for token, piece, lp, top in s.scored:
+        end = start + len(piece)
+        if end > len(s.text):
+            if start < len(s.text):
+                out.append((token, piece[:len(s.text) - start], lp, top))
+            break
+        out.append((token, piece, lp, top))
+        start = end
+    return out
 
 
 def supported(model) -> bool:

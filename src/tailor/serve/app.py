@@ -39,7 +39,7 @@ from .openai_types import (
     ModelCard,
     ModelList,
 )
-from .requests import ApiError, request_jobs, response_body, usage
+from .requests import ApiError, chat_logprobs, completion_logprobs, request_jobs, response_body, usage
 from .scheduler import Job, NeverFits, QueueFull, Scheduler
 
 log = logging.getLogger("tailor")
@@ -223,12 +223,13 @@ async def _wait(request: Request, jobs: list[Job]) -> list:
 
 
 def _wire(jobs: list[Job]) -> asyncio.Queue:
-    """Events (choice index, text) of the jobs, on this event loop; text None: a job ended."""
+    """Events (choice index, text, its tokens' logprobs entries or None) of the jobs, on this event
+    loop; text None: a job ended."""
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
     for i, job in enumerate(jobs):
-        job.on_text = lambda text, i=i: loop.call_soon_threadsafe(events.put_nowait, (i, text))
-        job.future.add_done_callback(lambda f, i=i: loop.call_soon_threadsafe(events.put_nowait, (i, None)))
+        job.on_text = lambda text, entries=None, i=i: loop.call_soon_threadsafe(events.put_nowait, (i, text, entries))
+        job.future.add_done_callback(lambda f, i=i: loop.call_soon_threadsafe(events.put_nowait, (i, None, None)))
     return events
 
 
@@ -239,11 +240,18 @@ async def _stream(jobs: list[Job], events: asyncio.Queue, body, chat: bool, rid:
         return "data: " + json.dumps({"id": rid, "object": kind, "created": created, "model": body.model,
                                       "choices": choices, **extra}) + "\n\n"
 
-    def choice(i: int, text: str | None, finish: str | None) -> dict:
+    sent = [0] * len(jobs)   # characters streamed per choice: the offsets of its tokens
+
+    def choice(i: int, text: str | None, finish: str | None, entries: list | None = None) -> dict:
+        # a chunk carries the log-probabilities of the tokens its text adds (decode.Decoder joins them)
+        tok = jobs[i].arm.engine.tok
         if chat:
             delta = {} if text is None else {"content": text}
-            return {"index": i, "delta": delta, "finish_reason": finish, "logprobs": None}
-        return {"index": i, "text": text or "", "finish_reason": finish, "logprobs": None}
+            logprobs = None if entries is None else chat_logprobs(tok, entries).model_dump()
+            return {"index": i, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
+        logprobs = None if entries is None else completion_logprobs(tok, entries, sent[i]).model_dump()
+        sent[i] += len(text or "")
+        return {"index": i, "text": text or "", "finish_reason": finish, "logprobs": logprobs}
 
     try:
         if chat:
@@ -251,9 +259,9 @@ async def _stream(jobs: list[Job], events: asyncio.Queue, body, chat: bool, rid:
                           "logprobs": None} for i in range(len(jobs))])
         left = len(jobs)
         while left:
-            i, text = await events.get()
+            i, text, entries = await events.get()
             if text is not None:
-                yield chunk([choice(i, text, None)])
+                yield chunk([choice(i, text, None, entries)])
                 continue
             left -= 1
             error = jobs[i].future.exception()

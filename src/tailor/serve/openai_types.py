@@ -88,6 +88,10 @@ class ChatRequest(_Request):
     messages: Annotated[list[Message], Field(min_length=1)]
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    # the generated tokens' log-probabilities, each with its top_logprobs likeliest alternatives (0 to
+    # 20, OpenAI's limit; only with logprobs: true)
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
 
     def turns(self) -> list[dict]:
         # a developer message is a system message for the models served here
@@ -151,11 +155,28 @@ class ChatMessage(BaseModel):
     content: str
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None   # the token's own UTF-8 bytes (a character split between tokens: part of it)
+
+
+class TokenLogprob(TopLogprob):
+    """OpenAI's chat logprobs entry: a generated token (`token`: the text it adds to the content, so
+    the entries join to it), its log-probability and its likeliest alternatives, likeliest first."""
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[TokenLogprob] | None
+    refusal: list[TokenLogprob] | None = None
+
+
 class ChatChoice(BaseModel):
     index: int
     message: ChatMessage
     finish_reason: Literal["stop", "length"]
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -170,7 +191,8 @@ class ChatCompletion(BaseModel):
 class Logprobs(BaseModel):
     """OpenAI's completions logprobs: per token its text, log-probability (None for an echoed
     prompt's first), character offset in the choice's text, and its likeliest alternatives
-    ({token: log-probability}, the token itself always among them; None for the first)."""
+    ({token: log-probability}, likeliest first, the token itself always among them as vLLM
+    answers; None for the first)."""
     tokens: list[str]
     token_logprobs: list[float | None]
     text_offset: list[int]

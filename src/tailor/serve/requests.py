@@ -4,15 +4,19 @@ body: the one translation the server and batch prediction (OpenAI Batch files) s
 from __future__ import annotations
 
 import random
+import re
 
 from .openai_types import (
     ChatChoice,
     ChatCompletion,
+    ChatLogprobs,
     ChatMessage,
     ChatRequest,
     Completion,
     CompletionChoice,
     Logprobs,
+    TokenLogprob,
+    TopLogprob,
     Usage,
 )
 from .scheduler import Job
@@ -31,13 +35,25 @@ def request_jobs(arm, body, limit: int) -> list[Job]:
     chat = isinstance(body, ChatRequest)
     max_tokens = body.limit(default=min(256, limit)) if chat else body.max_tokens
     echo = not chat and body.scores_prompt()
-    if not chat and not echo and (body.echo or body.logprobs is not None or max_tokens == 0):
-        raise ApiError(400, "echo and logprobs are served together, with max_tokens 0 or 1 (the prompt's own token "
-                            "log-probabilities, then the token drawn after it); to generate, leave them out and ask "
-                            "for max_tokens >= 1", "unsupported_parameter", "logprobs")
+    if chat and body.top_logprobs is not None and not body.logprobs:
+        raise ApiError(400, "top_logprobs is given with logprobs: true (the alternatives of each generated token)",
+                       "invalid_request", "top_logprobs")
+    top = (body.top_logprobs or 0 if body.logprobs else None) if chat else body.logprobs
+    if not chat and body.echo and not echo:
+        raise ApiError(400, "echo is served with logprobs (the prompt's own token log-probabilities, then the "
+                            "generated tokens'); to generate only, leave echo out", "unsupported_parameter", "echo")
+    if not chat and not echo and max_tokens == 0:
+        raise ApiError(400, "max_tokens 0 generates nothing: ask for max_tokens >= 1, or send echo with logprobs to "
+                            "score the prompt", "unsupported_parameter", "max_tokens")
     if max_tokens > limit:
         raise ApiError(400, f"max_tokens is {max_tokens}; this server generates at most {limit} tokens a choice",
                        "max_tokens_too_large", "max_tokens")
+    if top is not None and (max_tokens > 1 or not echo):   # generated tokens' log-probabilities
+        why = no_logprobs(arm)
+        if why:
+            raise ApiError(400, f"{arm.name} {why}, so it has no log-probabilities of generated tokens: leave "
+                                f"{'logprobs' if chat else 'logprobs out (or echo with max_tokens 0 or 1)'}",
+                           "unsupported_parameter", "logprobs")
     if arm.program is not None:
         return _program_jobs(arm, body, chat, max_tokens, echo)
     if echo:
@@ -57,9 +73,27 @@ def request_jobs(arm, body, limit: int) -> list[Job]:
             raise ApiError(400, f"This model's context is {arm.context} tokens; the request has {n_prompt} in its "
                                 f"prompt and asks for {max_tokens} more", "context_length_exceeded",
                            "messages" if chat else "prompt")
-        jobs += [Job(arm, prompt, max_tokens, body.temperature, body.top_p, seed + i, body.stops(), echo=echo)
-                 for i in range(body.n)]
+        jobs += [Job(arm, prompt, max_tokens, body.temperature, body.top_p, seed + i, body.stops(), echo=echo,
+                     logprobs=top) for i in range(body.n)]
     return jobs
+
+
+def no_logprobs(arm) -> str | None:
+    """Why `arm`'s answers have no per-token log-probabilities (None: they do): its answer is not
+    one sequence sampled token by token from a model here. Asked of what the arm is (its program,
+    its kind, its engine), never of its name."""
+    from ..decode import supported
+    if arm.program is not None:
+        return "answers by running its plan-and-execute program (several model calls, one answer put together)"
+    if arm.kind == "classify":
+        return "answers with the label its option scoring picks (each label's whole log-likelihood), not with tokens " \
+               "drawn one at a time"
+    if str(arm.engine.weights_id).startswith("openai:"):
+        return "runs on a remote base (an OpenAI-compatible endpoint), whose generation this server does not run"
+    if not supported(arm.engine.model):
+        return "generates through transformers' generate (a prompt-learning adapter or sliding-window attention: " \
+               "rows the continuous-batching decoder cannot run), which records no log-probabilities here"
+    return None
 
 
 def _echo_jobs(arm, body, max_tokens: int) -> list[Job]:
@@ -69,15 +103,12 @@ def _echo_jobs(arm, body, max_tokens: int) -> list[Job]:
     log-probabilities by its own context length), so the tokens returned are those. An arm that
     adds only a prompt to the base's weights would score exactly as the base: refused, naming it."""
     from ..methods.base import method_class
-    if max_tokens > 1:
-        raise ApiError(400, f"echo with logprobs scores the prompt and draws at most one token after it (max_tokens 0 "
-                            f"or 1; this request asks for {max_tokens})", "unsupported_parameter", "max_tokens")
     if body.stream:
         raise ApiError(400, "echo with logprobs is answered whole: send it without stream", "unsupported_parameter",
                        "stream")
-    if body.stop:
-        raise ApiError(400, "echo with logprobs draws at most one token: stop does not apply; leave it out",
-                       "unsupported_parameter", "stop")
+    if body.stop and max_tokens <= 1:
+        raise ApiError(400, "echo with logprobs and max_tokens 0 or 1 draws at most one token: stop does not apply; "
+                            "leave it out", "unsupported_parameter", "stop")
     if arm.method is not None and arm.adapter is None and not method_class(arm.method).changes_weights:
         raise ApiError(400, f"{arm.name} is a {arm.method} arm: it adds a prompt to {arm.parent}'s weights, and echo "
                             f"scores the text as sent, unwrapped; score it against model '{arm.parent}'",
@@ -92,8 +123,11 @@ def _echo_jobs(arm, body, max_tokens: int) -> list[Job]:
                                 f"prompt and asks for {max_tokens} more", "context_length_exceeded", "prompt")
         seed = body.seed if body.seed is not None else random.getrandbits(31)
         text = prompt if isinstance(prompt, str) else arm.engine.tok.decode(prompt)
-        jobs += [Job(arm, text, max_tokens, body.temperature, body.top_p, seed + i, echo=True,
-                     ids=prompt if isinstance(prompt, list) else None, top=body.logprobs) for i in range(body.n)]
+        # past max_tokens 1 the decoder generates after the scored prompt, unwrapped too, recording the
+        # generated tokens' log-probabilities
+        jobs += [Job(arm, text, max_tokens, body.temperature, body.top_p, seed + i, body.stops(), echo=True,
+                     ids=prompt if isinstance(prompt, list) else None, top=body.logprobs,
+                     logprobs=body.logprobs if max_tokens > 1 else None) for i in range(body.n)]
     return jobs
 
 
@@ -158,15 +192,97 @@ def usage(jobs: list[Job], answers) -> Usage:
 def response_body(body, jobs: list[Job], answers, rid: str, created: int) -> ChatCompletion | Completion:
     if isinstance(body, ChatRequest):
         return ChatCompletion(id=rid, created=created, model=body.model, usage=usage(jobs, answers), choices=[
-            ChatChoice(index=i, message=ChatMessage(content=a.text), finish_reason=a.finish_reason)
-            for i, a in enumerate(answers)])
+            ChatChoice(index=i, message=ChatMessage(content=a.text), finish_reason=a.finish_reason,
+                       logprobs=None if a.generated is None else chat_logprobs(j.arm.engine.tok, a.generated))
+            for i, (j, a) in enumerate(zip(jobs, answers))])
     return Completion(id=rid, created=created, model=body.model, usage=usage(jobs, answers), choices=[
-        CompletionChoice(index=i, text=a.text, finish_reason=a.finish_reason, logprobs=_logprobs(a.logprobs))
-        for i, a in enumerate(answers)])
+        CompletionChoice(index=i, text=a.text, finish_reason=a.finish_reason, logprobs=_logprobs(j.arm.engine.tok, a))
+        for i, (j, a) in enumerate(zip(jobs, answers))])
 
 
-def _logprobs(tokens: list | None) -> Logprobs | None:
-    if tokens is None:
+def _logprobs(tok, a) -> Logprobs | None:
+    """An echo's prompt entries, then the generated tokens' (their offsets after the prompt's text)."""
+    if a.logprobs is None and a.generated is None:
         return None
-    return Logprobs(tokens=[t[0] for t in tokens], token_logprobs=[t[1] for t in tokens],
-                    text_offset=[t[2] for t in tokens], top_logprobs=[t[3] for t in tokens])
+    echoed = a.logprobs or []
+    out = Logprobs(tokens=[t[0] for t in echoed], token_logprobs=[t[1] for t in echoed],
+                   text_offset=[t[2] for t in echoed], top_logprobs=[t[3] for t in echoed])
+    if a.generated:
+        more = completion_logprobs(tok, a.generated, len(a.text) - sum(len(e[1]) for e in a.generated))
+        out.tokens += more.tokens
+        out.token_logprobs += more.token_logprobs
+        out.text_offset += more.text_offset
+        out.top_logprobs += more.top_logprobs
+    return out
+
+
+def completion_logprobs(tok, entries: list, start: int) -> Logprobs:
+    """Completions logprobs of generated tokens (decode.covered's entries: token, piece, log-probability,
+    alternatives), the first at character `start` of the choice's text. Each token is the text it
+    adds, so the tokens join to the text; its alternatives are keyed by their text, and the token
+    itself is always among them under its own piece (vLLM's answer: N or N + 1 entries)."""
+    names = _names(tok, [a for e in entries for a, _ in e[3]])
+    tokens, offsets, tops = [], [], []
+    for token, piece, lp, alts in entries:
+        ranked = sorted([(names[a], v) for a, v in alts if a != token] + [(piece, lp)], key=lambda x: -x[1])
+        top: dict[str, float] = {}
+        for name, v in ranked:
+            top.setdefault(name, v)
+        tokens.append(piece)
+        offsets.append(start)
+        tops.append(top)
+        start += len(piece)
+    return Logprobs(tokens=tokens, token_logprobs=[e[2] for e in entries], text_offset=offsets, top_logprobs=tops)
+
+
+def chat_logprobs(tok, entries: list) -> ChatLogprobs:
+    """OpenAI's chat logprobs of generated tokens: per token the text it adds to the content, its
+    log-probability and own bytes, and exactly its top_logprobs alternatives, likeliest first."""
+    ids = [e[0] for e in entries] + [a for e in entries for a, _ in e[3]]
+    names, raw = _names(tok, ids), _bytes(tok, ids)
+    return ChatLogprobs(content=[
+        TokenLogprob(token=piece, logprob=lp, bytes=raw[token],
+                     top_logprobs=[TopLogprob(token=names[a], logprob=v, bytes=raw[a]) for a, v in alts])
+        for token, piece, lp, alts in entries])
+
+
+def _names(tok, ids: list[int]) -> dict[int, str]:
+    """Each token's text alone, as the echo path names tokens."""
+    unique = sorted(set(ids))
+    return {t: tok.convert_tokens_to_string([p]) for t, p in zip(unique, tok.convert_ids_to_tokens(unique))}
+
+
+def _byte_level() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet (Radford et al. 2019, the `bytes_to_unicode` table every
+    byte-level tokenizer shares): each byte is a printable character in a token's string."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+BYTE_LEVEL = _byte_level()
+BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")   # sentencepiece's byte fallback
+
+
+def _bytes(tok, ids: list[int]) -> dict[int, list[int]]:
+    """Each token's own UTF-8 bytes: read off a byte-level vocabulary (a token may hold part of a
+    character), a sentencepiece byte token (<0xE2>), or else its text encoded."""
+    backend = getattr(tok, "backend_tokenizer", None)
+    byte_level = "ByteLevel" in str(getattr(backend, "decoder", ""))
+    out = {}
+    unique = sorted(set(ids))
+    for t, p in zip(unique, tok.convert_ids_to_tokens(unique)):
+        byte = BYTE_TOKEN.fullmatch(p or "")
+        if byte:
+            out[t] = [int(byte.group(1), 16)]
+        elif byte_level and p and all(c in BYTE_LEVEL for c in p):
+            out[t] = [BYTE_LEVEL[c] for c in p]
+        else:
+            out[t] = list(tok.convert_tokens_to_string([p]).encode("utf-8"))
+    return out

@@ -37,6 +37,8 @@ class Answer:
     prompt_tokens: int
     completion_tokens: int
     logprobs: list | None = None   # echo requests: (token, log-probability, offset, alternatives) per token
+    generated: list | None = None  # logprobs requests: (token, piece, log-probability, [(id, log-probability)])
+                                   # per generated token of `text` (decode.covered)
 
 
 @dataclass
@@ -48,10 +50,13 @@ class Job:
     top_p: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
-    on_text: Callable[[str], None] | None = None   # streamed text, called from the worker thread
+    on_text: Callable[..., None] | None = None     # streamed text (with logprobs, and its tokens' entries),
+                                                   # called from the worker thread
     echo: bool = False               # score the prompt's own tokens (and draw max_tokens 0 or 1 after them)
     ids: list[int] | None = None     # an echo request's prompt as token ids, scored exactly as given
     top: int = 0                     # an echo request's logprobs: alternatives per token
+    logprobs: int | None = None      # the generated tokens' log-probabilities, with this many alternatives each
+    echoed: object = None            # an echo request that generates past one token: its scored prompt (Echo)
     example: object = None           # a program arm's request as a task row (its question and metadata)
     future: Future = field(default_factory=Future)
     cancelled: bool = False
@@ -126,13 +131,15 @@ class Scheduler:
             pending = [j for j in pending if not self._drop_cancelled(j)]
             programs = [j for j in pending if j.example is not None]
             pending = [j for j in pending if j.example is None]
-            echoing = [j for j in pending if j.echo]
+            echoing = [j for j in pending if j.echo and j.echoed is None]
+            pending = [j for j in pending if not (j.echo and j.echoed is None)]
             scoring = [j for j in pending if j.arm.kind == "classify" and not j.echo]
-            generating = [j for j in pending if j.arm.kind != "classify" and not j.echo]
+            # an echo request past max_tokens 1 generates from its scored prompt, whatever the arm's kind
+            generating = [j for j in pending if j.arm.kind != "classify" or j.echo]
             if programs:
                 self._programs(engine, programs)
             if echoing:
-                self._echo(engine, echoing)
+                generating += self._echo(engine, echoing)
             if scoring:
                 self._score(engine, scoring)
             if decoder is None:
@@ -155,8 +162,7 @@ class Scheduler:
                 continue
             for job in [j for j in live if j._seq.done]:
                 live.remove(job)
-                self._finish(job, Answer(job._seq.text, job._seq.finish_reason, len(job._seq.prompt),
-                                         len(job._seq.tokens)))
+                self._finish(job, self._answer(job))
 
     def _admit(self, generating: list[Job], live: list[Job]) -> tuple[list[Job], list[Job]]:
         """(joining the decoder now, still waiting). Without mixing, only the running adapter's
@@ -229,19 +235,39 @@ class Scheduler:
                     job.on_text(p.prediction)
                 self._finish(job, Answer(p.prediction, "stop", p.prompt_tokens, p.completion_tokens))
 
-    def _echo(self, engine, jobs: list[Job]) -> None:
+    def _echo(self, engine, jobs: list[Job]) -> list[Job]:
+        """Echo requests: the prompt scored (and with max_tokens 1 the token drawn after it, in the
+        same forward); those asking for more tokens are returned, to generate through the decoder."""
         scored = self._batched(jobs, "prompt scoring", lambda: engine.echo(
             [j.prompt if j.ids is None else j.ids for j in jobs], adapters=[j.arm.adapter for j in jobs],
             top=[j.top for j in jobs],
-            sample=[(j.temperature, j.top_p, j.seed or 0) if j.max_tokens else None for j in jobs]))
+            sample=[(j.temperature, j.top_p, j.seed or 0) if j.max_tokens == 1 else None for j in jobs]))
+        more = []
         for job, e in zip(jobs, scored or []):
-            self._finish(job, Answer(e.text, e.finish_reason, e.prompt_tokens, e.completion_tokens, e.tokens))
+            if job.max_tokens > 1:
+                job.echoed = e
+                more.append(job)
+            else:
+                self._finish(job, Answer(e.text, e.finish_reason, e.prompt_tokens, e.completion_tokens, e.tokens))
+        return more
+
+    @staticmethod
+    def _answer(job: Job) -> Answer:
+        from ..decode import covered
+        s = job._seq
+        generated = covered(s) if s.logprobs is not None else None
+        if job.echoed is not None:   # the prompt's entries, then the generated tokens'
+            return Answer(job.echoed.text + s.text, s.finish_reason, len(s.prompt), len(s.tokens), job.echoed.tokens,
+                          generated)
+        return Answer(s.text, s.finish_reason, len(s.prompt), len(s.tokens), generated=generated)
 
     def _join(self, decoder, jobs: list[Job]) -> None:
         from ..decode import Sequence
         for job in jobs:
-            job._seq = Sequence(decoder.engine.encode(job.prompt), job.arm.adapter, job.max_tokens, job.temperature,
-                                job.top_p, job.seed, job.stop, job.on_text)
+            # an echo request generates after the tokens it scored (token ids exactly as sent)
+            prompt = list(job.ids) if job.echo and job.ids is not None else decoder.engine.encode(job.prompt)
+            job._seq = Sequence(prompt, job.arm.adapter, job.max_tokens, job.temperature, job.top_p, job.seed, job.stop,
+                                job.on_text, logprobs=job.logprobs)
         decoder.join([j._seq for j in jobs])
 
     def _generate_static(self, engine, jobs: list[Job]) -> None:
