@@ -106,6 +106,9 @@ def test_aliases_that_stay_small_still_read(tmp_path):
      "line 2: field 'advice.custom_style': expected one of yes, no, got None"),
     ("tune_list.yaml", "tune: [1]\narms: [zero-shot]\n",
      "line 1: field 'tune': expected a valid dictionary or instance of TuneOptions, got [1]"),
+    ("bundled_dev.yaml", "task: asdiv\ntask_options:\n  dev: 80\narms: [zero-shot]\n",
+     "line 3: field 'task_options.dev': asdiv is a bundled task with its own fixed split and fields: task_options.dev "
+     "applies to task files only"),   # not dropped in silence: the run would tune on 100 dev rows
     ("date.yaml", "name: 2020-13-45\narms: [zero-shot]\n", " invalid YAML value (month must be in 1..12)"),
     ("int_tag.yaml", "seed: !!int ''\narms: [zero-shot]\n", " invalid YAML value (string index out of range)"),
     ("nul_char.yaml", "arms: [zero-shot]\n\x00\n", "line 2: invalid YAML (character U+0000 is not allowed in YAML)"),

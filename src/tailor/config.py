@@ -141,6 +141,25 @@ def load_experiment(path: str | Path) -> Experiment:
     return experiment_from_dict(data, path, lines)
 
 
+# what only a task file reads: a bundled task keeps its published split and its own fields
+FILE_ONLY = ("name", "kind", "format", "fields", "labels", "instruction", "metrics", "test", "dev")
+
+
+def _check_bundled_split(exp: Experiment, path, lines: dict) -> None:
+    """A bundled task has a fixed split (the same rows in every run, so runs compare): options that
+    only reading a file honours are refused, not silently dropped."""
+    from .datasets.bundled import BUNDLED
+    if exp.task not in BUNDLED:
+        return
+    for field in FILE_ONLY:
+        if getattr(exp.task_options, field) is not None:
+            hint = {"test": "; `limit: N` measures the first N test rows",
+                    "dev": "; tuning takes fewer with tune.dev_rows, training with eval_examples"}.get(field, "")
+            raise DataError(path, f"{exp.task} is a bundled task with its own fixed split and fields: "
+                                  f"task_options.{field} applies to task files only{hint}",
+                            lines.get(("task_options", field)), f"task_options.{field}")
+
+
 def experiment_from_dict(data: dict, path: str | Path = "<experiment>", lines: dict | None = None) -> Experiment:
     data = dict(data)
     arms = read_arms(data.pop("arms", None), path, lines or {})
@@ -148,6 +167,7 @@ def experiment_from_dict(data: dict, path: str | Path = "<experiment>", lines: d
     exp.arms = arms
     exp.advice = check_answers(exp.advice, path, lines or {}, ("advice",))
     exp.name = exp.name or f"{Path(str(exp.task)).stem}-ladder"
+    _check_bundled_split(exp, path, lines or {})
     if exp.judge is not None:
         exp.judge = _check_judge(exp, path, lines or {})
     if exp.metric is not None:   # the grader file read now: a bad spec fails before any model loads
