@@ -277,3 +277,22 @@ def test_a_stop_string_cuts_the_tokens_with_the_text():
     assert covered(s) == [(1, "ab", -1.0, []), (2, "", -2.0, [])]
     s.text = "abcdef"                   # no cut: every token
     assert [e[0] for e in covered(s)] == [1, 2, 3, 4]
+
+
+def test_a_batch_file_asking_for_logprobs_gets_them(served, tmp_path):
+    """`tailor predict` answers OpenAI Batch lines through the server's request path: logprobs too."""
+    from tailor.predict import run_predict
+    _, lora = served
+    lines = [{"custom_id": "chat", "method": "POST", "url": "/v1/chat/completions",
+              "body": {"model": "x", "messages": ASK, "max_tokens": 4, "logprobs": True, "top_logprobs": 1}},
+             {"custom_id": "text", "method": "POST", "url": "/v1/completions",
+              "body": {"model": "x", "prompt": "Greet Ada.", "max_tokens": 4, "logprobs": 1}}]
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    run_predict(str(lora), batch, tmp_path / "out.jsonl", model="tiny-test", dtype="fp32", device="cpu",
+                runs_dir=str(tmp_path / "runs"), progress=False)
+    out = {o["custom_id"]: o["response"]["body"]["choices"][0]
+           for o in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines())}
+    assert "".join(e["token"] for e in out["chat"]["logprobs"]["content"]) == out["chat"]["message"]["content"]
+    assert all(len(e["top_logprobs"]) == 1 for e in out["chat"]["logprobs"]["content"])
+    assert "".join(out["text"]["logprobs"]["tokens"]) == out["text"]["text"] and out["text"]["logprobs"]["tokens"]
