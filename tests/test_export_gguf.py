@@ -18,7 +18,7 @@ from tailor.cli import app
 from tailor.datasets import load_task
 from tailor.errors import TailorError
 from tailor.export.arm import export_arm, stays_with_tailor
-from tailor.export.check import llama_cpp_missing, llama_cpp_predictions, predictions
+from tailor.export.check import as_model, llama_cpp_missing, llama_cpp_predictions, predictions, reload_gguf
 from tailor.export.gguf_file import check_exportable, permute
 from tailor.export.modelfile import prompt_format
 from tailor.methods import load_adapted, make_method, save_adapted
@@ -165,8 +165,28 @@ def test_the_command_checks_the_gguf_against_the_merged_model(lora_arm, tmp_path
     base = dataclasses.replace(adapted, model=tiny_base.model, weights_id=tiny_base.weights_id)
     rows = task.splits["test"][:12]
     assert [p.probs for p in predictions(base, task, rows)] != [p.probs for p in predictions(adapted, task, rows)]
-    bad = CliRunner().invoke(app, ["export", str(lora_arm), "--gguf", str(tmp_path / "m.gguf"), "--quant", "q4_k_m"])
-    assert isinstance(bad.exception, TailorError) and "llama-quantize" in str(bad.exception)
+    bad = CliRunner().invoke(app, ["export", str(lora_arm), "--gguf", str(tmp_path / "m.gguf"), "--quant", "q9_z"])
+    assert isinstance(bad.exception, TailorError) and "'q9_z' is not one of f32, f16" in str(bad.exception)
+    assert "q4_k_m" in str(bad.exception)
+
+
+@pytest.mark.skipif(llama_cpp_missing() is not None, reason=str(llama_cpp_missing()))
+def test_a_k_quant_is_written_by_llama_cpps_quantizer_and_read_back(lora_arm, tiny_base, task, tmp_path):
+    """q4_k_m through llama.cpp: its file type recorded, the F16 intermediate gone, and both readers
+    answer. tiny-test's rows (64 and 128 wide) do not divide into k-quants' 256-value blocks, so
+    llama.cpp writes its own fallback types for them, which the file says tensor by tensor."""
+    done, adapted, merged = export_arm(lora_arm, tiny_base, tmp_path / "arm-q4km.gguf", "q4_k_m")
+    reader = gguf.GGUFReader(done.gguf.path)
+    file_type = reader.fields["general.file_type"]
+    assert int(file_type.parts[file_type.data[0]][0]) == 15   # LLAMA_FTYPE_MOSTLY_Q4_K_M
+    assert done.gguf.tensors == 20 and sum(done.gguf.by_type.values()) == 20 and "F32" in done.gguf.by_type
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Modelfile", "arm-q4km.gguf"]   # no F16 file left behind
+    rows = task.splits["test"][:6]
+    model, tok, _ = reload_gguf(done.gguf.path)   # transformers dequantises what llama.cpp wrote
+    read = predictions(as_model(adapted, model, tok, "q4km"), task, rows)
+    lc = llama_cpp_predictions(done.gguf.path, adapted, task, rows, threads=2)
+    assert lc["token_mismatches"] == 0 and len(lc["predictions"]) == len(read) == 6
+    assert all(p.prediction in task.labels for p in read + lc["predictions"])
 
 
 @pytest.mark.skipif(llama_cpp_missing() is not None, reason=str(llama_cpp_missing()))

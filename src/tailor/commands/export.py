@@ -23,7 +23,8 @@ def export(
                                                    "the `vllm serve --enable-lora` line that serves them"),
     gguf: Optional[str] = typer.Option(None, help="OUT.gguf: the arm merged into its base as one GGUF file "
                                                   "(llama.cpp, Ollama, LM Studio), with an Ollama Modelfile beside it"),
-    quant: str = typer.Option("f16", help="--gguf: f32 | f16 | bf16 | q8_0 | q5_1 | q5_0 | q4_1 | q4_0"),
+    quant: str = typer.Option("f16", help="--gguf: f32 | f16 | bf16 | q8_0 | q5_1 | q5_0 | q4_1 | q4_0, or a k-quant "
+                                             "through llama.cpp (q4_k_m, q5_k_m, q6_k, ...; needs llama-cpp-python)"),
     check: int = typer.Option(20, callback=COUNT0,
                               help="--gguf: rows on which the GGUF, read back by transformers (and llama.cpp "
                                    "where llama-cpp-python is installed), must answer as the arm (0: no check)"),
@@ -42,10 +43,8 @@ def export(
         return train.merge_or_serve(arms, merge, serve, port, model, dtype)
     if len(arms) != 1:
         raise TailorError(f"--gguf writes one model: name one arm, not {len(arms)}")
-    from ..export.gguf_file import QUANTS
-    if quant not in QUANTS:
-        raise TailorError(f"--quant {quant!r} is not one of {', '.join(QUANTS)} (k-quants such as q4_k_m: write f16 "
-                          "and run llama.cpp's llama-quantize on it)")
+    from ..export.gguf_file import check_quant
+    check_quant(quant)   # before the merge; a k-quant needs llama-cpp-python
     export_gguf(arms[0], Path(gguf), quant, check, task, model)
 
 

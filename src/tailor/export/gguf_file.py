@@ -19,9 +19,10 @@ import gguf
 import numpy as np
 
 from ..errors import TailorError
+from .kquants import K_QUANTS, llama_cpp, quantize
 
-# what `--quant` takes: the types the gguf package can write itself (k-quants and i-quants need
-# llama.cpp's llama-quantize), and the file type llama.cpp records for each
+# what `--quant` takes beside the k-quants (kquants.py): the types the gguf package writes itself,
+# and the file type llama.cpp records for each
 QUANTS: dict[str, tuple[gguf.GGMLQuantizationType, gguf.LlamaFileType]] = {
     "f32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32),
     "f16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
@@ -74,9 +75,9 @@ def write_gguf(model, tokenizer, path: Path, quant: str = "f16", *, chat_templat
                name: str = "") -> Written:
     """Writes `model` (a plain transformers model, weights merged) and `tokenizer` to `path`
     atomically (a temporary file beside it, renamed when complete)."""
-    if quant not in QUANTS:
-        raise TailorError(f"--quant {quant!r} is not one of {', '.join(QUANTS)} (k-quants such as q4_k_m: write f16 "
-                          "and run llama.cpp's llama-quantize on it)")
+    check_quant(quant)
+    if quant in K_QUANTS:   # F16 first, then llama.cpp's quantizer
+        return _k_quant(model, tokenizer, Path(path), quant, chat_template=chat_template, name=name)
     arch = check_exportable(model)
     qtype, ftype = QUANTS[quant]
     cfg = model.config
@@ -100,6 +101,30 @@ def write_gguf(model, tokenizer, path: Path, quant: str = "f16", *, chat_templat
     for t in written["types"].values():
         by_type[t] = by_type.get(t, 0) + 1
     return Written(path, quant, path.stat().st_size, len(written["types"]), by_type, written["fallbacks"], pre)
+
+
+def check_quant(quant: str) -> None:
+    if quant not in QUANTS and quant not in K_QUANTS:
+        raise TailorError(f"--quant {quant!r} is not one of {', '.join([*QUANTS, *K_QUANTS])}")
+    if quant in K_QUANTS:
+        llama_cpp()   # refused now, not after the merge
+
+
+def _k_quant(model, tokenizer, path: Path, quant: str, **kw) -> Written:
+    f16 = path.with_name(f".{path.name}.f16-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        source = write_gguf(model, tokenizer, f16, "f16", **kw)
+        quantize(f16, tmp, quant)
+        os.replace(tmp, path)
+    finally:
+        for p in (f16, tmp):
+            if p.exists():
+                p.unlink()
+    by_type: dict[str, int] = {}
+    for t in gguf.GGUFReader(path).tensors:
+        by_type[t.tensor_type.name] = by_type.get(t.tensor_type.name, 0) + 1
+    return Written(path, quant, path.stat().st_size, sum(by_type.values()), by_type, [], source.pre_tokenizer)
 
 
 def _hparams(writer: gguf.GGUFWriter, cfg, ftype: gguf.LlamaFileType, name: str) -> None:
