@@ -102,7 +102,22 @@ def held_out(model, tok, builder, rows, reward, new: int) -> float:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         gens = Engine(model, tok, "held-out", cache=None, progress=False, batch_size=len(texts)).generate(
             texts, max_new_tokens=new)
-    return sum(reward(g.text.strip(), ex.target) for g, ex in zip(gens, rows)) / len(rows)
+    return [reward(g.text.strip(), ex.target) for g, ex in zip(gens, rows)]   # per row: the sides are paired
+
+
+def mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def paired(a: list[float], b: list[float], draws: int = 2000) -> tuple[float, float, float, int, int]:
+    """Mean of a - b over the same rows, its 95% percentile bootstrap interval over rows, and the
+    rows each side alone got right."""
+    import numpy as np
+    d = np.asarray(a, float) - np.asarray(b, float)
+    rng = np.random.default_rng(0)
+    boots = d[rng.integers(0, len(d), (draws, len(d)))].mean(1)
+    return float(d.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5)), \
+        int(((d > 0)).sum()), int((d < 0).sum())
 
 
 def peak_rss_mb() -> float:
@@ -125,15 +140,14 @@ def side_tailor(args) -> dict:
                                "precision": "bf16", "seed": args.seed, "max_train_examples": None})
     torch.manual_seed(arm.seed)
     policy, _ = start_adapter(arm, base)
-    base_reward = held_out(policy, tok, builder, held, counter.fn, args.new)   # LoRA B = 0: the base
+    base_reward = mean(held_out(policy, tok, builder, held, counter.fn, args.new))   # LoRA B = 0: the base
     result = GRPOTrainer(policy, tok, builder, train, [reward], arm, None).run()
     peak = peak_rss_mb()
     half = counter.rewards[len(counter.rewards) // 2:]
     return {"task": task.name, "tokens": counter.tokens, "train_s": result["train_time_s"],
             "sampling_s": result["sampling_s"], "steps": result["steps"], "peak_rss_mb": peak,
-            "reward_train": sum(half) / len(half), "reward_held": held_out(policy, tok, builder, held, counter.fn,
-                                                                            args.new),
-            "reward_base": base_reward, "held": len(held)}
+            "reward_train": sum(half) / len(half), "held_rows": held_out(policy, tok, builder, held, counter.fn, args.new),
+            "reward_base": base_reward, "held": len(held), "curve": counter.rewards}
 
 
 def side_trl(args) -> dict:
@@ -179,7 +193,8 @@ def side_trl(args) -> dict:
     half = counter.rewards[len(counter.rewards) // 2:]
     return {"task": task.name, "tokens": counter.tokens, "train_s": Clock.end - Clock.start,
             "steps": trainer.state.global_step, "peak_rss_mb": peak, "reward_train": sum(half) / len(half),
-            "reward_held": held_out(trainer.model, tok, builder, held, counter.fn, args.new), "held": len(held)}
+            "held_rows": held_out(trainer.model, tok, builder, held, counter.fn, args.new), "held": len(held),
+            "curve": counter.rewards}
 
 
 def main() -> None:
@@ -213,6 +228,7 @@ def main() -> None:
             sys.exit(f"{side} failed:\n{proc.stderr[-4000:]}")
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         r["tps"] = r["tokens"] / r["train_s"]
+        r["reward_held"] = mean(r["held_rows"])
         res[side] = r
         print(f"{side}: {r['tps']:.0f} tok/s, {r['train_s']:.1f} s training, peak RSS {r['peak_rss_mb']:.0f} MB, "
               f"process {time.perf_counter() - t0:.0f} s", flush=True)
@@ -227,9 +243,17 @@ def main() -> None:
               f"{v['reward_train']:>14.3f}{v['reward_held']:>13.3f}")
     print(f"base (no training) held-out reward: {t['reward_base']:.3f}; Tailor's sampling took {t['sampling_s']:.1f} s "
           f"of its {t['train_s']:.1f} s")
+    for side, v in (("tailor", t), ("trl", trl)):   # the training samples' reward, by quarter of the steps
+        q = max(1, len(v["curve"]) // 4)
+        print(f"{side} training reward by quarter: " + "  ".join(f"{mean(v['curve'][i:i + q]):.3f}"
+                                                              for i in range(0, len(v["curve"]), q)))
+    diff, lo, hi, only_t, only_trl = paired(t["held_rows"], trl["held_rows"])
+    print(f"held out, paired on the same {len(t['held_rows'])} rows: Tailor - TRL {diff:+.3f} (95% bootstrap "
+          f"{lo:+.3f} to {hi:+.3f}); right only for Tailor {only_t}, only for TRL {only_trl}")
     print(json.dumps({"tokens_per_s_ratio": t["tps"] / trl["tps"], "peak_rss_ratio": t["peak_rss_mb"] / trl["peak_rss_mb"],
                       "reward_tailor": t["reward_held"], "reward_trl": trl["reward_held"], "reward_base": t["reward_base"],
                       "reward_train_tailor": t["reward_train"], "reward_train_trl": trl["reward_train"],
+                      "reward_diff": diff, "reward_diff_ci": [lo, hi], "seed": args.seed,
                       "tokens_per_s": {"tailor": round(t["tps"], 1), "trl": round(trl["tps"], 1)},
                       "peak_rss_mb": {"tailor": round(t["peak_rss_mb"]), "trl": round(trl["peak_rss_mb"])},
                       "train_s": {"tailor": round(t["train_s"], 1), "trl": round(trl["train_s"], 1)},
