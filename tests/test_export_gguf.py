@@ -180,6 +180,8 @@ def test_a_k_quant_is_written_by_llama_cpps_quantizer_and_read_back(lora_arm, ti
     file_type = reader.fields["general.file_type"]
     assert int(file_type.parts[file_type.data[0]][0]) == 15   # LLAMA_FTYPE_MOSTLY_Q4_K_M
     assert done.gguf.tensors == 20 and sum(done.gguf.by_type.values()) == 20 and "F32" in done.gguf.by_type
+    # no row of tiny-test fits a k-quant block: every 2-D tensor is a named fallback, none left unsaid
+    assert len(done.gguf.fallbacks) == 20 - done.gguf.by_type["F32"] and all(" (" in f for f in done.gguf.fallbacks)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Modelfile", "arm-q4km.gguf"]   # no F16 file left behind
     rows = task.splits["test"][:6]
     model, tok, _ = reload_gguf(done.gguf.path)   # transformers dequantises what llama.cpp wrote

@@ -51,6 +51,7 @@ def export(
 def export_gguf(arm: str, path: Path, quant: str, check: int, task: str | None, model: str | None) -> dict:
     from ..export.arm import export_arm
     from ..export.check import llama_cpp_missing
+    from ..export.kquants import K_QUANTS
     from ..recipe import find_arm, read_recipe
     folder = find_arm(arm)
     rows, task_ = _check_rows(folder, read_recipe(folder)[0], check, task) if check else (None, None)
@@ -61,8 +62,10 @@ def export_gguf(arm: str, path: Path, quant: str, check: int, task: str | None, 
               + ", ".join(f"{n} {t}" for t, n in sorted(g.by_type.items())) + f"; pre-tokenizer {g.pre_tokenizer})",
               markup=False, soft_wrap=True)
     if g.fallbacks:
-        out.print(f"{len(g.fallbacks)} tensors do not divide into {g.quant} blocks and were written F16: "
-                  f"{', '.join(g.fallbacks[:5])}", style="yellow", markup=False)
+        written = "written by llama.cpp in another type" if g.quant in K_QUANTS else "written F16"
+        out.print(f"{len(g.fallbacks)} tensors do not divide into {g.quant} blocks and were {written}: "
+                  f"{', '.join(g.fallbacks[:5])}" + (", ..." if len(g.fallbacks) > 5 else ""), style="yellow",
+                  markup=False)
     out.print(f"Ollama Modelfile: {done.modelfile} (ollama create NAME -f {done.modelfile})", markup=False, soft_wrap=True)
     if done.no_template:
         out.print(f"warning: the Modelfile has no TEMPLATE: {done.no_template}", style="yellow", markup=False)

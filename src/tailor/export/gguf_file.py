@@ -19,7 +19,7 @@ import gguf
 import numpy as np
 
 from ..errors import TailorError
-from .kquants import K_QUANTS, llama_cpp, quantize
+from .kquants import K_QUANTS, fallbacks, llama_cpp, quantize
 
 # what `--quant` takes beside the k-quants (kquants.py): the types the gguf package writes itself,
 # and the file type llama.cpp records for each
@@ -50,7 +50,8 @@ class Written:
     bytes: int
     tensors: int
     by_type: dict[str, int] = field(default_factory=dict)   # tensors per GGML type
-    fallbacks: list[str] = field(default_factory=list)      # tensors the type could not hold, written F16
+    fallbacks: list[str] = field(default_factory=list)      # tensors the type could not hold (written F16; a
+                                                            # k-quant: llama.cpp's fallback type, named)
     pre_tokenizer: str = ""
 
 
@@ -121,10 +122,11 @@ def _k_quant(model, tokenizer, path: Path, quant: str, **kw) -> Written:
         for p in (f16, tmp):
             if p.exists():
                 p.unlink()
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(path).tensors}
     by_type: dict[str, int] = {}
-    for t in gguf.GGUFReader(path).tensors:
-        by_type[t.tensor_type.name] = by_type.get(t.tensor_type.name, 0) + 1
-    return Written(path, quant, path.stat().st_size, sum(by_type.values()), by_type, [], source.pre_tokenizer)
+    for t in types.values():
+        by_type[t] = by_type.get(t, 0) + 1
+    return Written(path, quant, path.stat().st_size, len(types), by_type, fallbacks(types), source.pre_tokenizer)
 
 
 def _hparams(writer: gguf.GGUFWriter, cfg, ftype: gguf.LlamaFileType, name: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import tempfile
 from pathlib import Path
 
 from ..errors import TailorError
@@ -30,11 +31,29 @@ def llama_cpp():
 
 
 def quantize(src: Path, dst: Path, quant: str) -> None:
-    """`src` (a GGUF file, F16 or F32) quantized to `quant` at `dst` by llama.cpp."""
+    """`src` (a GGUF file, F16 or F32) quantized to `quant` at `dst` by llama.cpp. llama.cpp logs a
+    line per tensor to the process's stderr; it is kept aside (Tailor reports the types written
+    itself, `fallbacks`) and its end is shown if the quantizer fails."""
     lib = llama_cpp()
     params = lib.llama_model_quantize_default_params()
     params.ftype = getattr(lib, f"LLAMA_FTYPE_MOSTLY_{K_QUANTS[quant]}")
     params.nthread = os.cpu_count() or 1
-    rc = lib.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    with tempfile.TemporaryFile(mode="w+b") as log:
+        saved = os.dup(2)
+        os.dup2(log.fileno(), 2)
+        try:
+            rc = lib.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        log.seek(0)
+        tail = log.read().decode("utf-8", "replace").strip().splitlines()[-3:]
     if rc != 0:
-        raise TailorError(f"llama.cpp's quantizer failed on {src} ({quant}, code {rc}); its log above says why")
+        raise TailorError(f"llama.cpp's quantizer failed on {src} ({quant}, code {rc}): {' / '.join(tail)}")
+
+
+def fallbacks(by_name: dict[str, str]) -> list[str]:
+    """The tensors (name: GGML type) of a k-quant file that are neither a k-quant nor F32: llama.cpp's
+    fallback where a row's width is not a multiple of the 256-value k-quant block, and its own
+    choices for some tensors."""
+    return [f"{name} ({t})" for name, t in by_name.items() if not t.endswith("_K") and t != "F32"]
