@@ -75,7 +75,7 @@ def data(args):
     tok = load_tokenizer("smollm2-135m")
     builder = builder_for(task, tok)
     n = args.steps * args.prompts
-    train = task.splits["train"][:n]   # one epoch: each prompt once in both trainers (each in its own order)
+    train = task.splits["train"][:n]   # one epoch: each prompt once in both trainers, in the same order
     task.splits["train"] = train
     return task, tok, builder, train, task.splits["test"][:args.held]
 
@@ -165,7 +165,10 @@ def side_trl(args) -> dict:
     def reward(prompts, completions, target, **_):
         return counter(completions, prompts, target)
 
-    rows = [{"prompt": builder.build(ex).text, "target": ex.target} for ex in train]
+    from tailor.train.data import step_examples
+    # the prompts in the order Tailor's steps draw them (TRL, not shuffling, takes them in file order)
+    ordered = [ex for step in range(args.steps) for ex in step_examples(train, args.prompts, args.seed, step)]
+    rows = [{"prompt": builder.build(ex).text, "target": ex.target} for ex in ordered]
     model = AutoModelForCausalLM.from_pretrained(model_dir("smollm2-135m"), dtype=torch.bfloat16)
     cfg = GRPOConfig(output_dir=os.path.join(args.tmp, "trl-grpo"), per_device_train_batch_size=args.prompts * args.group,
                      num_generations=args.group, gradient_accumulation_steps=1, max_completion_length=args.new,
