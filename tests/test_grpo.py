@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tailor.errors import DataError, TailorError
-from tailor.preference.grpo import GRPOTrainer, RewardFn, group_advantages, policy_loss
+from tailor.preference.grpo import GRPOTrainer, RewardFn, group_advantages, policy_loss, sample_seed
 from tailor.task import Example, Task
 
 
@@ -130,6 +130,10 @@ def test_a_groups_samples_differ_and_repeat_under_their_seeds(tiny_base):
     first = draw(list(range(6)))
     assert len(set(first)) > 1 and draw(list(range(6))) == first
     assert len(set(draw(7))) == 1   # one seed for all: the same prompt gives one sample, as before
+    # two runs' seeds: sample_seed puts the run's seed above bit 40, which torch's CPU generator
+    # drops (it keeps 32 bits); the engine mixes every bit in, so runs 0 and 1 draw apart
+    other = draw([sample_seed(1, 0, k) for k in range(6)])
+    assert other != draw([sample_seed(0, 0, k) for k in range(6)]) and other == draw([sample_seed(1, 0, k) for k in range(6)])
     with pytest.raises(ValueError, match="2 seeds for 6 requests"):
         draw([1, 2])
 

@@ -171,8 +171,7 @@ class Decoder:
         self._remember([s for s, n in zip(seqs, reuse) if not n], [i for i, n in enumerate(reuse) if not n], out.cache)
         for s in seqs:
             if s.temperature > 0:
-                # any integer a client sends is a seed; torch takes 64 bits
-                s._gen = torch.Generator(device=ids.device).manual_seed((s.seed or 0) % (1 << 63))
+                s._gen = torch.Generator(device=ids.device).manual_seed(rng_seed(s.seed or 0))
         self._merge(out.cache, mask, seqs)
         self._advance(out.logits[:, -1], seqs)
 
@@ -346,6 +345,20 @@ def covered(s: Sequence) -> list[tuple]:
         out.append((token, piece, lp, top))
         start = end
     return out
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def rng_seed(seed: int) -> int:
+    """A request's seed (any integer a client or a trainer sends) as the 32 bits torch's CPU
+    generator keeps: it drops the high 32, so seeds that differ only there (GRPO's samples of two
+    runs, `(run seed << 40) + ...`) would draw the same numbers. splitmix64's finaliser mixes all
+    64 bits into the low 32, the same on every device."""
+    z = (seed + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (z ^ (z >> 31)) & 0xFFFFFFFF
 
 
 def supported(model) -> bool:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .decode import Decoder, Sequence, end_tokens, last_position, left_pad, shared_start, supported
+from .decode import Decoder, Sequence, end_tokens, last_position, left_pad, rng_seed, shared_start, supported
 from .lora_rows import RowLoRA
 from .progress import Meter
 from .tree import additive_mask, tree_rows
@@ -419,7 +419,7 @@ class Engine:
             sorted_p, order = probs.sort(descending=True)
             keep = sorted_p.cumsum(-1) - sorted_p < top_p   # the smallest set reaching top_p (the first always)
             probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
-        gen = torch.Generator().manual_seed(seed % (1 << 63))
+        gen = torch.Generator().manual_seed(rng_seed(seed))
         return int(torch.multinomial(probs, 1, generator=gen))
 
     # ------------------------------------------------------------ rewards
@@ -518,7 +518,7 @@ class Engine:
             params = per_row[batch[0]]
             ids, mask = left_pad([enc[i] for i in batch], self.pad_id, self.device)
             if params["temperature"] > 0:
-                torch.manual_seed(params["seed"])
+                torch.manual_seed(rng_seed(params["seed"]))
             t0 = time.perf_counter()
             with self.rows([names[i] for i in batch]):
                 seqs = self.model.generate(
