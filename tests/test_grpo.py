@@ -138,6 +138,18 @@ def test_a_groups_samples_differ_and_repeat_under_their_seeds(tiny_base):
         draw([1, 2])
 
 
+def test_each_group_trains_its_samples_on_the_prompt_they_were_drawn_from(tiny_base, task):
+    """The encoded group holds the row's own prompt and, as targets, the samples' answers (before,
+    the prompt was overwritten by the group's last sample: every sample was trained conditioned on
+    another sample's text, and GRPO learned almost nothing)."""
+    trainer = _trainer(tiny_base, task)
+    groups = trainer.sample(0)
+    builder = trainer.builder
+    for ex, enc in zip(groups.examples, groups.data):
+        assert enc.prompt == builder.encode(builder.build(ex).text)
+        assert len(enc.targets) == trainer.o.group_size
+
+
 def test_dynamic_sampling_drops_groups_of_equal_rewards_and_counts_them(tiny_base, task):
     same = [RewardFn("constant", "correctness", 1.0, lambda samples, rows: [1.0] * len(samples))]
     row = _trainer(tiny_base, task, rewards=same, steps=1, dynamic_sampling=True).run()["history"][0]

@@ -275,9 +275,10 @@ class GRPOTrainer(OnPolicyLoop):
                 # the response as training sees it: the builder's answer layout (the sampled text
                 # already starts with its prefix, a space after a plain prompt: not doubled), with its
                 # end-of-turn only when the policy produced one
-                text = g.text[len(prefix):] if prefix and g.text.startswith(prefix) else g.text
-                answer = self.builder.target_text(text) if g.finish_reason == "stop" else prefix + text
+                said = g.text[len(prefix):] if prefix and g.text.startswith(prefix) else g.text
+                answer = self.builder.target_text(said) if g.finish_reason == "stop" else prefix + said
                 targets.append(self.builder.encode(answer) or [self.tok.eos_token_id])
+            # the prompt the group was sampled from (`text`): its samples are trained conditioned on it
             data.append(Encoded(f"{ex.id}@{step}", self.builder.encode(text), targets, {"adv": adv[k].tolist()}))
             examples.append(ex)
         kinds: dict[str, float] = {}
